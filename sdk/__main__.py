@@ -1,0 +1,5 @@
+import sys
+
+from edgevos.cli import main
+
+sys.exit(main())

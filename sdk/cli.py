@@ -1,0 +1,65 @@
+"""The ``edgevos`` command line.
+
+Each verb lives in its own module exposing ``add_arguments(parser)`` and
+``main(args) -> int``; modules must import cheaply (no torch at import time).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgevos import __version__
+from edgevos.errors import EdgevosError
+
+# verb -> (module, one-line help)
+COMMANDS = {
+    "doctor": ("edgevos.doctor", "report versions, CPU features, GPU and Jetson state"),
+    "eval": ("edgevos.evaluate", "DAVIS J&F of saved masks, or of a model on a DAVIS folder"),
+    "train": ("edgevos.train.cli", "train a model family on DAVIS-layout folders + synthetic data"),
+    "export": ("edgevos.export.cli", "export a model to a bundle: per-stage ONNX, INT8, parity report"),
+    "build": ("edgevos.export.build_cli", "build TensorRT engines for a bundle (Jetson / GPU)"),
+    "run": ("edgevos.runtime.cli", "segment a source URI and write sinks (video, masks)"),
+    "bench": ("edgevos.bench", "benchmark matrix: family x backend x precision x tau"),
+    "demo": ("edgevos.demo", "the quick-start job on embedded defaults"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgevos",
+        description="Semi-supervised video object segmentation on NVIDIA Jetson.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgevos {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for verb, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # verb not available in this build
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_handler=module.main)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._handler(args) or 0)
+    except EdgevosError as exc:
+        print(f"edgevos {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"edgevos {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
