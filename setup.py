@@ -54,6 +54,7 @@ setup(
         "edgevos",
         "edgevos.data",
         "edgevos.models",
+        "edgevos.programs",
         "edgevos.train",
         "edgevos.export",
         "edgevos.runtime",

@@ -1,0 +1,1 @@
+"""Model families.  ``edgevos.models.registry`` is torch-free; the family modules need torch."""

@@ -1,0 +1,382 @@
+"""G-FRTM-fast: FRTM-fast with the learned reuse gate (Park et al.; Robinson et al.).
+
+The network is a set of *stages* (pure tensor functions with fixed shapes) that
+the host-side step program (:mod:`edgevos.programs.gfrtm`) calls per frame:
+
+=================  =================================================  ========================
+stage              inputs -> outputs                                  runs on
+=================  =================================================  ========================
+``encoder_low``    image -> f4, f8                                    every frame
+``encoder_high``   f8 -> f16, f32                                     computed frames
+``gate_template``  f8, mask8 -> template, embed                       first frame, per object
+``gate``           f8, prev_score, template, prev_embed               every frame, per object
+                   -> p_gate, delta, embed                            (skipped when tau = 1)
+``decoder_full``   f4, f8, f16, f32, score -> logits, r8              computed frames
+``decoder_reuse``  f4, f8, r8_prev, prev_score, delta -> logits       reused frames
+=================  =================================================  ========================
+
+The online target model (1x1 projection + 3x3 filter on f16) is fitted on the
+host by :mod:`edgevos.target_model` and produces ``score``.  ``decoder_full``
+and ``decoder_reuse`` share the shallow refinement levels (stride 8 and 4), as
+in the paper's Figure 2: the reuse path replaces levels 32/16 by the
+refine-translator applied to the stored stride-8 refiner state ``r8``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgevos.errors import InputError
+from edgevos.models.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    backbone_channels,
+    build_backbone,
+    freeze,
+    load_torchvision_weights,
+)
+from edgevos.stages import StageSpec, TensorSpec
+
+
+@dataclass(frozen=True)
+class GfrtmConfig:
+    backbone: str = "mobilenetv2"
+    input_size: Tuple[int, int] = (480, 864)  # (H, W), multiples of 32
+    decoder_dim: int = 32  # channels of the refinement network (levels 32, 16, 8)
+    shallow_dim: int = 16  # channels of the light stride-4 level
+    embed_dim: int = 32  # template-matching embedding channels
+    dissim_dim: int = 64  # c_f: channels of the dissimilarity features D_t
+    proj_dim: int = 96  # target model projection K
+    # reuse-gate training (paper defaults)
+    tau: float = 1.0
+    m1: float = 1.0
+    m2: float = 0.0
+    ep_T: int = 120
+
+    def __post_init__(self):
+        h, w = self.input_size
+        if h % 32 or w % 32 or h <= 0 or w <= 0:
+            raise InputError(
+                f"input_size {h}x{w} is not a positive multiple of 32: use e.g. 480x864 or 256x448"
+            )
+
+    def sizes(self) -> Dict[str, Tuple[int, int]]:
+        h, w = self.input_size
+        return {s: (h // s, w // s) for s in (4, 8, 16, 32)} | {1: (h, w)}
+
+
+# ----------------------------------------------------------------------------- blocks
+def conv(cin, cout, k=3, stride=1, dilation=1, relu=True):
+    layers = [nn.Conv2d(cin, cout, k, stride, dilation * (k - 1) // 2, dilation=dilation)]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class TSE(nn.Module):
+    """Target segmentation encoder: backbone features + coarse score -> decoder features."""
+
+    def __init__(self, cin, dim):
+        super().__init__()
+        self.reduce = conv(cin, dim, 1)
+        self.transform = nn.Sequential(conv(dim + 1, dim), conv(dim, dim))
+
+    def forward(self, f, score):
+        return self.transform(torch.cat([self.reduce(f), score], 1))
+
+
+class CAB(nn.Module):
+    """Channel attention: the deeper level re-weights the shallower one."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.attention = nn.Sequential(conv(2 * dim, dim, 1), nn.Conv2d(dim, dim, 1), nn.Sigmoid())
+
+    def forward(self, deeper, shallower):
+        w = self.attention(torch.cat([deeper, shallower], 1).mean((2, 3), keepdim=True))
+        return deeper + shallower * w
+
+
+class RRB(nn.Module):
+    """Residual refinement block."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.conv1x1 = conv(dim, dim, 1, relu=False)
+        self.residual = nn.Sequential(conv(dim, dim), conv(dim, dim, relu=False))
+
+    def forward(self, x):
+        x = self.conv1x1(x)
+        return F.relu(x + self.residual(x))
+
+
+class RefineLevel(nn.Module):
+    """One level of the segmentation network (FRTM: TSE -> CAB -> RRB -> x2 up)."""
+
+    def __init__(self, cin, dim, has_deeper=True):
+        super().__init__()
+        self.tse = TSE(cin, dim)
+        self.cab = CAB(dim) if has_deeper else None
+        self.rrb = RRB(dim)
+
+    def forward(self, f, score, deeper: Optional[torch.Tensor]):
+        x = self.tse(f, score)
+        if self.cab is not None:
+            x = self.cab(deeper, x)
+        x = self.rrb(x)
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class LightLevel(nn.Module):
+    """The stride-4 level, kept light: it runs on every frame, reused or not.
+
+    TSE at ``dim`` channels, the deeper level projected to ``dim``, one 3x3 conv.
+    """
+
+    def __init__(self, cin, deeper_dim, dim):
+        super().__init__()
+        self.tse = TSE(cin, dim)
+        self.project = conv(deeper_dim, dim, 1, relu=False)
+        self.fuse = conv(dim, dim)
+
+    def forward(self, f, score, deeper):
+        return self.fuse(F.relu(self.tse(f, score) + self.project(deeper)))
+
+
+class RefineTranslator(nn.Module):
+    """R8_{t-n} + delta -> estimated R8_t (paper Fig. 5a): dilated 3x3 convs (1/2/3), merge, ResBlock."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.branches = nn.ModuleList([conv(dim + 1, dim, 3, dilation=d) for d in (1, 2, 3)])
+        self.merge = conv(3 * dim, dim, 1)
+        self.res = RRB(dim)
+
+    def forward(self, r8_prev, delta8):
+        x = torch.cat([r8_prev, delta8], 1)
+        x = self.merge(torch.cat([b(x) for b in self.branches], 1))
+        return self.res(x) + r8_prev
+
+
+class TemplateMatcher(nn.Module):
+    """Light template matching (TTVOS-style): first-frame fg/bg prototypes of an f8 embedding.
+
+    The template is made once from frame 0 and never updated.  Each frame's
+    embedding is compared with it (cosine similarity to fg/bg prototypes) and
+    with the last computed frame's embedding, next to the upsampled previous
+    score; a few convs turn this into the dissimilarity features D_t.
+    """
+
+    def __init__(self, c8, embed_dim, dissim_dim):
+        super().__init__()
+        self.embed = nn.Sequential(conv(c8, embed_dim, 1), nn.Conv2d(embed_dim, embed_dim, 3, 1, 1))
+        self.dissim = nn.Sequential(conv(2 * embed_dim + 4, dissim_dim), conv(dissim_dim, dissim_dim))
+
+    def template(self, f8, mask8):
+        e = self.embed(f8)  # (B, E, H/8, W/8)
+        fg = (e * mask8).sum((2, 3)) / (mask8.sum((2, 3)) + 1.0)
+        bg = (e * (1 - mask8)).sum((2, 3)) / ((1 - mask8).sum((2, 3)) + 1.0)
+        return torch.cat([fg, bg], 1), e  # (B, 2E), (B, E, H/8, W/8)
+
+    def forward(self, f8, score8, template, prev_embed):
+        e = self.embed(f8)
+        n = e.shape[1]
+        en = F.normalize(e, dim=1)
+        fg = F.normalize(template[:, :n], dim=1)[:, :, None, None]
+        bg = F.normalize(template[:, n:], dim=1)[:, :, None, None]
+        sim = torch.cat([(en * fg).sum(1, keepdim=True), (en * bg).sum(1, keepdim=True)], 1)
+        x = torch.cat([e, (e - prev_embed).abs(), score8, torch.sigmoid(score8), sim], 1)
+        return self.dissim(x), e  # D_t (B, c_f, H/8, W/8)
+
+
+class ReuseGate(nn.Module):
+    """P_gate = sigmoid(w2 * pool(w1 * pool(D))): conv-pool-conv-pool with fixed pooling.
+
+    The upstream head's AdaptiveMaxPool2d does not export at 60x108 features;
+    a fixed 4x4 max pool followed by a global max pool exports at any size.
+    """
+
+    def __init__(self, dissim_dim):
+        super().__init__()
+        self.conv1 = conv(dissim_dim, 32)
+        self.pool1 = nn.MaxPool2d(4, 4, ceil_mode=True)
+        self.conv2 = conv(32, 16)
+        self.head = nn.Conv2d(16, 1, 1)
+        # the paper initialises gates on with probability 15%
+        nn.init.constant_(self.head.bias, -1.7346)
+
+    def forward(self, d):
+        x = self.conv2(self.pool1(self.conv1(d)))
+        x = torch.amax(x, dim=(2, 3), keepdim=True)  # global max pool
+        return torch.sigmoid(self.head(x)).flatten(1)  # (B, 1)
+
+
+class DeltaGenerator(nn.Module):
+    """One 3x3 stride-2 conv: D_t (stride 8) -> delta score (stride 16)."""
+
+    def __init__(self, dissim_dim):
+        super().__init__()
+        self.conv = nn.Conv2d(dissim_dim, 1, 3, 2, 1)
+
+    def forward(self, d):
+        return self.conv(d)
+
+
+# ----------------------------------------------------------------------------- the model
+class GFRTM(nn.Module):
+    def __init__(self, cfg: GfrtmConfig):
+        super().__init__()
+        self.config = cfg
+        ch = backbone_channels(cfg.backbone)
+        d = cfg.decoder_dim
+        self.backbone = freeze(build_backbone(cfg.backbone))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        # segmentation network, deep (32, 16) and shallow (8, 4) levels
+        self.level32 = RefineLevel(ch["f32"], d, has_deeper=False)
+        self.level16 = RefineLevel(ch["f16"], d)
+        self.level8 = RefineLevel(ch["f8"], d)
+        self.level4 = LightLevel(ch["f4"], d, cfg.shallow_dim)
+        self.predict = nn.Conv2d(cfg.shallow_dim, 1, 3, 1, 1)
+        # reuse path
+        self.matcher = TemplateMatcher(ch["f8"], cfg.embed_dim, cfg.dissim_dim)
+        self.gate = ReuseGate(cfg.dissim_dim)
+        self.delta = DeltaGenerator(cfg.dissim_dim)
+        self.translator = RefineTranslator(d)
+
+    @property
+    def normalization(self) -> dict:
+        return {
+            "mean": [m * 255 for m in IMAGENET_MEAN],
+            "std": [s * 255 for s in IMAGENET_STD],
+            "input": "RGB uint8 HxWx3 resized to input_size, as float32 (1,3,H,W) in 0..255",
+        }
+
+    # -- pieces -------------------------------------------------------------------------
+    def encode_low(self, image):
+        return self.backbone.forward_low((image - self.mean) / self.std)
+
+    def encode_high(self, f8):
+        return self.backbone.forward_high(f8)
+
+    @staticmethod
+    def _resize(x, ref):
+        return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+    def deep_levels(self, f16, f32, score):
+        x = self.level32(f32, self._resize(score, f32), None)
+        return self.level16(f16, score, x)  # r8: (B, D, H/8, W/8)
+
+    def shallow_levels(self, f4, f8, score, r8):
+        x = self.level8(f8, self._resize(score, f8), r8)
+        x = self.level4(f4, self._resize(score, f4), x)  # (B, D4, H/4, W/4)
+        h, w = self.config.input_size
+        return F.interpolate(self.predict(x), size=(h, w), mode="bilinear", align_corners=False)
+
+    def decode_full(self, f4, f8, f16, f32, score):
+        r8 = self.deep_levels(f16, f32, score)
+        return self.shallow_levels(f4, f8, score, r8), r8
+
+    def decode_reuse(self, f4, f8, r8_prev, prev_score, delta):
+        score = prev_score + delta
+        r8 = self.translator(r8_prev, self._resize(delta, r8_prev))
+        return self.shallow_levels(f4, f8, score, r8)
+
+    def gate_forward(self, f8, prev_score, template, prev_embed):
+        d, e = self.matcher(f8, self._resize(prev_score, f8), template, prev_embed)
+        return self.gate(d), self.delta(d), e
+
+    # -- stages ----------------------------------------------------------------------------
+    def stage_modules(self) -> Dict[str, nn.Module]:
+        return {name: _Stage(self, fn) for name, fn in _STAGE_FUNCS.items()}
+
+    def stage_specs(self) -> List[StageSpec]:
+        cfg = self.config
+        ch = backbone_channels(cfg.backbone)
+        sz = cfg.sizes()
+        d, e = cfg.decoder_dim, cfg.embed_dim
+
+        def t(name, c, s):
+            return TensorSpec(name, (1, c) + tuple(sz[s]))
+
+        f4, f8, f16, f32 = t("f4", ch["f4"], 4), t("f8", ch["f8"], 8), t("f16", ch["f16"], 16), t("f32", ch["f32"], 32)
+        score = t("score", 1, 16)
+        return [
+            StageSpec("encoder_low", (t("image", 3, 1),), (f4, f8), "image (RGB 0..255) -> stride 4/8 features"),
+            StageSpec("encoder_high", (f8,), (f16, f32), "stride 8 -> stride 16/32 features"),
+            StageSpec("gate_template", (f8, t("mask8", 1, 8)), (TensorSpec("template", (1, 2 * e)), t("embed", e, 8)),
+                      "first-frame template (fg/bg prototypes) and embedding"),
+            StageSpec("gate", (f8, t("prev_score", 1, 16), TensorSpec("template", (1, 2 * e)), t("prev_embed", e, 8)),
+                      (TensorSpec("p_gate", (1, 1)), t("delta", 1, 16), t("embed", e, 8)),
+                      "template matching -> reuse probability, delta score, embedding"),
+            StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 1), t("r8", d, 8)),
+                      "full segmentation network -> logits and stride-8 refiner state"),
+            StageSpec("decoder_reuse", (f4, f8, t("r8_prev", d, 8), t("prev_score", 1, 16), t("delta", 1, 16)),
+                      (t("logits", 1, 1),), "refine-translator + shallow levels -> logits"),
+        ]
+
+    def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Everything but the frozen ImageNet backbone."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+
+
+_STAGE_FUNCS = {
+    "encoder_low": lambda m, image: m.encode_low(image),
+    "encoder_high": lambda m, f8: m.encode_high(f8),
+    "gate_template": lambda m, f8, mask8: m.matcher.template(f8, mask8),
+    "gate": lambda m, f8, prev_score, template, prev_embed: m.gate_forward(f8, prev_score, template, prev_embed),
+    "decoder_full": lambda m, f4, f8, f16, f32, score: m.decode_full(f4, f8, f16, f32, score),
+    "decoder_reuse": lambda m, f4, f8, r8_prev, prev_score, delta: m.decode_reuse(f4, f8, r8_prev, prev_score, delta),
+}
+
+
+class _Stage(nn.Module):
+    """A stage as its own module (what gets exported); shares parameters with the model."""
+
+    def __init__(self, model: GFRTM, fn):
+        super().__init__()
+        self.model = model
+        self.fn = fn
+
+    def forward(self, *inputs):
+        out = self.fn(self.model, *inputs)
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+# ----------------------------------------------------------------------------- builders
+def build_gfrtm(weights=None, input_size=(480, 864), backbone_weights=None, **overrides) -> GFRTM:
+    """Build G-FRTM-fast.
+
+    weights: None (random decoder), "default" (shipped checkpoint) or a path to an
+        edgevos checkpoint (a state dict saved with ``torch.save``; loaded with
+        ``weights_only=True``).
+    backbone_weights: a torchvision ImageNet state dict for the backbone (a
+        checkpoint, when given, carries its own backbone and overrides it).
+    """
+    from edgevos.models import weights as shipped
+
+    ckpt = None
+    if weights is not None:
+        ckpt = shipped.load_checkpoint("gfrtm", weights)
+        saved = dict(ckpt.get("config", {}))
+        saved.pop("input_size", None)
+        overrides = {**saved, **overrides}
+    cfg = GfrtmConfig(input_size=tuple(int(v) for v in input_size), **overrides)
+    model = GFRTM(cfg)
+    if backbone_weights is not None:
+        load_torchvision_weights(model.backbone, backbone_weights)
+    if ckpt is not None:
+        state = {k: v.float() for k, v in ckpt["state_dict"].items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or missing:
+            raise InputError(
+                f"checkpoint '{weights}' does not fit G-FRTM-fast ({cfg.backbone}): "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+    freeze(model.backbone)
+    return model.eval()

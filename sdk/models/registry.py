@@ -1,0 +1,43 @@
+"""Model families by name.  Importing this module does not import torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+from edgevos.errors import InputError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str
+    _build: str  # "module:function" (torch)
+    _program: str  # "module:Class" (torch-free)
+
+    def build(self, weights=None, input_size=(480, 864), **overrides):
+        """The PyTorch model (needs torch): stage_modules(), stage_specs(), config, normalization."""
+        return _load(self._build)(weights=weights, input_size=input_size, **overrides)
+
+    def make_program(self, backend, config: dict, tau: float = 1.0, **kwargs):
+        """The torch-free step program running this family's stages on ``backend``."""
+        return _load(self._program)(backend, config, tau=tau, **kwargs)
+
+
+def _load(ref: str) -> Callable:
+    import importlib
+
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+FAMILIES: Dict[str, Family] = {
+    "gfrtm": Family("gfrtm", "G-FRTM-fast (FRTM-fast + learned reuse gate)",
+                    "edgevos.models.gfrtm:build_gfrtm", "edgevos.programs.gfrtm:GfrtmProgram"),
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise InputError(f"unknown model family '{name}': choose one of {sorted(FAMILIES)}") from None

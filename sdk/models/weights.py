@@ -1,0 +1,62 @@
+"""Checkpoints: shipped defaults by name, user files by path.
+
+A checkpoint is ``{"family", "config", "state_dict", "meta"}`` saved with
+``torch.save``; it is always loaded with ``weights_only=True`` (never unpickled).
+Shipped checkpoints live in ``edgevos/weights/<family>_<name>.pt`` (fp16 storage).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgevos.errors import InputError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def shipped(family: str):
+    return sorted(p.stem[len(family) + 1:] for p in WEIGHTS_DIR.glob(f"{family}_*.pt"))
+
+
+def resolve(family: str, weights) -> Path:
+    p = Path(str(weights))
+    if p.suffix in (".pt", ".pth") or p.exists():
+        if not p.is_file():
+            raise InputError(f"weights file '{p}' not found: pass an existing checkpoint or a shipped name {shipped(family)}")
+        return p
+    candidate = WEIGHTS_DIR / f"{family}_{weights}.pt"
+    if not candidate.is_file():
+        raise InputError(
+            f"no shipped {family} weights named '{weights}': available {shipped(family) or 'none'}; "
+            f"or pass a checkpoint path"
+        )
+    return candidate
+
+
+def load_checkpoint(family: str, weights) -> dict:
+    import torch
+
+    path = resolve(family, weights)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"cannot load checkpoint '{path}': {exc}. It must be a state-dict checkpoint saved by edgevos") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise InputError(f"'{path}' is not an edgevos checkpoint (no 'state_dict')")
+    if ckpt.get("family", family) != family:
+        raise InputError(f"'{path}' is a {ckpt.get('family')} checkpoint, not {family}")
+    return ckpt
+
+
+def save_checkpoint(path, family: str, model, meta: dict | None = None, half: bool = False) -> Path:
+    import dataclasses
+
+    import torch
+
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    cfg = dataclasses.asdict(model.config)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"family": family, "config": cfg, "state_dict": state, "meta": meta or {}}, tmp)
+    tmp.replace(path)
+    return path

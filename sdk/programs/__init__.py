@@ -1,0 +1,1 @@
+"""Step programs: the per-frame host logic of each model family (torch-free)."""

@@ -1,0 +1,126 @@
+"""Shared pieces of step programs: results, input checks, pre/post-processing (numpy + OpenCV)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgevos.errors import InputError
+
+
+@dataclass
+class StepResult:
+    frame_index: int
+    mask: np.ndarray  # uint8 (H, W) object ids at the frame's size
+    probs: np.ndarray  # float32 (K, H, W) per-object foreground probabilities
+    object_ids: List[int]
+    reused: bool = False  # True when the reuse path ran
+    p_gate: Optional[float] = None  # min over objects of P_gate (None when the gate did not run)
+    stage_ms: Dict[str, float] = field(default_factory=dict)
+    total_ms: float = 0.0
+
+
+class Timer:
+    """Accumulates milliseconds per named piece of one step."""
+
+    def __init__(self):
+        self.ms: Dict[str, float] = {}
+
+    def add(self, name: str, ms: float):
+        self.ms[name] = self.ms.get(name, 0.0) + ms
+
+    def section(self, name: str):
+        timer = self
+
+        class _S:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.add(name, (time.perf_counter() - self.t0) * 1e3)
+
+        return _S()
+
+
+def check_frame(frame, expect_hw: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """A frame is uint8 (H, W, 3) RGB.  Returns it contiguous; raises InputError otherwise."""
+    if not isinstance(frame, np.ndarray):
+        raise InputError(f"frame must be a numpy array (H, W, 3) uint8 RGB, got {type(frame).__name__}")
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise InputError(f"frame has shape {frame.shape}: pass an RGB image of shape (H, W, 3)")
+    if frame.dtype != np.uint8:
+        if np.issubdtype(frame.dtype, np.floating) and not np.isfinite(frame).all():
+            raise InputError("frame contains NaN or infinite values: pass a uint8 RGB image")
+        raise InputError(f"frame dtype is {frame.dtype}: pass uint8 RGB (convert with np.clip(x, 0, 255).astype(np.uint8))")
+    if frame.shape[0] < 8 or frame.shape[1] < 8:
+        raise InputError(f"frame is {frame.shape[1]}x{frame.shape[0]} pixels: too small to segment")
+    if expect_hw is not None and tuple(frame.shape[:2]) != tuple(expect_hw):
+        raise InputError(
+            f"frame is {frame.shape[1]}x{frame.shape[0]} but the sequence started at {expect_hw[1]}x{expect_hw[0]}: "
+            f"frame size cannot change mid-sequence; call start() again with a new first mask"
+        )
+    return np.ascontiguousarray(frame)
+
+
+def check_mask(mask, frame_hw: Tuple[int, int]) -> Tuple[np.ndarray, List[int]]:
+    """A first mask: integer (H, W) object ids at the frame's size, 0 background, 255 void."""
+    if not isinstance(mask, np.ndarray):
+        raise InputError(f"mask must be a numpy array (H, W) of object ids, got {type(mask).__name__}")
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise InputError(f"mask has shape {mask.shape}: pass a 2-D array (H, W) of object ids")
+    if mask.dtype == bool:
+        mask = mask.astype(np.uint8)
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise InputError(f"mask dtype is {mask.dtype}: pass integer object ids (uint8, 0 = background)")
+    if tuple(mask.shape) != tuple(frame_hw):
+        raise InputError(
+            f"mask is {mask.shape[1]}x{mask.shape[0]} but frame is {frame_hw[1]}x{frame_hw[0]}: "
+            f"pass a mask of the frame's size"
+        )
+    if mask.min() < 0 or mask.max() > 255:
+        raise InputError(f"mask has object ids in [{mask.min()}, {mask.max()}]: ids must be 1..254 (255 is void)")
+    mask = mask.astype(np.uint8)
+    ids = [int(i) for i in np.unique(mask) if i not in (0, 255)]
+    if not ids:
+        raise InputError("the first mask is empty (no object pixels): draw at least one object (ids 1..254)")
+    return mask, ids
+
+
+def to_input(frame: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (1, 3, h, w) at the model's input size, values 0..255."""
+    import cv2
+
+    h, w = size_hw
+    if frame.shape[:2] != (h, w):
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if frame.shape[0] > h else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(frame.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def resize_map(x: np.ndarray, size_hw: Tuple[int, int], area: bool = False) -> np.ndarray:
+    import cv2
+
+    h, w = size_hw
+    if x.shape[:2] == (h, w):
+        return x.astype(np.float32, copy=False)
+    interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
+    return cv2.resize(x.astype(np.float32, copy=False), (w, h), interpolation=interp)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
+def soft_aggregate(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
+    """FRTM's multi-object merge: background = min(1 - p), softmax over log-odds, argmax -> ids."""
+    eps = 1e-7
+    p = np.clip(probs, eps, 1 - eps)
+    bg = np.clip((1 - p).min(0, keepdims=True), eps, 1 - eps)
+    allp = np.concatenate([bg, p], 0)
+    logit = np.log(allp / (1 - allp))
+    labels = logit.argmax(0)
+    lut = np.array([0] + list(object_ids), dtype=np.uint8)
+    return lut[labels]
