@@ -49,6 +49,7 @@ setup(
         "edgevos": "sdk",
         "edgevos.export": "export",
         "edgevos.runtime": "runtime",
+        "edgevos.jetson": "jetson",
     },
     packages=[
         "edgevos",
@@ -58,6 +59,7 @@ setup(
         "edgevos.train",
         "edgevos.export",
         "edgevos.runtime",
+        "edgevos.jetson",
     ],
     package_data={"edgevos": ["weights/*", "weights/**/*"]},
     include_package_data=True,
