@@ -1,0 +1,328 @@
+"""Bundles: a directory with ``manifest.json`` and the stage files.  Torch-free.
+
+The manifest records the family, preset and config, input size and
+normalisation, each stage's I/O signature and file per precision (and the
+precision the stage really runs in, e.g. ``fp32`` for a stage kept float), the
+calibration summary, the parity report, tool versions and the SHA-256 of every
+file.  :func:`load_bundle` verifies all of it before anything runs.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Dict, List, Mapping, Optional, Sequence
+
+from edgevos import __version__
+from edgevos.errors import BundleError
+from edgevos.stages import StageSpec
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+#: ONNX precisions a bundle can hold; TensorRT engines use "trt-<int8|fp16|best>"
+ONNX_PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
+TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy")
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tool_versions() -> Dict[str, Optional[str]]:
+    """Installed versions from package metadata (imports nothing)."""
+    from importlib import metadata
+
+    out: Dict[str, Optional[str]] = {"edgevos": __version__}
+    for name in TOOLS:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _safe_rel(root: Path, rel: str) -> Path:
+    """Resolve a manifest path inside the bundle; reject absolute paths and escapes."""
+    p = PurePosixPath(rel)
+    if p.is_absolute() or os.path.isabs(rel) or ".." in p.parts or rel.startswith("~") or not rel:
+        raise BundleError(
+            f"bundle {root}: manifest path '{rel}' points outside the bundle directory; "
+            f"bundles may only reference their own files: re-export the bundle"
+        )
+    full = (root / Path(*p.parts)).resolve()
+    if root.resolve() not in full.parents:
+        raise BundleError(f"bundle {root}: manifest path '{rel}' resolves outside the bundle ({full}): re-export the bundle")
+    return full
+
+
+def _rel(root: Path, path) -> str:
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise BundleError(f"file {path} is not inside the bundle directory {root}") from None
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_bundle(
+    out_dir,
+    family: str,
+    config: Mapping,
+    input_size: Sequence[int],
+    normalization: Mapping,
+    specs: Sequence[StageSpec],
+    files: Mapping[str, Mapping[str, object]],
+    calibration: Optional[Mapping] = None,
+    parity: Optional[Mapping] = None,
+    preset: Optional[str] = None,
+    stage_precision: Optional[Mapping[str, Mapping[str, str]]] = None,
+    quantization: Optional[Mapping] = None,
+    extra: Optional[Mapping] = None,
+) -> Path:
+    """Write ``manifest.json`` for the stage files in ``out_dir``; returns its path.
+
+    ``files`` is ``{stage: {precision: path}}``; paths outside ``out_dir`` are
+    copied in.  ``stage_precision`` is ``{precision: {stage: real precision}}``
+    (defaults to the precision itself).  The parity report is also written as
+    ``parity.json``.  Every file in the directory gets a SHA-256.
+    """
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    names = [s.name for s in specs]
+    for stage in files:
+        if stage not in names:
+            raise BundleError(f"files given for stage '{stage}', which is not among the stages {names}")
+    precisions: List[str] = []
+    for stage in names:
+        for prec in (files.get(stage) or {}):
+            if prec not in precisions:
+                precisions.append(prec)
+    stages = []
+    for spec in specs:
+        entry = spec.to_dict()
+        entry["files"] = {}
+        for prec, path in (files.get(spec.name) or {}).items():
+            path = Path(path)
+            if not path.is_file():
+                raise BundleError(f"stage '{spec.name}' {prec} file {path} does not exist")
+            if root.resolve() not in path.resolve().parents:
+                dest = root / path.name
+                shutil.copy2(path, dest)
+                path = dest
+            entry["files"][prec] = _rel(root, path)
+        entry["precision"] = {
+            prec: (stage_precision or {}).get(prec, {}).get(spec.name, prec) for prec in entry["files"]
+        }
+        stages.append(entry)
+    for prec in precisions:
+        lacking = [s["name"] for s in stages if prec not in s["files"]]
+        if lacking:
+            raise BundleError(f"precision '{prec}' has no file for stages {lacking}; every stage needs one")
+    if parity is not None:
+        (root / "parity.json").write_text(json.dumps(parity, indent=2, default=_json_default))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "edgevos_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "family": family,
+        "preset": preset,
+        "config": dict(config),
+        "input_size": [int(v) for v in input_size],
+        "normalization": dict(normalization),
+        "precisions": precisions,
+        "stages": stages,
+        "calibration": dict(calibration or {}),
+        "quantization": dict(quantization or {}),
+        "parity": parity,
+        "tools": tool_versions(),
+    }
+    if extra:
+        manifest.update(extra)
+    return _write_manifest(root, manifest)
+
+
+def _write_manifest(root: Path, manifest: dict) -> Path:
+    manifest["files"] = {
+        p.relative_to(root).as_posix(): sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    path = root / MANIFEST
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, default=_json_default))
+    tmp.replace(path)
+    return path
+
+
+def add_files(bundle_dir, stage_files: Mapping[str, Mapping[str, object]], extra_files: Sequence = (), info: Optional[Mapping] = None) -> Path:
+    """Register new files (e.g. TensorRT engines, a build script) in an existing bundle.
+
+    ``stage_files`` is ``{stage: {precision: path}}``; ``extra_files`` are other
+    files inside the bundle; ``info`` is merged into the manifest (e.g. build
+    settings).  Hashes are recomputed over the whole directory, after the
+    existing ones were verified.
+    """
+    bundle = load_bundle(bundle_dir, allow_extra=[Path(p) for s in stage_files.values() for p in s.values()] + [Path(p) for p in extra_files])
+    root = bundle.root
+    manifest = bundle.manifest
+    by_name = {s["name"]: s for s in manifest["stages"]}
+    for stage, per in stage_files.items():
+        if stage not in by_name:
+            raise BundleError(f"bundle {root} has no stage '{stage}'; it has {sorted(by_name)}")
+        for prec, path in per.items():
+            by_name[stage]["files"][prec] = _rel(root, path)
+            by_name[stage].setdefault("precision", {})[prec] = prec
+            if prec not in manifest["precisions"]:
+                manifest["precisions"].append(prec)
+    for p in extra_files:
+        _rel(root, p)
+    if info:
+        manifest.update(info)
+    return _write_manifest(root, manifest)
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: dict
+    specs: List[StageSpec]
+
+    @property
+    def family(self) -> str:
+        return self.manifest["family"]
+
+    @property
+    def config(self) -> dict:
+        return self.manifest.get("config", {})
+
+    @property
+    def input_size(self):
+        return tuple(self.manifest["input_size"])
+
+    @property
+    def normalization(self) -> dict:
+        return self.manifest.get("normalization", {})
+
+    @property
+    def precisions(self) -> List[str]:
+        return list(self.manifest.get("precisions", []))
+
+    @property
+    def stage_names(self) -> List[str]:
+        return [s.name for s in self.specs]
+
+    def _stage(self, stage: str) -> dict:
+        for s in self.manifest["stages"]:
+            if s["name"] == stage:
+                return s
+        raise BundleError(f"bundle {self.root} has no stage '{stage}'; it has {self.stage_names}")
+
+    def stage_path(self, stage: str, precision: str) -> Path:
+        files = self._stage(stage).get("files", {})
+        if precision not in files:
+            raise BundleError(
+                f"bundle {self.root} has no '{precision}' file for stage '{stage}'; it has "
+                f"{sorted(files)}: export with --precision {precision}"
+            )
+        return _safe_rel(self.root, files[precision])
+
+    def stage_precision(self, stage: str, precision: str) -> str:
+        """The precision a stage really runs in under ``precision`` (``fp32`` if kept float)."""
+        self.stage_path(stage, precision)
+        return self._stage(stage).get("precision", {}).get(precision, precision)
+
+    def spec(self, stage: str) -> StageSpec:
+        for s in self.specs:
+            if s.name == stage:
+                return s
+        raise BundleError(f"bundle {self.root} has no stage '{stage}'; it has {self.stage_names}")
+
+
+def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle:
+    """Read and verify a bundle directory (or its manifest.json).
+
+    Raises BundleError when the manifest is missing or unreadable, was written
+    by a newer format, references paths outside the bundle, or when any file is
+    missing, modified, or not listed in the manifest.
+    """
+    root = Path(path)
+    if root.name == MANIFEST and root.is_file():
+        root = root.parent
+    mpath = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"bundle directory {root} does not exist: pass the --out directory of 'edgevos export'")
+    if not mpath.is_file():
+        raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}; export one with 'edgevos export'")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"bundle manifest {mpath} is unreadable ({exc}): re-export the bundle") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"bundle manifest {mpath} is not a JSON object: re-export the bundle")
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"bundle manifest {mpath} has no integer format_version: re-export the bundle")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {root} has format_version {version} (written by edgevos "
+            f"{manifest.get('edgevos_version', '?')}), newer than this edgevos {__version__} reads "
+            f"(<= {FORMAT_VERSION}): upgrade edgevos (pip install -U edgevos) or re-export with this version"
+        )
+    for key in ("family", "input_size", "stages", "files"):
+        if key not in manifest:
+            raise BundleError(f"bundle manifest {mpath} lacks '{key}': re-export the bundle")
+    try:
+        specs = [StageSpec.from_dict(s) for s in manifest["stages"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"bundle manifest {mpath} has a malformed stage entry ({exc}): re-export the bundle") from exc
+    for s in manifest["stages"]:
+        for rel in s.get("files", {}).values():
+            _safe_rel(root, rel)
+            if rel not in manifest["files"]:
+                raise BundleError(f"bundle {root}: stage file '{rel}' has no SHA-256 in the manifest: re-export the bundle")
+    if verify:
+        _verify_files(root, manifest, allow_extra)
+    return Bundle(root, manifest, specs)
+
+
+def _verify_files(root: Path, manifest: dict, allow_extra: Sequence = ()) -> None:
+    listed = manifest["files"]
+    for rel, digest in listed.items():
+        full = _safe_rel(root, rel)
+        if not full.is_file():
+            raise BundleError(
+                f"bundle {root}: file '{rel}' listed in the manifest is missing: the bundle is "
+                f"incomplete; copy it whole or re-export it"
+            )
+        if sha256(full) != digest:
+            raise BundleError(
+                f"bundle {root}: file '{rel}' does not match its SHA-256 in the manifest (modified "
+                f"after export or corrupted in transfer): re-export the bundle"
+            )
+    allowed = {Path(p).resolve() for p in allow_extra}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.name in (MANIFEST, MANIFEST + ".tmp"):
+            continue
+        rel = p.relative_to(root).as_posix()
+        if rel not in listed and p.resolve() not in allowed:
+            raise BundleError(
+                f"bundle {root}: file '{rel}' is not listed in the manifest (added after export); "
+                f"remove it, or re-export the bundle"
+            )
