@@ -163,7 +163,7 @@ class GfrtmProgram:
         return StepResult(0, mask.copy(), np.stack(probs, 0), self.object_ids, False, None, dict(timer.ms),
                           (time.perf_counter() - t0) * 1e3)
 
-    def step(self, frame: np.ndarray) -> StepResult:
+    def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
         if not self.objects:
             raise InputError("step() called before start(): give the first frame and its mask to start()")
         t0 = time.perf_counter()
@@ -182,7 +182,8 @@ class GfrtmProgram:
                 gate_out.append(self._run("gate", {"f8": feats["f8"], "prev_score": o.prev_score,
                                                    "template": o.template, "prev_embed": self._prev_embed}, timer))
             p_gate = float(min(g["p_gate"].reshape(-1)[0] for g in gate_out))
-        reuse = use_gate and p_gate >= self.tau and (self.max_reuse is None or self.reuse_run < self.max_reuse)
+        reuse = (use_gate and not force_compute and p_gate >= self.tau
+                 and (self.max_reuse is None or self.reuse_run < self.max_reuse))
 
         logits = []
         if reuse:
@@ -208,6 +209,7 @@ class GfrtmProgram:
             o.prev_score, o.r8 = score, out["r8"]
         if use_gate:
             self._prev_embed = gate_out[0]["embed"]
+        self._last = (x, feats)
         result = self._finish(logits, False, p_gate, timer, t0)
         # online target-model update on computed frames (refit every update_every-th)
         with timer.section("target_model"):
@@ -216,6 +218,30 @@ class GfrtmProgram:
                 o.target.update(feats["f16"][0], soft)
         result.stage_ms = dict(timer.ms)
         result.total_ms = (time.perf_counter() - t0) * 1e3
+        return result
+
+    def add_objects(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
+        """Start tracking the ids of ``mask`` not tracked yet; ``frame`` is computed in full."""
+        import cv2
+
+        frame = check_frame(frame, self.frame_hw)
+        mask, ids = check_mask(mask, frame.shape[:2])
+        new = [i for i in ids if i not in self.object_ids]
+        if not new:
+            raise InputError(f"mask has no new object ids (given {ids}, tracked {self.object_ids})")
+        result = self.step(frame, force_compute=True)
+        x, feats = self._last
+        timer = Timer()
+        h, w = self.input_size
+        mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        for obj_id in new:
+            self.objects.append(self._add_object(obj_id, x, mask_in, feats, timer))
+        new_probs = np.stack([(mask == i).astype(np.float32) for i in new], 0)
+        probs = np.concatenate([result.probs * (1 - new_probs.max(0, keepdims=True)), new_probs], 0)
+        result.probs, result.object_ids = probs, self.object_ids
+        result.mask = soft_aggregate(probs, self.object_ids)
+        for k, v in timer.ms.items():
+            result.stage_ms[k] = result.stage_ms.get(k, 0.0) + v
         return result
 
     def remove_object(self, obj_id: int):
