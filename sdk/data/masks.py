@@ -1,0 +1,144 @@
+"""Mask PNG reading and writing in the DAVIS convention.
+
+A mask is a ``uint8`` array of shape (H, W): 0 is background, ``k`` is object
+``k`` and 255 is "void" (pixels the annotators left undecided).  On disk masks
+are indexed (palette) PNGs whose pixel values are the ids, coloured with the
+DAVIS palette.  The DAVIS 2016 release instead stores one object as an 8-bit
+grayscale 0/255 image; :func:`read_mask` maps its 255 to object 1.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgevos.errors import DataError, InputError
+
+VOID = 255
+
+
+def _davis_palette() -> np.ndarray:
+    """The PASCAL VOC colour map that DAVIS masks use: bit j of the id's
+    bits (0,3,6), (1,4,7), (2,5) goes to bit 7-j of red, green and blue."""
+    ids = np.arange(256, dtype=np.int64)
+    palette = np.zeros((256, 3), dtype=np.int64)
+    for j in range(8):
+        shift = 7 - j
+        for channel in range(3):
+            bit = (ids >> (3 * j + channel)) & 1
+            palette[:, channel] |= bit << shift
+    return palette.astype(np.uint8)
+
+
+DAVIS_PALETTE: np.ndarray = _davis_palette()
+DAVIS_PALETTE.setflags(write=False)
+
+# 24-bit colour -> id, for masks that were saved as RGB images
+_COLOR_TO_ID = {
+    (int(r) << 16) | (int(g) << 8) | int(b): i for i, (r, g, b) in enumerate(DAVIS_PALETTE)
+}
+
+
+def read_mask(path) -> np.ndarray:
+    """Read a mask PNG as a ``uint8`` id map of shape (H, W).
+
+    * indexed (palette) PNG: pixel values are the ids (255 stays void);
+    * 8-bit grayscale holding only 0 and 255 (DAVIS 2016): 255 -> object 1;
+    * other grayscale / 16-bit images: values are the ids (must be <= 255);
+    * 1-bit images: set pixels -> object 1;
+    * RGB(A) images whose colours are DAVIS palette entries: colour -> id.
+
+    Raises :class:`DataError` naming the file if it is missing or unreadable.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"mask file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            arr = np.array(im)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read mask {path}: {exc}; re-export it as an indexed or grayscale PNG") from exc
+
+    if mode == "P":
+        return arr.astype(np.uint8, copy=False)
+    if mode == "1":
+        return arr.astype(np.uint8)
+    if mode in ("L", "LA"):
+        if arr.ndim == 3:
+            arr = arr[..., 0]
+        values = np.unique(arr)
+        if values.size and set(values.tolist()) <= {0, 255}:
+            return (arr == 255).astype(np.uint8)
+        return arr.astype(np.uint8, copy=False)
+    if mode.startswith("I"):
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise DataError(
+                f"mask {path} has values in [{arr.min()}, {arr.max()}]; ids must be 0..255"
+            )
+        return arr.astype(np.uint8)
+    if mode in ("RGB", "RGBA"):
+        rgb = arr[..., :3].astype(np.int64)
+        code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        uniq, inverse = np.unique(code, return_inverse=True)
+        ids = np.empty(len(uniq), dtype=np.uint8)
+        for i, c in enumerate(uniq.tolist()):
+            if c not in _COLOR_TO_ID:
+                raise DataError(
+                    f"mask {path} is an RGB image with colour "
+                    f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) that is not in the DAVIS palette; "
+                    "save masks as indexed PNGs (edgevos.data.write_mask)"
+                )
+            ids[i] = _COLOR_TO_ID[c]
+        return ids[inverse.reshape(code.shape)]
+    raise DataError(f"mask {path} has unsupported PNG mode {mode!r}; use an indexed or grayscale PNG")
+
+
+def write_mask(path, mask: np.ndarray) -> None:
+    """Write an id map as an indexed PNG with the DAVIS palette.
+
+    The file is written to a temporary name in the same folder and moved into
+    place with ``os.replace``, so readers never see a half-written mask.
+    Missing parent folders are created.
+    """
+    from PIL import Image
+
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise InputError(f"mask must be 2-D (H, W), got shape {arr.shape} for {path}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(
+            f"mask for {path} has dtype {arr.dtype}; pass integer ids (uint8), e.g. mask.astype(np.uint8)"
+        )
+    elif arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise InputError(f"mask for {path} has ids in [{arr.min()}, {arr.max()}]; ids must be 0..255")
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(arr)  # "L"; putpalette turns it into "P" keeping the values
+    image.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            image.save(fh, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def object_ids(mask: np.ndarray) -> list[int]:
+    """Sorted object ids present in a mask (0 and void excluded)."""
+    values = np.unique(np.asarray(mask))
+    return [int(v) for v in values if v != 0 and v != VOID]
