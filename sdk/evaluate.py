@@ -1,0 +1,113 @@
+"""``edgevos eval``: DAVIS J&F of saved masks.
+
+    edgevos eval --results RESULTS --davis DAVIS [--sequences a,b] [--out DIR]
+
+reads ``RESULTS/<sequence>/<frame>.png``, scores frames 1..T-2 of every
+sequence against ``DAVIS/Annotations/480p``, prints a table and writes
+``global_results.csv``, ``per-object_results.csv`` and ``results.json`` into
+``--out`` (default: the results folder).
+
+Layout of this module: ``add_arguments`` registers the shared arguments, the
+results-folder arguments (``add_results_arguments``) and the model-evaluation
+arguments (``add_model_arguments``); ``main`` dispatches to ``main_results``
+(masks on disk) or ``main_model`` (run a model family, when ``--family`` is
+given).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgevos.errors import InputError
+
+
+def add_results_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("saved masks")
+    g.add_argument("--results", metavar="DIR", help="folder of predicted masks: DIR/<sequence>/<frame>.png")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of the model-evaluation mode (``--family ...``).
+
+    Model evaluation runs a model family over the DAVIS sequences instead of
+    reading saved masks; its arguments and ``main_model`` live here so that
+    ``main`` can dispatch on ``args.family``.
+    """
+    # Registered by the model-evaluation mode: --family, --weights, --tau, --save-masks.
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--davis", metavar="DIR", required=True,
+                        help="DAVIS-layout folder (JPEGImages/480p, Annotations/480p)")
+    parser.add_argument("--sequences", metavar="LIST", default=None,
+                        help="comma-separated sequence names or an ImageSets list name (default: every "
+                             "sequence folder in --results)")
+    parser.add_argument("--resolution", default="480p", help="DAVIS resolution folder (default 480p)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="where to write global_results.csv, per-object_results.csv and results.json "
+                             "(default: the results folder)")
+    parser.add_argument("--json", action="store_true", help="print the global results as JSON instead of a table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_results_arguments(parser)
+    add_model_arguments(parser)
+
+
+def format_table(summary: dict) -> str:
+    """The global row and one row per object, as the official tool prints them."""
+    from edgevos.metrics import GLOBAL_MEASURES
+
+    g = summary["global"]
+    widths = [max(len(m), 8) for m in GLOBAL_MEASURES]
+    lines = ["Global results",
+             "  ".join(m.rjust(w) for m, w in zip(GLOBAL_MEASURES, widths)),
+             "  ".join(f"{g[m]:.3f}".rjust(w) for m, w in zip(GLOBAL_MEASURES, widths)),
+             "",
+             "Per object"]
+    rows = summary["per_object"]
+    name_w = max([len("Sequence")] + [len(n) for n in rows])
+    lines.append(f"{'Sequence'.ljust(name_w)}  {'J-Mean':>8}  {'F-Mean':>8}  {'J&F-Mean':>8}")
+    for name, r in rows.items():
+        lines.append(f"{name.ljust(name_w)}  {r['J-Mean']:8.3f}  {r['F-Mean']:8.3f}  {r['J&F-Mean']:8.3f}")
+    return "\n".join(lines)
+
+
+def main_results(args) -> int:
+    """Score saved masks (``--results``) against ``--davis``."""
+    import json
+    import time
+
+    from edgevos.metrics import evaluate_results, write_csvs, write_json
+
+    if not args.results:
+        raise InputError("pass --results DIR (a folder of <sequence>/<frame>.png masks) to evaluate saved masks")
+    t0 = time.perf_counter()
+    summary = evaluate_results(args.results, args.davis, sequences=args.sequences,
+                               resolution=args.resolution, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    out = Path(args.out) if args.out else Path(args.results)
+    g_csv, o_csv = write_csvs(out, summary)
+    js = write_json(out / "results.json", {
+        "results": str(args.results), "davis": str(args.davis),
+        "sequences": list(summary["sequences"]), "seconds": seconds,
+        "global": summary["global"], "per_object": summary["per_object"],
+        "per_frame": {seq: {"frames": r["frames"], "J": r["J"], "F": r["F"]}
+                      for seq, r in summary["sequences"].items()},
+    })
+    if args.json:
+        print(json.dumps(summary["global"], indent=2))
+    else:
+        print(format_table(summary))
+        print(f"\n{len(summary['sequences'])} sequence(s), {len(summary['per_object'])} object(s) in {seconds:.1f} s")
+        print(f"wrote {g_csv}, {o_csv}, {js}")
+    return 0
+
+
+def main_model(args) -> int:
+    """Run a model family over ``--davis`` and score it (model-evaluation mode)."""
+    raise InputError("model evaluation (--family) is not part of this build; evaluate saved masks with --results DIR")
+
+
+def main(args) -> int:
+    if getattr(args, "family", None):
+        return main_model(args)
+    return main_results(args)
