@@ -1,0 +1,420 @@
+"""Sinks: where segmented frames go.
+
+Every sink has ``write(frame_index, rgb, result)`` (``result`` has ``.mask``,
+an (H, W) uint8 id map, and optionally ``.reused``, ``.p_gate``,
+``.total_ms``, ``.stage_ms``) and ``close()``, which finalizes the output and
+is idempotent; sinks are context managers.
+
+* ``file://out.mp4`` / ``file://out.mkv``: overlay video.  ``appsrc !
+  videoconvert ! x264enc ! mp4mux|matroskamux ! filesink`` (openh264enc or the
+  FFmpeg encoder when x264 is missing).  The file is written under a temporary
+  name and renamed into place once the muxer has finished (EOS reached the
+  file), so ``out.mp4`` only ever exists as a playable file.
+* ``masks://DIR[?seq=NAME]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
+  each written atomically (temp + rename) by a background thread; ``close()``
+  waits until every queued mask is on disk.
+* ``display://0``: an on-screen window (``autovideosink``).
+* ``json://stats.jsonl``: one JSON line per frame (gate decision, timings, object areas).
+* ``rtsp://host:port/path``: the overlay stream pushed to an RTSP server
+  (``rtspclientsink``, from gst-rtsp-server; where the plugin exists).
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from edgevos.errors import InputError, SourceError
+from edgevos.runtime.overlay import draw_overlay, status_lines
+from edgevos.runtime.uri import URI, parse_sink, redact
+
+
+class Sink:
+    """Base class: ``write`` per frame, ``close`` once (idempotent)."""
+
+    def __init__(self, uri: URI):
+        self.uri = uri
+        self.closed = False
+        self.frames = 0
+
+    def write(self, frame_index: int, rgb: np.ndarray, result) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SourceError(f"{self.uri}: write after close")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri})"
+
+
+def _mask_of(result) -> np.ndarray:
+    mask = getattr(result, "mask", result)
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise InputError(f"result mask must be (H, W), got shape {mask.shape}")
+    return mask
+
+
+def _prepare_dir(path: Path, uri: URI) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(f"{uri}: cannot create output directory {path}: {exc.strerror}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SourceError(f"{uri}: output directory {path} is not writable: choose another location")
+
+
+# ----------------------------------------------------------------------------
+# GStreamer video sinks
+# ----------------------------------------------------------------------------
+def _pick_encoder() -> str:
+    from edgevos.runtime.sources import has_element
+
+    if has_element("x264enc"):
+        return "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60"
+    if has_element("openh264enc"):
+        return "openh264enc"
+    if has_element("avenc_h264"):
+        return "avenc_h264"
+    if has_element("avenc_h264_omx"):
+        return "avenc_h264_omx"
+    raise SourceError(
+        "no H.264 encoder found (x264enc, openh264enc, avenc_h264): install "
+        "gstreamer1.0-plugins-ugly (x264enc) or gstreamer1.0-plugins-bad (openh264enc)"
+    )
+
+
+def video_sink_description(uri: URI, location: Optional[str] = None) -> str:
+    """The gst-launch description (after ``appsrc name=src``) for a video sink URI."""
+    from edgevos.runtime.sources import _q, has_element
+
+    if uri.scheme == "display":
+        return "videoconvert ! autovideosink sync=false"
+    enc = _pick_encoder()
+    parse = " ! h264parse" if has_element("h264parse") else ""
+    if not parse and not enc.startswith("x264enc"):
+        raise SourceError(f"{uri}: encoder '{enc.split()[0]}' needs h264parse (gstreamer1.0-plugins-bad)")
+    head = f"videoconvert ! video/x-raw,format=I420 ! {enc}{parse}"
+    if uri.scheme == "rtsp":
+        if not has_element("rtspclientsink"):
+            raise SourceError(
+                f"{uri}: RTSP output needs the GStreamer element 'rtspclientsink' "
+                "(gstreamer1.0-rtsp / gst-rtsp-server), which is not installed here"
+            )
+        return f"{head} ! rtspclientsink location={_q(uri.raw)}"
+    suffix = Path(uri.path).suffix.lower()
+    if suffix in (".mp4", ".mov", ".m4v"):
+        mux = "mp4mux"
+    elif suffix == ".mkv":
+        mux = "matroskamux"
+    else:
+        raise InputError(f"{uri}: unsupported video file extension '{suffix}': use .mp4 or .mkv")
+    return f"{head} ! {mux} ! filesink location={_q(location or uri.path)}"
+
+
+class VideoSink(Sink):
+    """Overlay video to a file, the display or an RTSP server (GStreamer appsrc).
+
+    The pipeline starts on the first ``write`` (it needs the frame size).  Frames
+    with odd width/height are padded by one pixel (H.264 4:2:0 needs even sizes).
+    """
+
+    def __init__(self, uri: URI, fps: Optional[float] = None, overlay: bool = True,
+                 alpha: float = 0.5, eos_timeout: float = 30.0):
+        super().__init__(uri)
+        from edgevos.runtime.sources import gst
+
+        gst()
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        self.overlay = overlay
+        self.alpha = alpha
+        self.eos_timeout = eos_timeout
+        self._pipeline = None
+        self._src = None
+        self._size = None  # (H, W) of the frames written
+        self._tmp: Optional[Path] = None
+        self._final: Optional[Path] = None
+        self._t_last = None
+        self._rate = None
+        if uri.scheme == "file":
+            self._final = Path(uri.path)
+            _prepare_dir(self._final.parent if str(self._final.parent) else Path("."), uri)
+        video_sink_description(uri, "x")  # validate elements / extension now, not on frame 1
+
+    def _start(self, h: int, w: int) -> None:
+        from edgevos.runtime.sources import gst
+
+        Gst = gst()
+        location = None
+        if self._final is not None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self._final.name}.", suffix=".partial",
+                                       dir=self._final.parent if str(self._final.parent) else ".")
+            os.close(fd)
+            self._tmp = Path(tmp)
+            location = tmp
+        num, den = _fraction(self.fps)
+        caps = f"video/x-raw,format=RGB,width={w},height={h},framerate={num}/{den}"
+        desc = (f"appsrc name=src format=time is-live=false block=true do-timestamp=false "
+                f"max-bytes={4 * w * h * 3} caps={caps} ! " + video_sink_description(self.uri, location))
+        try:
+            self._pipeline = Gst.parse_launch(desc)
+        except Exception as exc:
+            raise SourceError(f"{self.uri}: cannot build the output pipeline: {redact(str(exc))}") from exc
+        self._src = self._pipeline.get_by_name("src")
+        self._size = (h, w)
+        if self._pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            err = self._bus_error(0.5)
+            self._pipeline.set_state(Gst.State.NULL)
+            raise SourceError(f"{self.uri}: cannot start the output: {err or 'state change failed'}")
+
+    def _bus_error(self, timeout_s: float = 0.0) -> Optional[str]:
+        from edgevos.runtime.sources import gst
+
+        Gst = gst()
+        if self._pipeline is None:
+            return None
+        msg = self._pipeline.get_bus().timed_pop_filtered(int(timeout_s * Gst.SECOND), Gst.MessageType.ERROR)
+        if msg is None:
+            return None
+        err, _ = msg.parse_error()
+        return redact(f"{err.message} (from element '{msg.src.get_name() if msg.src else '?'}')")
+
+    def write(self, frame_index: int, rgb: np.ndarray, result) -> None:
+        from edgevos.runtime.sources import gst
+
+        self._check_open()
+        Gst = gst()
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InputError(f"{self.uri}: frames must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        now = time.perf_counter()
+        if self._t_last is not None:
+            inst = 1.0 / max(now - self._t_last, 1e-6)
+            self._rate = inst if self._rate is None else 0.9 * self._rate + 0.1 * inst
+        self._t_last = now
+        img = rgb
+        if self.overlay and result is not None:
+            img = draw_overlay(rgb, _mask_of(result), alpha=self.alpha,
+                               lines=status_lines(result, self._rate))
+        h, w = img.shape[:2]
+        h2, w2 = h + (h & 1), w + (w & 1)
+        if (h2, w2) != (h, w):
+            img = np.pad(img, ((0, h2 - h), (0, w2 - w), (0, 0)), mode="edge")
+        if self._pipeline is None:
+            self._start(h2, w2)
+        elif self._size != (h2, w2):
+            raise SourceError(
+                f"{self.uri}: frame size changed from {self._size[1]}x{self._size[0]} to {w2}x{h2}; "
+                "a video output keeps the first frame's size"
+            )
+        buf = Gst.Buffer.new_wrapped(img.tobytes())
+        dur = int(Gst.SECOND / self.fps)
+        buf.pts = self.frames * dur
+        buf.duration = dur
+        ret = self._src.push_buffer(buf)
+        if ret != Gst.FlowReturn.OK:
+            err = self._bus_error(0.2)
+            raise SourceError(f"{self.uri}: output refused frame {frame_index}: {err or ret.value_nick}")
+        err = self._bus_error()
+        if err:
+            raise SourceError(f"{self.uri}: output failed at frame {frame_index}: {err}")
+        self.frames += 1
+
+    def __del__(self):
+        try:
+            if self._pipeline is not None:
+                from edgevos.runtime.sources import gst
+
+                self._pipeline.set_state(gst().State.NULL)
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Send EOS, wait until it reached the file (the muxer wrote its index), rename into place."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._pipeline is None:
+            return
+        from edgevos.runtime.sources import gst
+
+        Gst = gst()
+        err = None
+        try:
+            self._src.end_of_stream()
+            bus = self._pipeline.get_bus()
+            msg = bus.timed_pop_filtered(int(self.eos_timeout * Gst.SECOND),
+                                         Gst.MessageType.EOS | Gst.MessageType.ERROR)
+            if msg is None:
+                err = f"end of stream not reached within {self.eos_timeout:.0f} s"
+            elif msg.type == Gst.MessageType.ERROR:
+                e, _ = msg.parse_error()
+                err = redact(e.message)
+        finally:
+            self._pipeline.set_state(Gst.State.NULL)
+            self._pipeline.get_state(5 * Gst.SECOND)
+            self._pipeline = self._src = None
+        if self._tmp is not None:
+            if err is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._tmp, 0o666 & ~umask)
+                os.replace(self._tmp, self._final)
+            else:
+                raise SourceError(f"{self.uri}: could not finalize the video ({err}); "
+                                  f"partial data left in {self._tmp}")
+        elif err is not None:
+            raise SourceError(f"{self.uri}: could not finalize the output ({err})")
+
+
+def _fraction(fps: float):
+    from fractions import Fraction
+
+    f = Fraction(fps).limit_denominator(1001)
+    return f.numerator, f.denominator
+
+
+# ----------------------------------------------------------------------------
+# masks and JSON
+# ----------------------------------------------------------------------------
+def _writer():
+    try:
+        from edgevos.data.masks import write_mask
+    except ImportError:  # pragma: no cover - part of edgevos
+        raise SourceError("edgevos.data.masks is missing: reinstall edgevos")
+    return write_mask
+
+
+class MaskSink(Sink):
+    """DAVIS-layout indexed PNGs, written atomically by one background thread."""
+
+    def __init__(self, uri: URI, queue_size: int = 16):
+        super().__init__(uri)
+        self.dir = Path(uri.path)
+        if uri.query.get("seq"):
+            self.dir = self.dir / uri.query["seq"]
+        _prepare_dir(self.dir, uri)
+        self._write_mask = _writer()
+        self._queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="edgevos-masks", daemon=True)
+        self._thread.start()
+        self.written = 0
+
+    def path_for(self, frame_index: int) -> Path:
+        return self.dir / f"{int(frame_index):05d}.png"
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self._write_mask(self.path_for(item[0]), item[1])
+                    self.written += 1
+            except BaseException as exc:  # reported on the next write/close
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SourceError(f"{self.uri}: writing masks to {self.dir} failed: {reason}") from exc
+
+    def write(self, frame_index: int, rgb, result) -> None:
+        self._check_open()
+        self._raise_error()
+        mask = _mask_of(result)
+        if mask.dtype != np.uint8:
+            if not np.issubdtype(mask.dtype, np.integer) or mask.min() < 0 or mask.max() > 255:
+                raise InputError(f"{self.uri}: mask must hold ids 0..255, got dtype {mask.dtype}")
+            mask = mask.astype(np.uint8)
+        self._queue.put((int(frame_index), np.array(mask, copy=True)))
+        self.frames += 1
+
+    def flush(self) -> None:
+        """Block until every queued mask is on disk."""
+        self._queue.join()
+        self._raise_error()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.put(None)
+        self._thread.join()
+        self._raise_error()
+
+
+class JsonSink(Sink):
+    """One JSON object per line and frame: gate decision, timings, object areas."""
+
+    def __init__(self, uri: URI):
+        super().__init__(uri)
+        self.path = Path(uri.path)
+        _prepare_dir(self.path.parent if str(self.path.parent) else Path("."), uri)
+        try:
+            self._fh = open(self.path, "w", buffering=1)
+        except OSError as exc:
+            raise SourceError(f"{uri}: cannot write {self.path}: {exc.strerror}") from exc
+
+    def write(self, frame_index: int, rgb, result) -> None:
+        self._check_open()
+        mask = _mask_of(result)
+        ids, counts = np.unique(mask, return_counts=True)
+        rec = {
+            "frame": int(frame_index),
+            "reused": getattr(result, "reused", None),
+            "p_gate": _num(getattr(result, "p_gate", None)),
+            "total_ms": _num(getattr(result, "total_ms", None)),
+            "stage_ms": {k: _num(v) for k, v in (getattr(result, "stage_ms", None) or {}).items()},
+            "object_pixels": {str(int(i)): int(c) for i, c in zip(ids, counts) if 0 < i < 255},
+        }
+        try:
+            self._fh.write(json.dumps(rec) + "\n")
+        except OSError as exc:
+            raise SourceError(f"{self.uri}: cannot write {self.path}: {exc.strerror}") from exc
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._fh.close()
+
+
+def _num(v):
+    if v is None:
+        return None
+    return round(float(v), 4)
+
+
+def open_sink(uri: Union[str, URI], *, fps: Optional[float] = None, **options) -> Sink:
+    """Open a sink URI (see the module docstring)."""
+    u = uri if isinstance(uri, URI) else parse_sink(uri)
+    if u.scheme == "masks":
+        return MaskSink(u, **options)
+    if u.scheme == "json":
+        return JsonSink(u)
+    return VideoSink(u, fps=fps, **options)

@@ -1,0 +1,537 @@
+"""Video sources: iterate a URI as :class:`Frame` objects.
+
+``open_source(uri)`` returns a :class:`Source`; iterating it yields
+``Frame(index, pts, rgb)`` with ``rgb`` a (H, W, 3) uint8 array.
+
+* ``file://`` decodes with GStreamer (``filesrc ! decodebin ! videoconvert !
+  appsink``) *losslessly*: appsink holds a few decoded frames and blocks the
+  decoder, which runs in GStreamer's threads while the caller runs inference.
+* ``v4l2://``, ``csi://`` and ``rtsp://`` are *live*: the latest-frame policy
+  (leaky queue + ``appsink drop=true max-buffers=1``) keeps latency bounded;
+  frames the caller was too slow for are counted in ``source.dropped``.  A
+  source that delivers no frame for ``timeout`` seconds is a stall; with
+  ``reconnect=N`` the pipeline is rebuilt up to N times (exponential backoff)
+  and the frame index continues, so a session keeps its state.
+* ``test://`` (synthetic) and ``davis://`` carry ground truth: ``frame.gt`` and
+  ``source.first_mask``.
+
+Failures raise :class:`SourceError` naming the URI (credentials redacted):
+missing, empty, corrupt or truncated files, unknown codecs, missing cameras,
+GStreamer bus errors.  Frames already yielded stay valid.  A frame size change
+mid-stream is not supported (sessions, ring buffers and video sinks are sized
+on the first frame): it raises SourceError saying so.
+
+On a Jetson (``/etc/nv_tegra_release`` and the ``nvv4l2decoder``/``nvvidconv``
+elements present) the pipelines come from :mod:`edgevos.jetson.pipelines`
+(NVMM, hardware decode); elsewhere from the software presets below.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Tuple, Union
+
+import numpy as np
+
+from edgevos.errors import DataError, InputError, SourceError, require
+from edgevos.runtime.uri import URI, parse_source, redact
+
+_GST = None
+_GST_LOCK = threading.Lock()
+
+
+def gst():
+    """Import and initialise GStreamer (``Gst``) once; DependencyError if absent."""
+    global _GST
+    with _GST_LOCK:
+        if _GST is None:
+            gi = require("gi", "gst", "GStreamer sources and sinks")
+            try:
+                gi.require_version("Gst", "1.0")
+                gi.require_version("GstApp", "1.0")
+                from gi.repository import Gst, GstApp  # noqa: F401  (GstApp adds try_pull_sample)
+            except (ValueError, ImportError) as exc:
+                from edgevos.errors import DependencyError
+
+                raise DependencyError(
+                    f"GStreamer 1.0 introspection data not found ({exc}): install the OS packages "
+                    "gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 (Debian/Ubuntu; JetPack has them)"
+                ) from exc
+            Gst.init(None)
+            _GST = Gst
+    return _GST
+
+
+def has_element(name: str) -> bool:
+    return gst().ElementFactory.find(name) is not None
+
+
+def on_jetson() -> bool:
+    """True on a Jetson with its hardware video elements available."""
+    if not Path("/etc/nv_tegra_release").exists():
+        return False
+    try:
+        return has_element("nvv4l2decoder") and has_element("nvvidconv")
+    except Exception:
+        return False
+
+
+@dataclass
+class Frame:
+    """One decoded frame: ``rgb`` is (H, W, 3) uint8; ``pts`` in seconds or None;
+    ``gt`` the ground-truth id mask when the source has one."""
+
+    index: int
+    pts: Optional[float]
+    rgb: np.ndarray
+    gt: Optional[np.ndarray] = None
+
+
+class Source:
+    """Base class: an iterable of :class:`Frame` plus state the runner reads."""
+
+    live = False
+
+    def __init__(self, uri: URI):
+        self.uri = uri
+        self.dropped = 0  # frames produced upstream but never delivered (live sources)
+        self.delivered = 0
+        self.reconnects = 0
+        self.first_mask: Optional[np.ndarray] = None
+        self.fps: Optional[float] = None  # nominal frame rate when known
+        self.size: Optional[Tuple[int, int]] = None  # (H, W) once known
+        self._stop = threading.Event()
+
+    def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask a running iteration to end after the current frame (thread/signal safe)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _check_size(self, h: int, w: int, index: int) -> None:
+        if self.size is None:
+            self.size = (h, w)
+        elif self.size != (h, w):
+            raise SourceError(
+                f"{self.uri}: frame size changed from {self.size[1]}x{self.size[0]} to {w}x{h} at frame "
+                f"{index}; a size change mid-stream is not supported (the session, buffers and video "
+                "outputs are sized on the first frame): restart the run for the new size"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri})"
+
+
+# ----------------------------------------------------------------------------
+# synthetic and DAVIS sources (ground truth)
+# ----------------------------------------------------------------------------
+class TestSource(Source):
+    """``test://?frames=60&objects=2&seed=0&size=240x432&speed=1``: a synthetic
+    sequence (moving shapes on a textured background) with ground truth."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, uri: URI):
+        super().__init__(uri)
+        from edgevos.data.synthetic import SyntheticConfig, make_sequence
+
+        h, w = uri.get_size("size", (240, 432))
+        kwargs = dict(height=h, width=w, num_frames=uri.get_int("frames", 60),
+                      num_objects=uri.get_int("objects", 2), seed=uri.get_int("seed", 0))
+        if "speed" in uri.query:
+            kwargs["speed"] = uri.get_float("speed", 1.0)
+        if kwargs["num_frames"] < 1 or kwargs["num_objects"] < 1:
+            raise InputError(f"{uri}: frames and objects must be >= 1")
+        unknown = set(uri.query) - {"size", "frames", "objects", "seed", "speed", "fps"}
+        if unknown:
+            raise InputError(f"{uri}: unknown option(s) {sorted(unknown)}; known: frames, objects, seed, size, speed, fps")
+        seq = make_sequence(SyntheticConfig(**kwargs))
+        self._frames = np.asarray(seq.frames)
+        self._masks = np.asarray(seq.masks)
+        self.first_mask = self._masks[0].copy()
+        self.size = tuple(self._frames.shape[1:3])
+        self.fps = uri.get_float("fps", 30.0)
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(len(self._frames)):
+            if self._stop.is_set():
+                return
+            self.delivered += 1
+            yield Frame(i, i / self.fps, self._frames[i], self._masks[i])
+
+
+class DavisSource(Source):
+    """``davis://ROOT?seq=NAME``: the JPEG frames of one DAVIS-layout sequence,
+    with its annotations as ground truth (``first_mask`` from frame 0)."""
+
+    def __init__(self, uri: URI):
+        super().__init__(uri)
+        from edgevos.data.davis import DavisDataset
+
+        name = uri.query.get("seq")
+        if not name:
+            raise InputError(f"{uri}: name the sequence, e.g. davis://ROOT?seq=bear")
+        try:
+            self._seq = DavisDataset(uri.path, sequences=[name], allow_missing_masks=True)[name]
+        except DataError as exc:
+            raise SourceError(f"{uri}: {exc}") from exc
+        self.first_mask = self._seq.mask(0)
+        self.fps = 24.0
+
+    def __len__(self) -> int:
+        return len(self._seq)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(len(self._seq)):
+            if self._stop.is_set():
+                return
+            try:
+                rgb = self._seq.frame(i)
+                gt = self._seq.mask(i)
+            except DataError as exc:
+                raise SourceError(f"{self.uri}: {exc}") from exc
+            self._check_size(rgb.shape[0], rgb.shape[1], i)
+            self.delivered += 1
+            yield Frame(i, i / self.fps, rgb, gt)
+
+
+# ----------------------------------------------------------------------------
+# GStreamer sources
+# ----------------------------------------------------------------------------
+def _q(path: str) -> str:
+    """Quote a value for gst_parse_launch."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+RGB_TAIL_FILE = "videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false emit-signals=false max-buffers={max_buffers} drop=false"
+LIVE_TAIL = ("queue name=leak leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0 ! "
+             "videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false emit-signals=false "
+             "max-buffers=1 drop=true")
+
+
+def pipeline_description(uri: URI, *, jetson: Optional[bool] = None, max_buffers: int = 4) -> str:
+    """The gst-launch description used for a GStreamer source URI.
+
+    Every description ends in ``appsink name=sink`` delivering RGB frames;
+    live ones contain ``queue name=leak`` (latest-frame policy).
+    """
+    if jetson is None:
+        jetson = on_jetson()
+    if jetson:
+        from edgevos.jetson import pipelines as jp
+
+        if uri.scheme == "file":
+            return jp.file_source(uri.path, max_buffers=max_buffers)
+        if uri.scheme == "v4l2":
+            return jp.usb_source(uri.path, **_caps_options(uri))
+        if uri.scheme == "csi":
+            return jp.csi_source(int(uri.path), **_caps_options(uri))
+        if uri.scheme == "rtsp":
+            return jp.rtsp_source(uri.raw)
+    if uri.scheme == "file":
+        return f"filesrc location={_q(uri.path)} ! decodebin ! " + RGB_TAIL_FILE.format(max_buffers=max_buffers)
+    if uri.scheme == "v4l2":
+        caps = _raw_caps(uri)
+        return f"v4l2src device={_q(uri.path)} ! {caps}" + LIVE_TAIL if caps else \
+            f"v4l2src device={_q(uri.path)} ! decodebin ! " + LIVE_TAIL
+    if uri.scheme == "csi":
+        # reaching here without Jetson elements: build the Jetson preset anyway so the
+        # missing element is reported by name when the pipeline is parsed
+        from edgevos.jetson import pipelines as jp
+
+        return jp.csi_source(int(uri.path), **_caps_options(uri))
+    if uri.scheme == "rtsp":
+        return (f"rtspsrc location={_q(uri.raw)} latency=100 protocols=tcp ! decodebin ! " + LIVE_TAIL)
+    raise InputError(f"{uri} is not a GStreamer source")
+
+
+def _caps_options(uri: URI) -> dict:
+    out = {}
+    for key in ("width", "height", "fps"):
+        if key in uri.query:
+            out[key] = uri.get_int(key, 0)
+    return out
+
+
+def _raw_caps(uri: URI) -> str:
+    opts = _caps_options(uri)
+    if not opts:
+        return ""
+    parts = ["video/x-raw"]
+    if "width" in opts:
+        parts.append(f"width={opts['width']}")
+    if "height" in opts:
+        parts.append(f"height={opts['height']}")
+    if "fps" in opts:
+        parts.append(f"framerate={opts['fps']}/1")
+    return ",".join(parts) + " ! "
+
+
+class GstSource(Source):
+    """A GStreamer pipeline ending in ``appsink name=sink`` (RGB)."""
+
+    def __init__(self, uri: URI, *, timeout: Optional[float] = None, reconnect: int = 0,
+                 backoff: float = 0.5, max_buffers: int = 4, description: Optional[str] = None):
+        super().__init__(uri)
+        self.live = uri.live
+        # a file that yields nothing for this long is stuck; a live source has stalled
+        self.timeout = float(timeout if timeout is not None else (5.0 if self.live else 30.0))
+        self.reconnect = int(reconnect)
+        self.backoff = float(backoff)
+        self.max_buffers = int(max_buffers)
+        self._description = description
+        self._pipeline = None
+        self._sink = None
+        self._bus = None
+        self._arrived = 0  # buffers that entered the leaky queue (live)
+        self._arrived_lock = threading.Lock()
+        self._last_seq_arrived = 0
+        self._closed = False
+        self._last_end: Optional[float] = None
+        self._preflight()
+        self._start()
+
+    # -- lifecycle -----------------------------------------------------------
+    def _preflight(self) -> None:
+        u = self.uri
+        if u.scheme == "file":
+            p = Path(u.path)
+            if not p.exists():
+                raise SourceError(f"{u}: file not found ({p.resolve()}): check the path")
+            if p.is_dir():
+                raise SourceError(f"{u}: is a directory, not a video file")
+            if not os.access(p, os.R_OK):
+                raise SourceError(f"{u}: file is not readable (permissions)")
+            if p.stat().st_size == 0:
+                raise SourceError(f"{u}: file is empty (0 bytes): not a video")
+        elif u.scheme == "v4l2":
+            if not os.path.exists(u.path):
+                raise SourceError(f"{u}: camera device {u.path} does not exist: is the camera plugged in? "
+                                  "(list devices with: ls /dev/video*)")
+        gst()
+        if u.scheme == "csi" and not on_jetson():
+            for element in ("nvarguscamerasrc", "nvvidconv"):
+                if not has_element(element):
+                    raise SourceError(
+                        f"{u}: needs the GStreamer element '{element}', which is not installed here "
+                        "(CSI cameras work on a Jetson with JetPack); use v4l2:///dev/videoN for a USB camera"
+                    )
+
+    def _start(self) -> None:
+        Gst = gst()
+        desc = self._description or pipeline_description(self.uri, max_buffers=self.max_buffers)
+        try:
+            pipeline = Gst.parse_launch(desc)
+        except Exception as exc:  # GLib.Error: no element "...", syntax error
+            raise SourceError(f"{self.uri}: cannot build the GStreamer pipeline: {redact(str(exc))}") from exc
+        sink = pipeline.get_by_name("sink")
+        if sink is None:
+            raise SourceError(f"{self.uri}: pipeline has no 'appsink name=sink'")
+        self._pipeline, self._sink, self._bus = pipeline, sink, pipeline.get_bus()
+        leak = pipeline.get_by_name("leak")
+        if leak is not None:
+            pad = leak.get_static_pad("sink")
+            pad.add_probe(Gst.PadProbeType.BUFFER, self._count_arrival)
+        ret = pipeline.set_state(Gst.State.PLAYING)
+        if ret == Gst.StateChangeReturn.FAILURE:
+            err = self._pop_error(timeout_s=0.5)
+            self._teardown()
+            raise SourceError(f"{self.uri}: cannot start: {err or 'state change to PLAYING failed'}")
+
+    def _count_arrival(self, pad, info):
+        with self._arrived_lock:
+            self._arrived += 1
+        return gst().PadProbeReturn.OK
+
+    def _teardown(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.set_state(gst().State.NULL)
+            self._pipeline.get_state(5 * gst().SECOND)
+        self._pipeline = self._sink = self._bus = None
+
+    def __del__(self):
+        try:
+            if not self._closed and self._pipeline is not None:
+                self._teardown()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if not self._closed:
+            self._closed = True
+            self._teardown()
+
+    def _pop_error(self, timeout_s: float = 0.0) -> Optional[str]:
+        """The text of a pending bus ERROR (None when there is none)."""
+        if self._bus is None:
+            return None
+        Gst = gst()
+        msg = self._bus.timed_pop_filtered(int(timeout_s * Gst.SECOND), Gst.MessageType.ERROR)
+        if msg is None:
+            return None
+        err, dbg = msg.parse_error()
+        src = msg.src.get_name() if msg.src is not None else "?"
+        text = f"{err.message} (from element '{src}')"
+        if dbg and "missing" in dbg.lower():
+            text += f" [{dbg.splitlines()[0]}]"
+        return redact(text)
+
+    # -- frames --------------------------------------------------------------
+    def _to_frame(self, sample) -> Frame:
+        Gst = gst()
+        buf = sample.get_buffer()
+        s = sample.get_caps().get_structure(0)
+        w, h = s.get_value("width"), s.get_value("height")
+        self._check_size(h, w, self.delivered)
+        if self.fps is None:
+            ok, num, den = s.get_fraction("framerate")
+            if ok and den and num:
+                self.fps = num / den
+        data = buf.extract_dup(0, buf.get_size())
+        stride = (w * 3 + 3) & ~3  # GStreamer pads RGB rows to 4 bytes
+        if len(data) < stride * (h - 1) + w * 3:
+            raise SourceError(f"{self.uri}: decoded buffer of {len(data)} bytes is too small for {w}x{h} RGB")
+        arr = np.frombuffer(data, np.uint8)
+        if stride == w * 3:
+            rgb = arr[: h * w * 3].reshape(h, w, 3)
+        else:
+            rgb = np.lib.stride_tricks.as_strided(arr, (h, w, 3), (stride, 3, 1))
+            rgb = np.ascontiguousarray(rgb)
+        pts = None if buf.pts == Gst.CLOCK_TIME_NONE else buf.pts / Gst.SECOND
+        if pts is not None:
+            dur = buf.duration / Gst.SECOND if buf.duration != Gst.CLOCK_TIME_NONE else 0.0
+            self._last_end = pts + dur
+        frame = Frame(self.delivered, pts, rgb)
+        self.delivered += 1
+        if self.live:
+            with self._arrived_lock:
+                arrived = self._arrived
+            # every buffer that entered the leaky queue was either delivered, is still
+            # in flight (at most queue 1 + appsink 1) or was dropped
+            self.dropped = max(self.dropped, arrived - self.delivered - 2)
+        return frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        Gst = gst()
+        poll = 0.1
+        while not self._stop.is_set():
+            if self._sink is None:
+                return
+            waited = 0.0
+            sample = None
+            while sample is None and not self._stop.is_set():
+                sample = self._sink.try_pull_sample(int(poll * Gst.SECOND))
+                if sample is not None:
+                    break
+                err = self._pop_error()
+                if err is not None:
+                    self._fail(f"GStreamer error: {err}")
+                    break
+                if self._sink.is_eos():
+                    err = self._pop_error(0.05)
+                    if err is not None:
+                        self._fail(f"GStreamer error: {err}")
+                        break
+                    if self.live:
+                        self._fail("stream ended (camera disconnected?)")
+                        break
+                    if self.delivered == 0:
+                        raise SourceError(f"{self.uri}: no video frames in the file (no video track?)")
+                    self._finish()
+                    short = self._truncated()
+                    self._teardown()
+                    self._closed = True
+                    if short:
+                        raise SourceError(
+                            f"{self.uri}: file is truncated: frames end at {short[0]:.2f} s but the "
+                            f"container says {short[1]:.2f} s (frames already delivered: {self.delivered})"
+                        )
+                    return
+                waited += poll
+                if waited >= self.timeout:
+                    self._fail(f"no frame for {self.timeout:.1f} s (source stalled or disconnected)")
+                    break
+            if sample is None:
+                continue  # stopped, or reconnected: loop re-checks
+            yield self._to_frame(sample)
+
+    def _truncated(self):
+        """(last frame end, container duration) when a file's frames stop well before its
+        recorded duration (a truncated download/copy); None otherwise."""
+        Gst = gst()
+        if self.live or self._pipeline is None or self._last_end is None:
+            return None
+        ok, dur = self._pipeline.query_duration(Gst.Format.TIME)
+        if not ok or dur <= 0:
+            return None
+        dur_s = dur / Gst.SECOND
+        frame = 1.0 / self.fps if self.fps else 0.04
+        if self._last_end < dur_s - max(3 * frame, 0.1):
+            return self._last_end, dur_s
+        return None
+
+    def _finish(self) -> None:
+        if self.live:
+            with self._arrived_lock:
+                self.dropped = max(self.dropped, self._arrived - self.delivered)
+
+    def _fail(self, reason: str) -> None:
+        """Reconnect (live, attempts left) or raise SourceError."""
+        if self.live and self.reconnects < self.reconnect:
+            self.reconnects += 1
+            delay = min(self.backoff * (2 ** (self.reconnects - 1)), 30.0)
+            self._teardown()
+            deadline = time.monotonic() + delay
+            while time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(min(0.05, delay))
+            if self._stop.is_set():
+                return
+            with self._arrived_lock:
+                self._arrived = self.delivered + self.dropped  # new pipeline: keep counts monotone
+            try:
+                self._start()
+            except SourceError as exc:
+                if self.reconnects < self.reconnect:
+                    self._fail(str(exc))
+                    return
+                raise SourceError(f"{self.uri}: {reason}; reconnect attempt {self.reconnects} failed: {exc}") from exc
+            return
+        self._teardown()
+        self._closed = True
+        tail = f" after {self.reconnects} reconnect attempt(s)" if self.reconnects else ""
+        raise SourceError(f"{self.uri}: {reason}{tail} (frames already delivered: {self.delivered})")
+
+
+def open_source(uri: Union[str, URI], **options) -> Source:
+    """Open a source URI (see the module docstring).
+
+    Options for GStreamer sources: ``timeout`` (seconds without a frame before
+    a stall is reported), ``reconnect`` (live: rebuild attempts),
+    ``backoff`` (first reconnect delay, doubled each attempt),
+    ``max_buffers`` (file: decoded frames queued ahead), ``description``
+    (a custom gst-launch string ending in ``appsink name=sink``).
+    """
+    u = uri if isinstance(uri, URI) else parse_source(uri)
+    if u.scheme == "test":
+        return TestSource(u)
+    if u.scheme == "davis":
+        return DavisSource(u)
+    return GstSource(u, **options)

@@ -1,0 +1,203 @@
+"""Per-frame run statistics: latency, gate decisions, drops, steady-state FPS.
+
+``RunStats.add(...)`` once per frame; ``summary()`` gives a dict (steady FPS
+after ``warmup`` frames, p50/p95/p99 of end-to-end and per-stage latency,
+reuse rate, dropped frames, accuracy against ground truth when the source has
+it, power when measured), ``format_table`` prints it and ``write_json`` saves
+the summary plus every per-frame record.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+
+@dataclass
+class FrameRecord:
+    index: int
+    t_end: float  # perf_counter when the frame was fully handled (sinks written)
+    e2e_ms: float  # frame delivered by the source -> sinks written
+    step_ms: Optional[float] = None  # Session.start/step
+    sink_ms: Optional[float] = None
+    wait_ms: Optional[float] = None  # time blocked waiting for the source
+    stage_ms: Dict[str, float] = field(default_factory=dict)
+    reused: Optional[bool] = None
+    p_gate: Optional[float] = None
+    dropped: int = 0  # frames dropped by the source since the previous record
+    j: Optional[float] = None  # mean IoU with ground truth over GT objects
+
+
+def _pct(values, qs=(50, 95, 99)) -> Optional[dict]:
+    v = [x for x in values if x is not None and not math.isnan(x)]
+    if not v:
+        return None
+    a = np.asarray(v, dtype=np.float64)
+    out = {f"p{q}": round(float(np.percentile(a, q)), 3) for q in qs}
+    out["mean"] = round(float(a.mean()), 3)
+    out["max"] = round(float(a.max()), 3)
+    return out
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> Optional[float]:
+    """Mean over the object ids of ``gt`` (void 255 ignored) of the IoU; None without objects."""
+    valid = gt != 255
+    ious = []
+    for obj in np.unique(gt[valid]):
+        if obj == 0:
+            continue
+        p = (pred == obj) & valid
+        g = gt == obj
+        union = np.count_nonzero(p | g)
+        ious.append(np.count_nonzero(p & g) / union if union else 1.0)
+    return float(np.mean(ious)) if ious else None
+
+
+class RunStats:
+    """Collects :class:`FrameRecord` objects and summarises them."""
+
+    def __init__(self, warmup: int = 10):
+        self.warmup = max(0, int(warmup))
+        self.records: List[FrameRecord] = []
+        self.t_start = time.perf_counter()
+        self.extra: dict = {}
+
+    def add(self, rec: FrameRecord) -> FrameRecord:
+        self.records.append(rec)
+        return rec
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    # -- summaries -----------------------------------------------------------
+    def steady(self) -> List[FrameRecord]:
+        """Records after the warm-up (all of them when the run is shorter)."""
+        return self.records[self.warmup:] if len(self.records) > self.warmup + 1 else self.records
+
+    def steady_fps(self) -> Optional[float]:
+        """Frames per second over the steady part: frames handled after the last
+        warm-up frame divided by the wall time since it finished."""
+        r = self.records
+        if len(r) < 2:
+            return None
+        start = min(self.warmup, len(r) - 2) if len(r) > self.warmup + 1 else 0
+        span = r[-1].t_end - r[start].t_end
+        n = len(r) - 1 - start
+        return n / span if span > 0 and n > 0 else None
+
+    def summary(self, power: Optional[dict] = None) -> dict:
+        steady = self.steady()
+        reused = [r.reused for r in steady if r.reused is not None]
+        stages = sorted({k for r in steady for k in r.stage_ms})
+        js = [r.j for r in self.records[1:] if r.j is not None]  # first frame is given
+        fps = self.steady_fps()
+        out = {
+            "frames": len(self.records),
+            "warmup": self.warmup,
+            "steady_frames": len(steady),
+            "fps": round(fps, 3) if fps else None,
+            "wall_s": round(self.records[-1].t_end - self.t_start, 3) if self.records else 0.0,
+            "reuse_rate": round(sum(reused) / len(reused), 4) if reused else None,
+            "dropped": int(sum(r.dropped for r in self.records)),
+            "latency_ms": {
+                "e2e": _pct([r.e2e_ms for r in steady]),
+                "step": _pct([r.step_ms for r in steady]),
+                "sink": _pct([r.sink_ms for r in steady]),
+                "wait": _pct([r.wait_ms for r in steady]),
+            },
+            "stage_ms": {k: _pct([r.stage_ms.get(k) for r in steady]) for k in stages},
+            "mean_j": round(float(np.mean(js)), 4) if js else None,
+            "power": power,
+        }
+        out.update(self.extra)
+        return out
+
+    def status_line(self, window: int = 30) -> str:
+        """One line for a live display: FPS over the last ``window`` frames, reuse, latency."""
+        r = self.records
+        if not r:
+            return "waiting for frames..."
+        last = r[-window:]
+        fps = (len(last) - 1) / (last[-1].t_end - last[0].t_end) if len(last) > 1 and last[-1].t_end > last[0].t_end else 0.0
+        reused = [x.reused for x in last if x.reused is not None]
+        reuse = f"reuse {100 * sum(reused) / len(reused):3.0f}%" if reused else "reuse  n/a"
+        steps = sorted(x.step_ms for x in last if x.step_ms is not None)
+        step = f"step p50 {steps[len(steps) // 2]:6.1f} ms" if steps else ""
+        drops = sum(x.dropped for x in r)
+        return f"frame {r[-1].index:6d} | {fps:6.1f} fps | {reuse} | {step} | e2e {r[-1].e2e_ms:6.1f} ms | dropped {drops}"
+
+    def write_json(self, path, summary: Optional[dict] = None) -> Path:
+        """Summary plus per-frame records, written atomically."""
+        import os
+        import tempfile
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "summary": summary if summary is not None else self.summary(),
+            "frames": [_record_dict(r, self.t_start) for r in self.records],
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(payload, fh, indent=1)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+
+def _record_dict(r: FrameRecord, t0: float) -> dict:
+    d = asdict(r)
+    d["t"] = round(d.pop("t_end") - t0, 6)
+    for k in ("e2e_ms", "step_ms", "sink_ms", "wait_ms", "p_gate", "j"):
+        if d[k] is not None:
+            d[k] = round(float(d[k]), 4)
+    d["stage_ms"] = {k: round(float(v), 4) for k, v in d["stage_ms"].items()}
+    return d
+
+
+def _fmt(v, unit="", nd=1) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.{nd}f}{unit}"
+
+
+def format_table(summary: dict) -> str:
+    """A table a person can read."""
+    rows = [
+        ("frames", f"{summary['frames']} ({summary['steady_frames']} after {summary['warmup']} warm-up)"),
+        ("steady FPS", _fmt(summary.get("fps"), "", 2)),
+        ("reuse rate", _fmt(None if summary.get("reuse_rate") is None else 100 * summary["reuse_rate"], " %")),
+        ("dropped frames", str(summary.get("dropped", 0))),
+    ]
+    if summary.get("mean_j") is not None:
+        rows.append(("mean J vs ground truth", f"{summary['mean_j']:.4f}"))
+    power = summary.get("power")
+    if power:
+        rows.append(("power", f"{power['avg_watts']:.2f} W avg ({power['source']})"))
+        rows.append(("energy per frame", _fmt(power.get("energy_per_frame_j"), " J", 3)))
+    else:
+        rows.append(("power", "n/a (no tegrastats/jtop on this machine)"))
+    w = max(len(k) for k, _ in rows)
+    lines = [f"{k:<{w}}  {v}" for k, v in rows]
+    lat = [("end to end", summary["latency_ms"].get("e2e")), ("step", summary["latency_ms"].get("step")),
+           ("sinks", summary["latency_ms"].get("sink")), ("source wait", summary["latency_ms"].get("wait"))]
+    lat += [(f"  stage {k}", v) for k, v in summary.get("stage_ms", {}).items()]
+    lines.append("")
+    lw = max(len(k) for k, _ in lat)
+    lines.append(f"{'latency (ms)':<{lw}}  {'p50':>8} {'p95':>8} {'p99':>8} {'mean':>8}")
+    for k, v in lat:
+        if v is None:
+            lines.append(f"{k:<{lw}}  {'n/a':>8}")
+        else:
+            lines.append(f"{k:<{lw}}  {v['p50']:8.2f} {v['p95']:8.2f} {v['p99']:8.2f} {v['mean']:8.2f}")
+    return "\n".join(lines)
