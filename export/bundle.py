@@ -304,8 +304,11 @@ def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle
 
 def _verify_files(root: Path, manifest: dict, allow_extra: Sequence = ()) -> None:
     listed = manifest["files"]
+    allowed = {Path(p).resolve() for p in allow_extra}
     for rel, digest in listed.items():
         full = _safe_rel(root, rel)
+        if full.resolve() in allowed:  # being replaced (e.g. a rebuilt engine)
+            continue
         if not full.is_file():
             raise BundleError(
                 f"bundle {root}: file '{rel}' listed in the manifest is missing: the bundle is "
@@ -316,7 +319,6 @@ def _verify_files(root: Path, manifest: dict, allow_extra: Sequence = ()) -> Non
                 f"bundle {root}: file '{rel}' does not match its SHA-256 in the manifest (modified "
                 f"after export or corrupted in transfer): re-export the bundle"
             )
-    allowed = {Path(p).resolve() for p in allow_extra}
     for p in sorted(root.rglob("*")):
         if not p.is_file() or p.name in (MANIFEST, MANIFEST + ".tmp"):
             continue
