@@ -135,7 +135,8 @@ class RefineLevel(nn.Module):
 class LightLevel(nn.Module):
     """The stride-4 level, kept light: it runs on every frame, reused or not.
 
-    TSE at ``dim`` channels, the deeper level projected to ``dim``, one 3x3 conv.
+    TSE at ``dim`` channels, the (x2 upsampled) deeper level projected to
+    ``dim``, one 3x3 conv.
     """
 
     def __init__(self, cin, deeper_dim, dim):
@@ -149,12 +150,16 @@ class LightLevel(nn.Module):
 
 
 class RefineTranslator(nn.Module):
-    """R8_{t-n} + delta -> estimated R8_t (paper Fig. 5a): dilated 3x3 convs (1/2/3), merge, ResBlock."""
+    """R8_{t-n} + delta -> estimated R8_t (paper Fig. 5a): dilated 3x3 convs (1/2/3), merge, ResBlock.
+
+    Branches are half width: the translator runs on reused frames, whose whole
+    point is to be cheap.
+    """
 
     def __init__(self, dim):
         super().__init__()
-        self.branches = nn.ModuleList([conv(dim + 1, dim, 3, dilation=d) for d in (1, 2, 3)])
-        self.merge = conv(3 * dim, dim, 1)
+        self.branches = nn.ModuleList([conv(dim + 1, dim // 2, 3, dilation=d) for d in (1, 2, 3)])
+        self.merge = conv(3 * (dim // 2), dim, 1)
         self.res = RRB(dim)
 
     def forward(self, r8_prev, delta8):
@@ -174,8 +179,8 @@ class TemplateMatcher(nn.Module):
 
     def __init__(self, c8, embed_dim, dissim_dim):
         super().__init__()
-        self.embed = nn.Sequential(conv(c8, embed_dim, 1), nn.Conv2d(embed_dim, embed_dim, 3, 1, 1))
-        self.dissim = nn.Sequential(conv(2 * embed_dim + 4, dissim_dim), conv(dissim_dim, dissim_dim))
+        self.embed = nn.Sequential(conv(c8, embed_dim, 1), nn.Conv2d(embed_dim, embed_dim, 1))
+        self.dissim = nn.Sequential(conv(2 * embed_dim + 4, dissim_dim // 2), conv(dissim_dim // 2, dissim_dim, 1))
 
     def template(self, f8, mask8):
         e = self.embed(f8)  # (B, E, H/8, W/8)
@@ -203,7 +208,7 @@ class ReuseGate(nn.Module):
 
     def __init__(self, dissim_dim):
         super().__init__()
-        self.conv1 = conv(dissim_dim, 32)
+        self.conv1 = conv(dissim_dim, 32, 1)
         self.pool1 = nn.MaxPool2d(4, 4, ceil_mode=True)
         self.conv2 = conv(32, 16)
         self.head = nn.Conv2d(16, 1, 1)
@@ -275,8 +280,8 @@ class GFRTM(nn.Module):
     def shallow_levels(self, f4, f8, score, r8):
         x = self.level8(f8, self._resize(score, f8), r8)
         x = self.level4(f4, self._resize(score, f4), x)  # (B, D4, H/4, W/4)
-        h, w = self.config.input_size
-        return F.interpolate(self.predict(x), size=(h, w), mode="bilinear", align_corners=False)
+        # logits stay at stride 4: the host resizes them once, straight to the frame's size
+        return self.predict(x)
 
     def decode_full(self, f4, f8, f16, f32, score):
         r8 = self.deep_levels(f16, f32, score)
@@ -314,10 +319,10 @@ class GFRTM(nn.Module):
             StageSpec("gate", (f8, t("prev_score", 1, 16), TensorSpec("template", (1, 2 * e)), t("prev_embed", e, 8)),
                       (TensorSpec("p_gate", (1, 1)), t("delta", 1, 16), t("embed", e, 8)),
                       "template matching -> reuse probability, delta score, embedding"),
-            StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 1), t("r8", d, 8)),
-                      "full segmentation network -> logits and stride-8 refiner state"),
+            StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 4), t("r8", d, 8)),
+                      "full segmentation network -> logits (stride 4) and stride-8 refiner state"),
             StageSpec("decoder_reuse", (f4, f8, t("r8_prev", d, 8), t("prev_score", 1, 16), t("delta", 1, 16)),
-                      (t("logits", 1, 1),), "refine-translator + shallow levels -> logits"),
+                      (t("logits", 1, 4),), "refine-translator + shallow levels -> logits (stride 4)"),
         ]
 
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:

@@ -116,11 +116,12 @@ def sigmoid(x):
 
 def soft_aggregate(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
     """FRTM's multi-object merge: background = min(1 - p), softmax over log-odds, argmax -> ids."""
+    lut = np.array([0] + list(object_ids), dtype=np.uint8)
+    if probs.shape[0] == 1:  # one object: background 1 - p, so argmax is p > 0.5
+        return lut[(probs[0] > 0.5).astype(np.uint8)]
     eps = 1e-7
     p = np.clip(probs, eps, 1 - eps)
     bg = np.clip((1 - p).min(0, keepdims=True), eps, 1 - eps)
     allp = np.concatenate([bg, p], 0)
     logit = np.log(allp / (1 - allp))
-    labels = logit.argmax(0)
-    lut = np.array([0] + list(object_ids), dtype=np.uint8)
-    return lut[labels]
+    return lut[logit.argmax(0)]

@@ -128,6 +128,7 @@ class GfrtmProgram:
 
     def _finish(self, logits: List[np.ndarray], reused: bool, p_gate, timer: Timer, t0: float) -> StepResult:
         with timer.section("postprocess"):
+            # sigmoid at stride 4, then one bilinear resize straight to the frame's size
             probs = np.stack([resize_map(sigmoid(lg[0, 0]), self.frame_hw) for lg in logits], 0)
             mask = soft_aggregate(probs, self.object_ids)
         return StepResult(self.frame_index, mask, probs, self.object_ids, reused, p_gate, dict(timer.ms),

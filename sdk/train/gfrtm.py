@@ -290,9 +290,10 @@ class Trainer:
                 score = self._tensor(tr.scores[t], flip)
                 target = self._tensor((c["masks"][t] == tr.obj_id).astype(np.float32), flip)
                 logits, _ = m.decode_full(f4, f8, f16, f32, score)
+                logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
                 loss = F.binary_cross_entropy_with_logits(logits, target) / self.cfg.batch
                 loss.backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
             opt.step()
             bar.set_postfix(loss=f"{loss_sum:.4f}")
             if step % 25 == 0:
@@ -340,13 +341,14 @@ class Trainer:
                 prev_embed = m.matcher.embed(p8)
                 p_gate, delta, _ = m.gate_forward(f8, s_prev, template, prev_embed)
                 logits = m.decode_reuse(f4, f8, r8_prev, s_prev, delta)
+                logits = F.interpolate(logits, size=y_t.shape[-2:], mode="bilinear", align_corners=False)
                 p_target = max(mgn, mask_iou(y_t, y_prev))
                 l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2)
                 l_delta = F.mse_loss(delta, y16 - s_prev)
                 l_bce = F.binary_cross_entropy_with_logits(logits, self._tensor(y_t.astype(np.float32), flip))
                 loss = (l_gp + l_delta + l_bce) / self.cfg.batch
                 loss.backward()
-                logs += [float(loss), float(l_gp), float(l_delta), float(l_bce)]
+                logs += [float(loss.detach()), float(l_gp.detach()), float(l_delta.detach()), float(l_bce.detach())]
             opt.step()
             bar.set_postfix(gp=f"{logs[1] / self.cfg.batch:.3f}", bce=f"{logs[3] / self.cfg.batch:.3f}", m=f"{mgn:.2f}")
             if step % 25 == 0:

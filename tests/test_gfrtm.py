@@ -1,0 +1,205 @@
+"""G-FRTM-fast: stages, step program, reuse-gate semantics, bad input."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgevos.errors import InputError  # noqa: E402
+from edgevos.models.registry import get_family  # noqa: E402
+from edgevos.runtime.backends import TorchBackend  # noqa: E402
+from edgevos.runtime.session import Session  # noqa: E402
+
+SIZE = (64, 128)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    return get_family("gfrtm").build(input_size=SIZE)
+
+
+def _frames(n=6, h=60, w=100, seed=0):
+    from edgevos.data import SyntheticConfig, make_sequence
+
+    seq = make_sequence(SyntheticConfig(height=h, width=w, num_frames=n, num_objects=2, seed=seed))
+    return seq
+
+
+def test_every_stage_runs_alone_on_its_fixed_shapes(model):
+    mods = model.stage_modules()
+    names = [s.name for s in model.stage_specs()]
+    assert names == ["encoder_low", "encoder_high", "gate_template", "gate", "decoder_full", "decoder_reuse"]
+    for spec in model.stage_specs():
+        feeds = spec.dummy_feeds()
+        with torch.inference_mode():
+            outs = mods[spec.name](*[torch.from_numpy(feeds[n]) for n in spec.input_names])
+        assert [tuple(o.shape) for o in outs] == [t.shape for t in spec.outputs], spec.name
+
+
+def test_gate_is_a_probability_and_stages_are_pure(model):
+    be = TorchBackend(model.stage_modules(), model.stage_specs())
+    feeds = be.spec("gate").dummy_feeds(3)
+    a = be.run("gate", feeds)
+    b = be.run("gate", feeds)
+    assert a["p_gate"].shape == (1, 1) and 0.0 <= float(a["p_gate"][0, 0]) <= 1.0
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_backbone_weights_load_strictly(mobilenet_weights):
+    from edgevos.models.backbones import MobileNetV2, load_torchvision_weights
+
+    m = MobileNetV2()
+    before = m.features[0][0].weight.clone()
+    load_torchvision_weights(m, mobilenet_weights)
+    assert not torch.equal(before, m.features[0][0].weight)
+    with pytest.raises(InputError, match="does not fit"):
+        from edgevos.models.backbones import ResNet18
+
+        load_torchvision_weights(ResNet18(), mobilenet_weights)
+
+
+def test_tau_one_never_runs_the_gate(model):
+    seq = _frames()
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    for i in range(1, len(seq)):
+        r = s.step(seq.frame(i))
+        assert not r.reused and r.p_gate is None and "gate" not in r.stage_ms
+        assert "encoder_high" in r.stage_ms and "decoder_full" in r.stage_ms
+        assert r.mask.shape == seq.frame(i).shape[:2]
+        assert set(np.unique(r.mask)) <= {0, 1, 2}
+
+
+def test_tau_zero_reuses_and_keeps_previous_state(model):
+    seq = _frames()
+    s = Session.from_model(model, tau=0.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    prev = [o.prev_score.copy() for o in s.program.objects]
+    r8 = [o.r8.copy() for o in s.program.objects]
+    for i in range(1, len(seq)):
+        r = s.step(seq.frame(i))
+        assert r.reused and "encoder_high" not in r.stage_ms and "decoder_reuse" in r.stage_ms
+    # "previous" means the last computed frame: reused frames do not update it
+    for o, p, q in zip(s.program.objects, prev, r8):
+        np.testing.assert_array_equal(o.prev_score, p)
+        np.testing.assert_array_equal(o.r8, q)
+
+
+def test_max_reuse_forces_a_refresh(model):
+    seq = _frames(n=8)
+    s = Session.from_model(model, tau=0.0, max_reuse=2, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    pattern = [s.step(seq.frame(i)).reused for i in range(1, len(seq))]
+    assert pattern == [True, True, False, True, True, False, True]
+
+
+def test_tau_changes_between_frames(model):
+    seq = _frames()
+    s = Session.from_model(model, tau=0.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    assert s.step(seq.frame(1)).reused
+    s.tau = 1.0
+    assert not s.step(seq.frame(2)).reused
+    with pytest.raises(InputError, match="tau"):
+        s.tau = 1.5
+
+
+def test_reference_backend_matches_itself_and_first_frame_is_given_mask(model):
+    seq = _frames()
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    r0 = s.start(seq.frame(0), seq.mask(0))
+    np.testing.assert_array_equal(r0.mask, seq.mask(0))
+    assert r0.object_ids == [1, 2] and r0.probs.shape == (2,) + seq.frame(0).shape[:2]
+
+
+def test_add_and_remove_objects(model):
+    seq = _frames()
+    m0 = seq.mask(0)
+    only1 = np.where(m0 == 1, 1, 0).astype(np.uint8)
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    s.start(seq.frame(0), only1)
+    assert s.object_ids == [1]
+    r = s.add_object(seq.frame(1), np.where(seq.mask(1) == 2, 2, 0).astype(np.uint8))
+    assert s.object_ids == [1, 2] and r.probs.shape[0] == 2
+    s.remove_object(1)
+    assert s.object_ids == [2]
+    with pytest.raises(InputError, match="not tracked"):
+        s.remove_object(7)
+
+
+def test_bad_input_gives_clear_errors(model):
+    seq = _frames()
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    f0 = seq.frame(0)
+    with pytest.raises(InputError, match="before start"):
+        s.step(f0)
+    with pytest.raises(InputError, match="mask is 50x30 but frame is 100x60"):
+        s.start(f0, np.ones((30, 50), np.uint8))
+    with pytest.raises(InputError, match="empty"):
+        s.start(f0, np.zeros(f0.shape[:2], np.uint8))
+    with pytest.raises(InputError, match="ids"):
+        s.start(f0, np.full(f0.shape[:2], 300, np.int32))
+    with pytest.raises(InputError, match="dtype"):
+        s.start(f0.astype(np.float32), seq.mask(0))
+    with pytest.raises(InputError, match="NaN"):
+        s.start(np.full(f0.shape, np.nan, np.float32), seq.mask(0))
+    with pytest.raises(InputError, match="shape"):
+        s.start(f0[..., :2], seq.mask(0))
+    s.start(f0, seq.mask(0))
+    with pytest.raises(InputError, match="size cannot change"):
+        s.step(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_vanishing_object_keeps_its_id_and_sequence_goes_on(model):
+    """Documented behaviour: an object that leaves the view stays tracked (its mask may be empty)."""
+    seq = _frames()
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    blank = np.zeros_like(seq.frame(1))
+    for _ in range(3):
+        r = s.step(blank)
+    assert r.object_ids == [1, 2]
+
+
+def test_program_and_session_import_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import edgevos.programs.gfrtm, edgevos.runtime.session, edgevos.target_model, edgevos.models.registry; "
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stdout
+
+
+def test_unknown_family_lists_valid_ones():
+    with pytest.raises(InputError, match="gfrtm"):
+        get_family("nope")
+
+
+def test_real_davis_sequence_end_to_end(davis_root, mobilenet_weights):
+    from edgevos.data import DavisDataset
+    from edgevos.evaluate_model import run_sequence
+
+    m = get_family("gfrtm").build(input_size=(128, 224), backbone_weights=mobilenet_weights)
+
+    class Clip:  # the first 6 frames of a real sequence
+        def __init__(self, seq, n):
+            self.seq, self.n, self.name = seq, n, seq.name
+
+        def __len__(self):
+            return self.n
+
+        def frame(self, i):
+            return self.seq.frame(i)
+
+        def mask(self, i):
+            return self.seq.mask(i)
+
+    seq = Clip(DavisDataset(davis_root)["bear"], 6)
+    out = run_sequence(Session.from_model(m, tau=0.7, num_augmentations=1), seq)
+    assert len(out["masks"]) == 6 and out["masks"][0].shape == (480, 854)
+    assert out["eval"]["object_ids"] == [1]
