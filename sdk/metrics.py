@@ -214,7 +214,9 @@ def evaluate_sequence(gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.nd
     if object_ids is None:
         first = np.where(np.asarray(gt_masks[0]) == VOID, 0, np.asarray(gt_masks[0]))
         object_ids = list(range(1, int(first.max()) + 1))
-        extra = sorted(int(v) for v in np.unique(pred) if v > len(object_ids))
+        extra = []
+        if pred.size and int(pred.max()) > len(object_ids):
+            extra = sorted(int(v) for v in np.unique(pred) if v > len(object_ids))
         if extra:
             raise InputError(
                 f"predicted masks contain ids {extra} but the ground truth has {len(object_ids)} object(s); "

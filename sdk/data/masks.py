@@ -72,8 +72,8 @@ def read_mask(path) -> np.ndarray:
     if mode in ("L", "LA"):
         if arr.ndim == 3:
             arr = arr[..., 0]
-        values = np.unique(arr)
-        if values.size and set(values.tolist()) <= {0, 255}:
+        counts = np.bincount(arr.ravel(), minlength=256)
+        if counts[1:255].sum() == 0:  # only 0 and 255: a DAVIS 2016 single-object mask
             return (arr == 255).astype(np.uint8)
         return arr.astype(np.uint8, copy=False)
     if mode.startswith("I"):
@@ -140,5 +140,10 @@ def write_mask(path, mask: np.ndarray) -> None:
 
 def object_ids(mask: np.ndarray) -> list[int]:
     """Sorted object ids present in a mask (0 and void excluded)."""
-    values = np.unique(np.asarray(mask))
-    return [int(v) for v in values if v != 0 and v != VOID]
+    arr = np.asarray(mask)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise InputError(f"mask ids must be 0..255, got values in [{arr.min()}, {arr.max()}]")
+    counts = np.bincount(arr.ravel(), minlength=256)
+    return [int(v) for v in np.flatnonzero(counts) if v != 0 and v != VOID]
