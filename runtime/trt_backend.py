@@ -14,7 +14,7 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from edgevos.errors import BundleError, InputError, SourceError, require
+from edgevos.errors import BundleError, SourceError, require
 from edgevos.runtime.backends import Backend
 
 

@@ -80,26 +80,67 @@ class ToyResult:
 class ToyProgram:
     """Host logic: normalise, encode, decode with the previous soft mask."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, config=None, tau=1.0):
         self.backend = backend
         spec = backend.spec("encoder").inputs[0]
         self.h, self.w = spec.shape[2], spec.shape[3]
         self.prev = None
 
     def _image(self, frame):
+        import cv2
+
+        self.frame_hw = frame.shape[:2]
+        if frame.shape[:2] != (self.h, self.w):
+            frame = cv2.resize(frame, (self.w, self.h), interpolation=cv2.INTER_LINEAR)
         x = (frame.astype(np.float32) / 255.0 - MEAN) / STD
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
     def start(self, frame, mask):
-        self.prev = (mask[::2, ::2] > 0).astype(np.float32)[None, None]
-        return ToyResult(mask > 0, None)
+        import cv2
+
+        m = cv2.resize((mask > 0).astype(np.uint8), (self.w // 2, self.h // 2), interpolation=cv2.INTER_NEAREST)
+        self.prev = m.astype(np.float32)[None, None]
+        return ToyResult((mask > 0).astype(np.uint8), None)
 
     def step(self, frame):
         feat = self.backend.run("encoder", {"image": self._image(frame)})["feat"]
         logits = self.backend.run("head", {"feat": feat, "prev": self.prev})["logits"]
         prob = 1.0 / (1.0 + np.exp(-logits[0, 0]))
         self.prev = prob[::2, ::2][None, None].astype(np.float32)
-        return ToyResult(prob > 0.5, prob)
+        import cv2
+
+        mask = (prob > 0.5).astype(np.uint8)
+        if mask.shape != tuple(self.frame_hw):
+            mask = cv2.resize(mask, (self.frame_hw[1], self.frame_hw[0]), interpolation=cv2.INTER_NEAREST)
+        return ToyResult(mask, prob)
+
+
+class ToyModel:
+    """The family-contract surface: stage_specs(), stage_modules(), config, normalization."""
+
+    def __init__(self, input_size=(32, 48), width=8):
+        self.config = ToyConfig(width)
+        self._modules, self._specs = build_toy(input_size[0], input_size[1], width)
+        self.normalization = {"mean": (MEAN * 255).tolist(), "std": (STD * 255).tolist(), "input": "RGB uint8"}
+
+    def stage_specs(self):
+        return list(self._specs)
+
+    def stage_modules(self):
+        return dict(self._modules)
+
+
+def build_toy_model(weights=None, input_size=(32, 48), **overrides):
+    return ToyModel(tuple(input_size), **overrides)
+
+
+def register_toy_family(monkeypatch):
+    """Make ``--family toy`` resolve to this module (for CLI tests)."""
+    from edgevos.models import registry
+
+    fam = registry.Family("toy", "toy test family", "export_toy:build_toy_model", "export_toy:ToyProgram")
+    monkeypatch.setitem(registry.FAMILIES, "toy", fam)
+    return fam
 
 
 class ToySequence:
