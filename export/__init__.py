@@ -2,4 +2,17 @@
 
 ``edgevos.export.bundle`` (loading and verifying bundles) is torch-free; exporting
 needs ``pip install 'edgevos[export]'``.
+
+Modules (import what you use; nothing heavy is imported here):
+
+* ``onnx_export``  ``export_stages(modules, specs, out_dir, opset=17, real_feeds=None)``:
+  one checked, onnxslim-simplified ONNX per stage, verified against PyTorch (1e-4 relative).
+* ``calibrate``    ``RecordingBackend``, ``collect_calibration(program_factory, backend, sequences, max_frames)``,
+  ``open_sequences(source)`` (DAVIS folder, video + first mask, ``test://``).
+* ``quantize``     ``quantize_stage(fp32_path, out_path, spec, feeds, "int8-trt" | "int8-cpu", method, keep_float)``.
+* ``parity``       ``stage_parity``, ``end_to_end``, ``print_report``: |diff|, SNR, mask IoU, J&F change.
+* ``bundle``       ``write_bundle``, ``load_bundle`` -> ``Bundle`` (hash-verified).
+* ``tensorrt``     ``BuildOptions``, ``build_bundle_engines``, ``engine_name``, ``write_build_script``.
+* ``cli`` / ``build_cli``: the ``edgevos export`` and ``edgevos build`` verbs.
+* ``benchmark``    ``python -m edgevos.export.benchmark --resnet 256x448 | --bundle DIR``.
 """
