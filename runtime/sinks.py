@@ -225,7 +225,14 @@ class VideoSink(Sink):
                 f"{self.uri}: frame size changed from {self._size[1]}x{self._size[0]} to {w2}x{h2}; "
                 "a video output keeps the first frame's size"
             )
-        buf = Gst.Buffer.new_wrapped(img.tobytes())
+        stride = (w2 * 3 + 3) & ~3  # GStreamer expects RGB rows padded to 4 bytes
+        if stride != w2 * 3:
+            rows = np.zeros((h2, stride), np.uint8)
+            rows[:, : w2 * 3] = img.reshape(h2, w2 * 3)
+            data = rows.tobytes()
+        else:
+            data = np.ascontiguousarray(img).tobytes()
+        buf = Gst.Buffer.new_wrapped(data)
         dur = int(Gst.SECOND / self.fps)
         buf.pts = self.frames * dur
         buf.duration = dur

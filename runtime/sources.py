@@ -292,7 +292,7 @@ class GstSource(Source):
         super().__init__(uri)
         self.live = uri.live
         # a file that yields nothing for this long is stuck; a live source has stalled
-        self.timeout = float(timeout if timeout is not None else (5.0 if self.live else 30.0))
+        self.timeout = float(timeout if timeout is not None else (5.0 if self.live else 10.0))
         self.reconnect = int(reconnect)
         self.backoff = float(backoff)
         self.max_buffers = int(max_buffers)
@@ -321,6 +321,9 @@ class GstSource(Source):
                 raise SourceError(f"{u}: file is not readable (permissions)")
             if p.stat().st_size == 0:
                 raise SourceError(f"{u}: file is empty (0 bytes): not a video")
+            problem = _isobmff_problem(p)
+            if problem:
+                raise SourceError(f"{u}: {problem}")
         elif u.scheme == "v4l2":
             if not os.path.exists(u.path):
                 raise SourceError(f"{u}: camera device {u.path} does not exist: is the camera plugged in? "
@@ -518,6 +521,45 @@ class GstSource(Source):
         self._closed = True
         tail = f" after {self.reconnects} reconnect attempt(s)" if self.reconnects else ""
         raise SourceError(f"{self.uri}: {reason}{tail} (frames already delivered: {self.delivered})")
+
+
+_BMFF_TOP = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"moof", b"mfra", b"uuid",
+             b"styp", b"sidx", b"meta", b"pdin", b"udta"}
+
+
+def _isobmff_problem(path: Path) -> Optional[str]:
+    """For MP4/MOV files: a reason the file cannot play (no 'moov' index: the recording
+    was cut off before it was finalized), else None.  Other containers: None."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+            return None
+        offset, seen = 0, set()
+        while offset + 8 <= size:
+            fh.seek(offset)
+            hdr = fh.read(16)
+            box_size, kind = struct.unpack(">I4s", hdr[:8])
+            if kind not in _BMFF_TOP:
+                return None  # not a box sequence we understand: let GStreamer judge
+            if box_size == 1 and len(hdr) >= 16:
+                box_size = struct.unpack(">Q", hdr[8:16])[0]
+            elif box_size == 0:
+                box_size = size - offset
+            if box_size < 8:
+                return None
+            seen.add(kind)
+            if kind in (b"moov", b"moof"):
+                return None
+            if offset + box_size > size:
+                break
+            offset += box_size
+    if b"moov" not in seen and b"moof" not in seen:
+        return ("MP4/MOV file has no 'moov' index: it is truncated or was not finalized "
+                "(a recording cut off before it was closed); re-copy or re-record it")
+    return None
 
 
 def open_source(uri: Union[str, URI], **options) -> Source:
