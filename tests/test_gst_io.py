@@ -274,6 +274,11 @@ def test_sink_errors(Gst, tmp_path):
         open_sink(f"masks://{blocker / 'm'}")
     with pytest.raises(SourceError, match="cannot create output directory"):
         open_sink(f"file://{blocker / 'out.mp4'}")
+
+
+def test_read_only_output_directory(Gst, tmp_path):
+    from edgevos.runtime.sinks import open_sink
+
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
