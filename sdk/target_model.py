@@ -64,7 +64,10 @@ class TargetModelConfig:
     few milliseconds whatever the memory size, at the price of one Gram product
     per added sample; ``"matrix_free"`` applies the normal operator through the
     stored samples at refit time (cheap updates, refit cost grows with memory).
-    Both give the same iterates.
+    Both give the same iterates.  Rough costs at K=96, 30x54 features, one x86
+    core: "normal" refit ~1 ms, update ~15 ms (~30 ms once the memory is full,
+    as the replaced sample's Gram product is subtracted); "matrix_free" update
+    ~1 ms, refit ~100 ms with 80 samples.
     """
 
     proj_dim: int = 96
