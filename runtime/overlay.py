@@ -43,12 +43,14 @@ def draw_overlay(rgb: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5, conto
     m = np.asarray(mask, dtype=np.uint8)
     fg = (m > 0) & (m < 255)
     if fg.any():
-        colour = PALETTE[m]  # (H, W, 3)
-        blended = (rgb.astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha)
-        out[fg] = blended[fg].round().astype(np.uint8)
+        # blend only the object pixels, in integer arithmetic (a = alpha in 1/256 units)
+        a = int(round(alpha * 256))
+        ids = m[fg]
+        out[fg] = ((rgb[fg].astype(np.uint16) * (256 - a) + PALETTE[ids].astype(np.uint16) * a + 128) >> 8).astype(np.uint8)
         if contour:
-            for obj in np.unique(m[fg]):
-                binary = (m == obj).astype(np.uint8)
+            counts = np.bincount(ids, minlength=256)
+            for obj in np.flatnonzero(counts):
+                binary = (m == obj).view(np.uint8)
                 contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
                 c = tuple(int(v) for v in PALETTE[obj])
                 edge = tuple(min(255, v + 80) for v in c)

@@ -154,6 +154,10 @@ class VideoSink(Sink):
         self._final: Optional[Path] = None
         self._t_last = None
         self._rate = None
+        self._pushed = 0
+        self._queue: "queue.Queue" = queue.Queue(maxsize=4)
+        self._thread: Optional[threading.Thread] = None
+        self._error: Optional[BaseException] = None
         if uri.scheme == "file":
             self._final = Path(uri.path)
             _prepare_dir(self._final.parent if str(self._final.parent) else Path("."), uri)
@@ -198,33 +202,71 @@ class VideoSink(Sink):
         return redact(f"{err.message} (from element '{msg.src.get_name() if msg.src else '?'}')")
 
     def write(self, frame_index: int, rgb: np.ndarray, result) -> None:
-        from edgevos.runtime.sources import gst
-
+        """Validate and queue a frame; overlay drawing and encoding run in a worker
+        thread (overlapped with the next inference step).  Errors from earlier
+        frames are raised here."""
         self._check_open()
-        Gst = gst()
+        self._raise_error()
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"{self.uri}: frames must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        size = (h + (h & 1), w + (w & 1))
+        if self._size is None:
+            self._size = size
+        elif self._size != size:
+            raise SourceError(
+                f"{self.uri}: frame size changed from {self._size[1]}x{self._size[0]} to {size[1]}x{size[0]}; "
+                "a video output keeps the first frame's size"
+            )
         now = time.perf_counter()
         if self._t_last is not None:
             inst = 1.0 / max(now - self._t_last, 1e-6)
             self._rate = inst if self._rate is None else 0.9 * self._rate + 0.1 * inst
         self._t_last = now
-        img = rgb
+        mask = lines = None
         if self.overlay and result is not None:
-            img = draw_overlay(rgb, _mask_of(result), alpha=self.alpha,
-                               lines=status_lines(result, self._rate))
+            mask = np.array(_mask_of(result), copy=True)
+            if mask.shape != (h, w):
+                raise InputError(f"{self.uri}: mask is {mask.shape[1]}x{mask.shape[0]} but frame is {w}x{h}")
+            lines = status_lines(result, self._rate)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="edgevos-video", daemon=True)
+            self._thread.start()
+        self._queue.put((int(frame_index), rgb, mask, lines))
+        self.frames += 1
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self._encode(*item)
+            except BaseException as exc:  # reported on the next write/close
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            if isinstance(exc, (SourceError, InputError)):
+                raise exc
+            raise SourceError(f"{self.uri}: writing the video failed: {exc}") from exc
+
+    def _encode(self, frame_index: int, rgb: np.ndarray, mask, lines) -> None:
+        from edgevos.runtime.sources import gst
+
+        Gst = gst()
+        img = rgb if mask is None else draw_overlay(rgb, mask, alpha=self.alpha, lines=lines or ())
         h, w = img.shape[:2]
-        h2, w2 = h + (h & 1), w + (w & 1)
+        h2, w2 = self._size
         if (h2, w2) != (h, w):
             img = np.pad(img, ((0, h2 - h), (0, w2 - w), (0, 0)), mode="edge")
         if self._pipeline is None:
             self._start(h2, w2)
-        elif self._size != (h2, w2):
-            raise SourceError(
-                f"{self.uri}: frame size changed from {self._size[1]}x{self._size[0]} to {w2}x{h2}; "
-                "a video output keeps the first frame's size"
-            )
         stride = (w2 * 3 + 3) & ~3  # GStreamer expects RGB rows padded to 4 bytes
         if stride != w2 * 3:
             rows = np.zeros((h2, stride), np.uint8)
@@ -234,7 +276,7 @@ class VideoSink(Sink):
             data = np.ascontiguousarray(img).tobytes()
         buf = Gst.Buffer.new_wrapped(data)
         dur = int(Gst.SECOND / self.fps)
-        buf.pts = self.frames * dur
+        buf.pts = self._pushed * dur
         buf.duration = dur
         ret = self._src.push_buffer(buf)
         if ret != Gst.FlowReturn.OK:
@@ -243,7 +285,7 @@ class VideoSink(Sink):
         err = self._bus_error()
         if err:
             raise SourceError(f"{self.uri}: output failed at frame {frame_index}: {err}")
-        self.frames += 1
+        self._pushed += 1
 
     def __del__(self):
         try:
@@ -259,7 +301,15 @@ class VideoSink(Sink):
         if self.closed:
             return
         self.closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        pending = self._error
+        self._error = None
         if self._pipeline is None:
+            if pending is not None:
+                raise SourceError(f"{self.uri}: writing the video failed: {pending}") from pending
             return
         from edgevos.runtime.sources import gst
 
@@ -279,6 +329,8 @@ class VideoSink(Sink):
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline.get_state(5 * Gst.SECOND)
             self._pipeline = self._src = None
+        if pending is not None and err is None:
+            err = f"a frame failed before the end: {pending}"
         if self._tmp is not None:
             if err is None:
                 umask = os.umask(0)
@@ -389,7 +441,12 @@ class JsonSink(Sink):
     def write(self, frame_index: int, rgb, result) -> None:
         self._check_open()
         mask = _mask_of(result)
-        ids, counts = np.unique(mask, return_counts=True)
+        counts = np.bincount(mask.reshape(-1), minlength=256) if mask.dtype == np.uint8 else None
+        if counts is None:
+            ids, counts = np.unique(mask, return_counts=True)
+        else:
+            ids = np.flatnonzero(counts)
+            counts = counts[ids]
         rec = {
             "frame": int(frame_index),
             "reused": getattr(result, "reused", None),
