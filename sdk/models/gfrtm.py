@@ -51,7 +51,7 @@ class GfrtmConfig:
     shallow_dim: int = 16  # channels of the light stride-4 level
     embed_dim: int = 32  # template-matching embedding channels
     dissim_dim: int = 64  # c_f: channels of the dissimilarity features D_t
-    proj_dim: int = 96  # target model projection K
+    proj_dim: int = 32  # target model projection K (FRTM: 96 for ResNet18; MobileNetV2 f16 has only 96 channels)
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
