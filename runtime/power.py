@@ -2,7 +2,7 @@
 
 :func:`parse_tegrastats` reads one tegrastats line of any Jetson generation:
 
-* Orin (AGX / NX / Nano), JetPack 5/6: ``VDD_IN 5139mW/5139mW VDD_CPU_GPU_CV 723mW/723mW ...``
+* Orin NX / Orin Nano, JetPack 5/6: ``VDD_IN 5139mW/5139mW VDD_CPU_GPU_CV 723mW/723mW ...``
 * Xavier NX: ``VDD_IN 3937/3937 VDD_CPU_GPU_CV 516/516 VDD_SOC 1157/1157``
 * AGX Xavier: ``GPU 0/0 CPU 620/620 SOC 2168/2168 CV 0/0 VDDRQ 310/310 SYS5V 1904/1904``,
   AGX Orin: ``VDD_GPU_SOC 2390mW/2390mW VDD_CPU_CV 398mW/398mW VIN_SYS_5V0 3418mW/3418mW ...``
@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 # Module input rails (total power). Boards without one (AGX Xavier, AGX Orin) report
 # per-rail power only; the total is then the sum of the rails, labelled as such.
@@ -137,9 +137,11 @@ class PowerMonitor:
             self._command = [exe, "--interval", str(self.interval_ms)]
             return "tegrastats"
         try:
-            import jtop  # noqa: F401
-
+            import importlib.util
             from pathlib import Path
+
+            if importlib.util.find_spec("jtop") is None:
+                return None
 
             if Path("/run/jtop.sock").exists():
                 return "jtop"

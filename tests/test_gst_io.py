@@ -1,7 +1,6 @@
 """GStreamer sources and sinks: decode, encode, masks, bad input, live policy, Jetson presets."""
 import os
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

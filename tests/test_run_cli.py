@@ -1,12 +1,9 @@
 """The run loop (run_pipeline) and `edgevos run`, with a tiny deterministic session double."""
 import json
-import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +54,9 @@ class ColourSession:
         return TinyResult(self.n, self.prev.copy(), self._probs(self.prev), reused, 0.9 if reused else 0.1,
                           {"label": ms}, ms)
 '''
-exec(DOUBLE)  # defines TinyResult, ColourSession for the in-process tests
+_ns: dict = {}
+exec(DOUBLE, _ns)  # the same double runs in-process and in the SIGTERM child
+ColourSession = _ns["ColourSession"]
 
 
 def _gst_or_skip():
