@@ -367,3 +367,15 @@ def test_jetson_preset_parses_with_real_elements(Gst, name):
     if missing:
         pytest.skip(f"Jetson elements not installed here: {missing}")
     assert Gst.parse_launch(desc).get_by_name("sink") is not None
+
+
+def test_unreachable_rtsp_camera_error_is_redacted_and_retried(Gst):
+    from edgevos.runtime.sources import open_source
+
+    src = open_source("rtsp://user:secret@127.0.0.1:9/cam", timeout=3, reconnect=2, backoff=0.05)
+    with pytest.raises(SourceError) as ei:
+        for _ in src:
+            pass
+    msg = str(ei.value)
+    assert "secret" not in msg and "rtsp://***@127.0.0.1:9/cam" in msg
+    assert "after 2 reconnect attempt" in msg and src.reconnects == 2

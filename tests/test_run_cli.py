@@ -232,3 +232,66 @@ def test_sigterm_during_run_finalizes_video_and_masks(tmp_path):
     n = summary["frames"]
     assert len(list(masks.glob("*.png"))) == n and not list(masks.glob("*.tmp"))
     assert sum(1 for _ in open_source(f"file://{tmp_path / 'overlay.mp4'}")) == n
+
+
+def test_uri_parsing_and_redaction():
+    from edgevos.runtime.uri import parse_sink, parse_source, redact
+
+    assert parse_source("clip.mp4").path == "clip.mp4"
+    assert parse_source("file://../videos/a.mkv").path == "../videos/a.mkv"
+    assert parse_source("file:///abs/a.mp4").path == "/abs/a.mp4"
+    assert parse_source("v4l2://2").path == "/dev/video2"
+    assert parse_source("v4l2:///dev/video0").live
+    c = parse_source("csi://1?width=1280&height=720")
+    assert (c.path, c.get_int("width", 0)) == ("1", 1280)
+    t = parse_source("test://?frames=60&objects=2&seed=0&size=240x432")
+    assert t.get_size("size", (0, 0)) == (240, 432) and t.get_int("frames", 0) == 60
+    with pytest.raises(InputError, match="HEIGHTxWIDTH"):
+        parse_source("test://?size=big").get_size("size", (1, 1))
+    r = parse_source("rtsp://admin:pa55@10.0.0.2:554/live?ch=1")
+    assert r.raw.startswith("rtsp://admin:pa55@")  # kept for the pipeline
+    assert str(r) == "rtsp://***@10.0.0.2:554/live?ch=1" and "pa55" not in repr(r)
+    assert redact("failed: rtsp://u:p@h/x and rtsp://h2/y") == "failed: rtsp://***@h/x and rtsp://h2/y"
+    assert parse_sink("masks://out/m?seq=bear").query == {"seq": "bear"}
+    with pytest.raises(InputError, match="valid source schemes are file://, v4l2://, csi://, rtsp://, test://, davis://"):
+        parse_source("udp://1.2.3.4:5000")
+    with pytest.raises(InputError, match="unknown sink URI scheme 'test://'"):
+        parse_sink("test://")
+    with pytest.raises(InputError, match="v4l2:///dev/videoN"):
+        parse_source("v4l2://camera")
+    with pytest.raises(InputError, match="sensor id"):
+        parse_source("csi://left")
+    with pytest.raises(InputError, match="name the sequence"):
+        from edgevos.runtime.sources import open_source
+
+        open_source("davis:///nowhere")
+    with pytest.raises(InputError, match="unknown option"):
+        from edgevos.runtime.sources import open_source
+
+        open_source("test://?frame=3")
+
+
+def test_disk_full_while_writing_masks_stops_the_run_cleanly(tmp_path):
+    import errno
+
+    from edgevos.data.masks import write_mask
+    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.sinks import open_sink
+    from edgevos.runtime.sources import open_source
+
+    masks = open_sink(f"masks://{tmp_path / 'm'}")
+    calls = []
+
+    def filling_disk(path, mask):
+        calls.append(path)
+        if len(calls) > 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_mask(path, mask)
+
+    masks._write_mask = filling_disk
+    log = open_sink(f"json://{tmp_path / 's.jsonl'}")
+    s = run_pipeline(open_source("test://?frames=200&size=48x64"), [masks, log], ColourSession())
+    assert s["exit_code"] == 1 and "No space left on device" in s["error"] and str(tmp_path / "m") in s["error"]
+    assert s["frames"] < 200  # stopped early, not after the whole stream
+    assert len(list((tmp_path / "m").glob("*.png"))) == 5 and not list((tmp_path / "m").glob("*.tmp"))
+    assert log.closed and len((tmp_path / "s.jsonl").read_text().splitlines()) >= 5
