@@ -33,14 +33,17 @@ def csi_source(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: in
 
 
 def usb_source(device: str = "/dev/video0", width: int = 0, height: int = 0, fps: int = 0) -> str:
-    """USB / V4L2 camera; raw or MJPEG (decoded by nvv4l2decoder mjpeg=1 via decodebin)."""
+    """USB / V4L2 camera.  Raw (YUYV) or MJPEG: decodebin passes raw frames through and
+    picks the hardware JPEG decoder for MJPEG.  width/height/fps constrain a raw camera's
+    mode (leave them 0 for MJPEG cameras)."""
     caps = ""
     fields = [f"width={int(width)}" if width else "", f"height={int(height)}" if height else "",
               f"framerate={int(fps)}/1" if fps else ""]
     fields = [f for f in fields if f]
     if fields:
         caps = "video/x-raw," + ",".join(fields) + " ! "
-    return f"v4l2src device={_q(device)} ! {caps}{_LEAK} ! nvvidconv ! video/x-raw,format=BGRx ! {_APPSINK_LIVE}"
+    return (f"v4l2src device={_q(device)} ! {caps}decodebin ! {_LEAK} ! nvvidconv ! "
+            f"video/x-raw,format=BGRx ! {_APPSINK_LIVE}")
 
 
 def rtsp_source(location: str, latency_ms: int = 100, codec: str = "h264") -> str:

@@ -248,9 +248,8 @@ def pipeline_description(uri: URI, *, jetson: Optional[bool] = None, max_buffers
     if uri.scheme == "file":
         return f"filesrc location={_q(uri.path)} ! decodebin ! " + RGB_TAIL_FILE.format(max_buffers=max_buffers)
     if uri.scheme == "v4l2":
-        caps = _raw_caps(uri)
-        return f"v4l2src device={_q(uri.path)} ! {caps}" + LIVE_TAIL if caps else \
-            f"v4l2src device={_q(uri.path)} ! decodebin ! " + LIVE_TAIL
+        # decodebin passes raw (YUYV) frames through and decodes MJPEG cameras
+        return f"v4l2src device={_q(uri.path)} ! {_raw_caps(uri)}decodebin ! " + LIVE_TAIL
     if uri.scheme == "csi":
         # reaching here without Jetson elements: build the Jetson preset anyway so the
         # missing element is reported by name when the pipeline is parsed

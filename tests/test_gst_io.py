@@ -379,3 +379,18 @@ def test_unreachable_rtsp_camera_error_is_redacted_and_retried(Gst):
     msg = str(ei.value)
     assert "secret" not in msg and "rtsp://***@127.0.0.1:9/cam" in msg
     assert "after 2 reconnect attempt" in msg and src.reconnects == 2
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/x.mp4", "v4l2:///dev/video0", "v4l2:///dev/video1?width=640&height=480&fps=30",
+                                 "rtsp://u:p@cam:554/s"])
+def test_software_source_pipelines_parse(Gst, uri):
+    from edgevos.runtime.sources import pipeline_description
+
+    desc = pipeline_description(parse_source(uri), jetson=False)
+    p = Gst.parse_launch(desc)
+    sink = p.get_by_name("sink")
+    assert sink is not None and sink.get_property("sync") is False
+    live = parse_source(uri).live
+    assert (p.get_by_name("leak") is not None) == live
+    assert sink.get_property("drop") is live
+    assert sink.get_property("max-buffers") == (1 if live else 4)
