@@ -81,8 +81,10 @@ def on_jetson() -> bool:
 
 @dataclass
 class Frame:
-    """One decoded frame: ``rgb`` is (H, W, 3) uint8; ``pts`` in seconds or None;
-    ``gt`` the ground-truth id mask when the source has one."""
+    """One decoded frame: ``rgb`` is (H, W, 3) uint8 (read-only for GStreamer sources:
+    copy it before drawing on it); ``pts`` in seconds or None; ``gt`` the ground-truth
+    id mask when the source has one.  ``index`` counts delivered frames from 0 and
+    continues across reconnects."""
 
     index: int
     pts: Optional[float]
@@ -301,7 +303,6 @@ class GstSource(Source):
         self._bus = None
         self._arrived = 0  # buffers that entered the leaky queue (live)
         self._arrived_lock = threading.Lock()
-        self._last_seq_arrived = 0
         self._closed = False
         self._last_end: Optional[float] = None
         self._preflight()
