@@ -33,6 +33,8 @@ def _load(ref: str) -> Callable:
 FAMILIES: Dict[str, Family] = {
     "gfrtm": Family("gfrtm", "G-FRTM-fast (FRTM-fast + learned reuse gate)",
                     "edgevos.models.gfrtm:build_gfrtm", "edgevos.programs.gfrtm:GfrtmProgram"),
+    "slowfast": Family("slowfast", "SlowFast-VOS (two-pathway streaming encoder, gated slow pathway)",
+                       "edgevos.models.slowfast:build_slowfast", "edgevos.programs.slowfast:SlowFastProgram"),
 }
 
 

@@ -1,0 +1,974 @@
+"""SlowFast-VOS: a two-pathway (Slow + Fast) encoder with a mask decoder, streamed frame by frame.
+
+Sources: SlowFast (Feichtenhofer et al., ICCV 2019) for the encoder and the
+SlowFast-VOS project (pathway presets, modes, freezing, training recipe).
+
+Encoder
+-------
+* **Slow pathway**: the 2D backbone (``mobilenetv2`` by default, whose ImageNet
+  weights ship in ``../shared/weights``, or ``resnet18``) at full channels.
+  Temporal kernel 1 in the stem, res2 and res3; temporal kernel 3 in the
+  res4/res5 blocks (in the first conv of a ResNet block, in the expansion 1x1 of
+  a MobileNetV2 block, where SlowFast-R50 puts it in its bottleneck).
+* **Fast pathway**: the same architecture at ``beta`` = 1/8 of the channels,
+  temporal kernel 5 in conv1 and 3 in the blocks, no temporal downsampling,
+  RGB or (``fast_gray``) grayscale input.
+* **Lateral fusion** fast -> slow after the stem, res2, res3 and res4: a
+  time-strided Conv3d, kernel (5, 1, 1), stride (alpha, 1, 1), ``2 * C_fast``
+  output channels (= 2 * beta * C), BN, ReLU, concatenated to the slow features.
+  The final stride-32 features are slow res5 concatenated with fast res5.
+
+Presets and temporal extent
+---------------------------
+A preset ``"S-F"`` names the frames each pathway sees: the slow pathway S frames,
+a uniform subsample (stride ``alpha``) of the fast pathway's F consecutive frames,
+both ending at the frame being segmented::
+
+    preset  slow  fast  alpha   slow frames for the frame t
+    1-1      1     1     1      t                       (no temporal context)
+    3-3      3     3     1      t-2, t-1, t
+    7-7      7     7     1      t-6 .. t
+    1-7      1     7     7      t
+    3-7      3     7     3      t-6, t-3, t
+
+Every temporal convolution is **causal** (it sees the current and past time
+steps only).  The paper's kernel sizes are allocated in network order until a
+pathway's own temporal extent equals its preset frame count: the fast pathway
+gets conv1 k=min(5, F) then k=3 blocks while ``F - 1`` frames of lag are left;
+the slow pathway gets k=3 in res4/res5 blocks while ``S - 1`` slow steps are
+left; laterals use k=min(5, F).  So 1-1 is purely per-frame, 7-7 has 5+3 in the
+fast stem/res2 and three k=3 slow blocks.  Laterals compose with the slow
+temporal convs, so the model's total receptive field (``receptive_field``, in
+frames) is larger than F (e.g. 17 for 7-7 and 3-7); clip mode recomputes over
+that many frames, streaming never does.
+
+Streaming (the stages)
+----------------------
+Because every temporal layer is causal, a frame is encoded once: each temporal
+layer keeps its *input* activations of past frames in a ring buffer (the host
+holds them, :mod:`edgevos.programs.slowfast`) and a stage computes only the
+newest time step from ``history window ++ current input``.  The per-frame cost
+is that of one frame, whatever the preset's window.
+
+===================  ==========================================================  ==================
+stage                inputs -> outputs                                           runs
+===================  ==========================================================  ==================
+``frame_stem``       image -> slow_stem, fast_in                                 every frame
+``fast_body``        fast_in, hist_fast_* -> fast_stem, fast4..fast32, new_*     every frame
+``fast_body_init``   fast_in -> (same)                                           first frame
+``slow_body``        slow_stem, fast_stem..fast16, hist_lat_*, hist_slow_*       computed frames
+                     -> f4, f8, f16, f32, new_slow_*
+``slow_body_init``   slow_stem, fast_stem..fast16 -> (same)                      first frame
+``reference``        f16, mask16 -> template                                     first frame, per object
+                                                                                 (semi-supervised)
+``gate``             fast8, fast8_prev, prev_prob -> p_gate                      per object, tau < 1
+``mask_decoder``     f4, f8, f16, f32, fast32, [template], prev_prob             computed frames,
+                     -> logits (stride 4), r8                                    per object
+``decoder_reuse``    fast4, fast8, r8_prev, prev_prob -> logits                  reused frames
+===================  ==========================================================  ==================
+
+``hist_<layer>`` is that layer's input at the previous ``k - 1`` time steps
+(oldest first; at stride ``alpha`` for slow layers) and ``new_<layer>`` its input
+at the current frame, which the host pushes into the layer's ring.  The
+``*_init`` stages treat the first frame as a constant past (every history is the
+current input repeated): identical to clip mode with the first frame repeated.
+
+``clip(frames)`` is the same network as an ordinary 3D (clip) model: all time
+steps of a clip, causal replicate padding, laterals with time stride ``alpha``.
+With a clip at least ``receptive_field`` long (or starting at the sequence
+start) its last step equals the streaming output.
+
+Gated slow pathway
+------------------
+The fast pathway is cheap and sees motion, so it runs every frame.  A reuse
+gate on its stride-8 features (current vs the last computed frame, plus the
+previous mask) gives ``P_gate``; when ``P_gate >= tau`` the slow pathway and the
+deep decoder are skipped and ``decoder_reuse`` refines the last computed frame's
+stride-8 decoder state with the current fast features.  tau = 1 disables it.
+
+Temporal Conv3d as Conv2d sums
+------------------------------
+``conv3d_as_conv2d=True`` computes every temporal convolution as the sum over
+its k time steps of a Conv2d with that step's kernel slice (pytorchvideo's
+mobile form), so exported stages contain only 2D convolutions: INT8-friendly on
+TensorRT and DLA.  It is numerically the Conv3d (tested).
+
+Modes and freezing
+------------------
+``mode="semi"``: the decoder is conditioned on the reference frame and mask
+(fg/bg prototypes of a stride-16 embedding; per object) and on the previous
+predicted mask.  ``mode="unsupervised"``: no mask is given; the decoder segments
+the primary (moving) object, conditioned only on its own previous prediction.
+``freeze``: ``"slowfast"`` freezes the whole two-pathway encoder (the project
+document's best semi-supervised recipe, for a pretrained encoder),
+``"backbone"`` only the slow pathway's ImageNet 2D layers (inflated temporal
+convs, widened convs, the fast pathway and laterals train), ``"none"`` nothing.
+BatchNorm always uses its running statistics.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgevos.errors import InputError
+from edgevos.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, load_torchvision_weights
+from edgevos.models.gfrtm import RRB, ReuseGate, conv
+from edgevos.programs.slowfast import PRESETS, check_preset  # torch-free: shared with the step program
+from edgevos.stages import StageSpec, TensorSpec
+
+BACKBONES = ("mobilenetv2", "resnet18")
+MODES = ("semi", "unsupervised")
+FREEZE = ("none", "backbone", "slowfast")
+GRAY = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class SlowFastConfig:
+    preset: str = "3-7"
+    backbone: str = "mobilenetv2"
+    input_size: Tuple[int, int] = (480, 864)  # (H, W), multiples of 32
+    mode: str = "semi"
+    beta: float = 0.125  # fast pathway channel ratio
+    fast_gray: bool = False  # grayscale input to the fast pathway
+    fast_conv1_kernel: int = 5
+    temporal_kernel: int = 3
+    lateral_kernel: int = 5
+    freeze: str = "backbone"
+    conv3d_as_conv2d: bool = False
+    decoder_dim: int = 32
+    shallow_dim: int = 16
+    embed_dim: int = 32
+    # reuse gate (G-FRTM's loss and defaults)
+    tau: float = 1.0
+    m1: float = 1.0
+    m2: float = 0.0
+    ep_T: int = 120
+
+    def __post_init__(self):
+        check_preset(self.preset)
+        h, w = self.input_size
+        if h % 32 or w % 32 or h <= 0 or w <= 0:
+            raise InputError(f"input_size {h}x{w} is not a positive multiple of 32: use e.g. 480x864 or 256x448")
+        for name, value, valid in (("backbone", self.backbone, BACKBONES), ("mode", self.mode, MODES),
+                                   ("freeze", self.freeze, FREEZE)):
+            if value not in valid:
+                raise InputError(f"unknown {name} '{value}': choose one of {list(valid)}")
+        if not 0 < self.beta <= 1:
+            raise InputError(f"beta={self.beta} must be in (0, 1] (the paper uses 1/8)")
+
+    @property
+    def slow_frames(self) -> int:
+        return check_preset(self.preset)[0]
+
+    @property
+    def fast_frames(self) -> int:
+        return check_preset(self.preset)[1]
+
+    @property
+    def alpha(self) -> int:
+        return check_preset(self.preset)[2]
+
+
+# ----------------------------------------------------------------------------- temporal conv
+class _Context:
+    """How temporal convs see time during one call: clip, step (with histories) or init."""
+
+    def __init__(self, mode: str, hist: Optional[Dict[str, torch.Tensor]] = None):
+        self.mode = mode
+        self.hist = hist or {}
+        self.new: Dict[str, torch.Tensor] = {}
+
+
+class TemporalConv(nn.Module):
+    """A causal (k_t, k, k) convolution on time-major tensors (T, C, H, W).
+
+    * clip mode: all T steps; the past before the clip is the first step
+      repeated; time stride ``t_stride`` (laterals) keeps steps 0, t_stride, ...
+    * step mode: ``x`` is the current step (1, C, H, W), the context supplies the
+      previous ``k_t - 1`` inputs; only the current output is computed and ``x``
+      is recorded for the host's ring buffer.
+    * init mode: as step mode with the current input as the whole past.
+
+    ``as_conv2d`` computes the Conv3d as a sum of per-time-step Conv2d.
+    k_t = 1 is an ordinary Conv2d.  Parameter names (``weight``, ``bias``) follow
+    ``nn.Conv2d`` so inflated torchvision weights map by name.
+    """
+
+    def __init__(self, cin, cout, k_t=1, k=1, stride=1, padding=None, groups=1, bias=False, t_stride=1, key=""):
+        super().__init__()
+        self.k_t, self.k, self.stride, self.groups, self.t_stride = int(k_t), int(k), int(stride), int(groups), int(t_stride)
+        self.padding = (k - 1) // 2 if padding is None else int(padding)
+        self.weight = nn.Parameter(torch.empty(cout, cin // groups, self.k_t, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        fan_in = (cin // groups) * k * k * self.k_t
+        nn.init.kaiming_uniform_(self.weight.view(cout, -1), a=math.sqrt(5))
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        self.key = key
+        self.ctx: Optional[_Context] = None
+        self.as_conv2d = False
+
+    def _conv2d(self, x, j):
+        return F.conv2d(x, self.weight[:, :, j], self.bias if j == self.k_t - 1 else None, self.stride,
+                        self.padding, 1, self.groups)
+
+    def forward(self, x):
+        if self.k_t == 1:
+            return self._conv2d(x, 0)
+        ctx = self.ctx
+        if ctx is None or ctx.mode == "clip":
+            return self._clip(x)
+        past = ctx.hist[self.key] if ctx.mode == "step" else x.expand(self.k_t - 1, *x.shape[1:])
+        ctx.new[self.key] = x
+        window = torch.cat([past, x], 0)  # (k_t, C, H, W), oldest first
+        if self.as_conv2d:
+            out = self._conv2d(window[0:1], 0)
+            for j in range(1, self.k_t):
+                out = out + self._conv2d(window[j:j + 1], j)
+            return out
+        y = F.conv3d(window.transpose(0, 1)[None], self.weight, self.bias, (1, self.stride, self.stride),
+                     (0, self.padding, self.padding), 1, self.groups)  # (1, C', 1, H', W')
+        return y[0].transpose(0, 1)
+
+    def _clip(self, x):  # x: (T, C, H, W)
+        xp = torch.cat([x[:1].expand(self.k_t - 1, *x.shape[1:]), x], 0)
+        n = (x.shape[0] - 1) // self.t_stride + 1
+        if self.as_conv2d:
+            out = None
+            for j in range(self.k_t):
+                y = self._conv2d(xp[j:j + (n - 1) * self.t_stride + 1:self.t_stride], j)
+                out = y if out is None else out + y
+            return out
+        y = F.conv3d(xp.transpose(0, 1)[None], self.weight, self.bias, (self.t_stride, self.stride, self.stride),
+                     (0, self.padding, self.padding), 1, self.groups)
+        return y[0].transpose(0, 1)
+
+
+# ----------------------------------------------------------------------------- pathways
+def _width(c: int, w: float) -> int:
+    return c if w >= 1 else max(4, int(round(c * w)))
+
+
+class BasicBlock3d(nn.Module):
+    """ResNet BasicBlock whose conv1 may be temporal; torchvision names."""
+
+    def __init__(self, cin, cout, stride, k_t, key):
+        super().__init__()
+        self.conv1 = TemporalConv(cin, cout, k_t, 3, stride, key=key)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = TemporalConv(cout, cout, 1, 3)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(TemporalConv(cin, cout, 1, 1, stride, padding=0), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNetPathway(nn.Module):
+    """ResNet18 layout at a channel width ratio; stem = conv1..maxpool (stride 4), stages layer1..layer4."""
+
+    blocks = (2, 2, 2, 2)
+    base = (64, 128, 256, 512)
+
+    def __init__(self, in_ch, width, kernels: Dict[str, int], extra: Sequence[int], prefix: str):
+        super().__init__()
+        c = [_width(b, width) for b in self.base]
+        self.conv1 = TemporalConv(in_ch, c[0], kernels.get("conv1", 1), 7, 2, 3, key=f"{prefix}_conv1")
+        self.bn1 = nn.BatchNorm2d(c[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = c[0]
+        for i, (cout, n) in enumerate(zip(c, self.blocks)):
+            layer = []
+            for b in range(n):
+                name = f"layer{i + 1}.{b}.conv1"
+                layer.append(BasicBlock3d(cin + (extra[i] if b == 0 else 0), cout, 2 if (i and not b) else 1,
+                                          kernels.get(name, 1), f"{prefix}_{name.replace('.', '_')}"))
+                cin = cout
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
+        self.channels = [c[0]] + c  # stem, res2..res5
+
+    @staticmethod
+    def candidates(stage_from: int):
+        """Block convs that may get a temporal kernel, in network order, from res{stage_from} on."""
+        return [f"layer{i}.{b}.conv1" for i in range(stage_from - 1, 5) for b in range(2)]
+
+    stem_conv = "conv1"
+
+    def stem(self, x):
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def stage(self, i, x):  # i = 0..3 -> res2..res5
+        return getattr(self, f"layer{i + 1}")(x)
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, cin, cout, k=3, stride=1, groups=1, k_t=1, key=""):
+        super().__init__(TemporalConv(cin, cout, k_t, k, stride, groups=groups, key=key), nn.BatchNorm2d(cout),
+                         nn.ReLU6(inplace=True))
+
+
+class InvertedResidual3d(nn.Module):
+    def __init__(self, cin, cout, stride, expand, k_t, key, hidden_from=None):
+        super().__init__()
+        hidden = int(round((hidden_from or cin) * expand))
+        self.use_res = stride == 1 and cin == cout
+        layers: List[nn.Module] = []
+        if expand != 1:
+            layers.append(ConvBNAct(cin, hidden, 1, k_t=k_t, key=key))
+        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden), TemporalConv(hidden, cout, 1, 1),
+                   nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetPathway(nn.Module):
+    """MobileNetV2 layout (torchvision names) at a channel width ratio.
+
+    stem = features[0:2] (stride 2), res2 = [2:4] (4), res3 = [4:7] (8),
+    res4 = [7:14] (16), res5 = [14:18] (32).
+    """
+
+    settings = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+    bounds = (0, 2, 4, 7, 14, 18)
+    first_of_stage = (2, 4, 7, 14)
+
+    def __init__(self, in_ch, width, kernels: Dict[str, int], extra: Sequence[int], prefix: str):
+        super().__init__()
+        cin = _width(32, width)
+        layers: List[nn.Module] = [ConvBNAct(in_ch, cin, 3, 2, k_t=kernels.get("features.0.0", 1), key=f"{prefix}_features_0_0")]
+        n_idx = 1
+        for t, c, n, s in self.settings:
+            cout = _width(c, width)
+            for i in range(n):
+                name = f"features.{n_idx}.conv.0.0"
+                add = extra[self.first_of_stage.index(n_idx)] if n_idx in self.first_of_stage else 0
+                # widened inputs (lateral channels) keep the 2D network's hidden width
+                layers.append(InvertedResidual3d(cin + add, cout, s if i == 0 else 1, t, kernels.get(name, 1),
+                                                 f"{prefix}_features_{n_idx}", hidden_from=cin))
+                cin = cout
+                n_idx += 1
+        self.features = nn.Sequential(*layers)
+        self.channels = [_width(16, width), _width(24, width), _width(32, width), _width(96, width), _width(320, width)]
+
+    @classmethod
+    def candidates(cls, stage_from: int):
+        first = cls.bounds[stage_from - 1]
+        return [f"features.{i}.conv.0.0" for i in range(max(first, 2), 18)]
+
+    stem_conv = "features.0.0"
+
+    def stem(self, x):
+        return self.features[0:2](x)
+
+    def stage(self, i, x):
+        return self.features[self.bounds[i + 1]:self.bounds[i + 2]](x)
+
+
+PATHWAYS = {"resnet18": ResNetPathway, "mobilenetv2": MobileNetPathway}
+
+
+def _allocate(candidates: Sequence[Tuple[str, int]], budget: int) -> Dict[str, int]:
+    """Paper kernel sizes in network order until ``budget`` time steps of lag are used."""
+    out = {}
+    for name, k in candidates:
+        if budget <= 0:
+            break
+        k = min(k, budget + 1)
+        out[name] = k
+        budget -= k - 1
+    return out
+
+
+class Lateral(nn.Module):
+    """Fast -> slow fusion: Conv3d (k, 1, 1), stride (alpha, 1, 1), 2x fast channels, BN, ReLU."""
+
+    def __init__(self, cf, k_t, alpha, key):
+        super().__init__()
+        self.conv = TemporalConv(cf, 2 * cf, k_t, 1, t_stride=alpha, key=key)
+        self.bn = nn.BatchNorm2d(2 * cf)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+# ----------------------------------------------------------------------------- decoder / heads
+class Reference(nn.Module):
+    """Reference frame + mask -> fg/bg prototypes of a stride-16 embedding."""
+
+    def __init__(self, c16, dim):
+        super().__init__()
+        self.embed = nn.Sequential(conv(c16, dim, 1), nn.Conv2d(dim, dim, 1))
+
+    def template(self, f16, mask16):
+        e = self.embed(f16)
+        fg = (e * mask16).sum((2, 3)) / (mask16.sum((2, 3)) + 1.0)
+        bg = (e * (1 - mask16)).sum((2, 3)) / ((1 - mask16).sum((2, 3)) + 1.0)
+        return torch.cat([fg, bg], 1)  # (1, 2E)
+
+    def similarity(self, f16, template):
+        e = F.normalize(self.embed(f16), dim=1)
+        n = e.shape[1]
+        fg = F.normalize(template[:, :n], dim=1)[:, :, None, None]
+        bg = F.normalize(template[:, n:], dim=1)[:, :, None, None]
+        return torch.cat([(e * fg).sum(1, keepdim=True), (e * bg).sum(1, keepdim=True)], 1)  # (1, 2, H/16, W/16)
+
+
+class MaskDecoder(nn.Module):
+    """Multi-scale decoder: deep levels (32, 16) -> r8, shallow levels (8, 4) -> stride-4 logits.
+
+    Conditioning: the previous predicted mask at every level and, in
+    semi-supervised mode, the similarity to the reference prototypes at stride 16.
+    """
+
+    def __init__(self, c4, c8, c16, c32, d, d4, n_cond16):
+        super().__init__()
+        self.reduce32 = conv(c32, d, 1)
+        self.level16 = conv(c16 + n_cond16, d)
+        self.rrb16 = RRB(d)
+        self.level8 = conv(c8 + 1, d)
+        self.rrb8 = RRB(d)
+        self.level4 = conv(c4 + 1, d4)
+        self.project4 = conv(d, d4, 1, relu=False)
+        self.fuse4 = conv(d4, d4)
+        self.predict = nn.Conv2d(d4, 1, 3, 1, 1)
+
+    @staticmethod
+    def up(x, ref):
+        return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+    def deep(self, f16, f32, cond16):
+        x = self.level16(torch.cat([f16, cond16], 1)) + self.up(self.reduce32(f32), f16)
+        return self.rrb16(x)  # r8 source, (1, D, H/16, W/16)
+
+    def shallow(self, f4, f8, r16, prev4):
+        prev8 = F.avg_pool2d(prev4, 2)
+        x = self.rrb8(self.level8(torch.cat([f8, prev8], 1)) + self.up(r16, f8))  # (1, D, H/8, W/8)
+        return self.head(f4, x, prev4), x
+
+    def head(self, f4, x8, prev4):
+        x = self.fuse4(F.relu(self.level4(torch.cat([f4, prev4], 1)) + self.project4(self.up(x8, f4))))
+        return self.predict(x)  # (1, 1, H/4, W/4)
+
+
+class ReuseDecoder(nn.Module):
+    """Reused frames: the last computed r8, translated by the current fast features, then the stride-4 head."""
+
+    def __init__(self, cf4, cf8, d, d4):
+        super().__init__()
+        self.translate = nn.Sequential(conv(d + cf8 + 1, d), conv(d, d, 3, dilation=2), conv(d, d, relu=False))
+        self.level4 = conv(cf4 + 1, d4)
+        self.project4 = conv(d, d4, 1, relu=False)
+        self.fuse4 = conv(d4, d4)
+        self.predict = nn.Conv2d(d4, 1, 3, 1, 1)
+
+    def forward(self, fast4, fast8, r8_prev, prev4):
+        prev8 = F.avg_pool2d(prev4, 2)
+        x8 = F.relu(r8_prev + self.translate(torch.cat([r8_prev, fast8, prev8], 1)))
+        up = F.interpolate(self.project4(x8), size=fast4.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.fuse4(F.relu(self.level4(torch.cat([fast4, prev4], 1)) + up))
+        return self.predict(x)
+
+
+class SlowGate(nn.Module):
+    """P(reuse) from the fast stride-8 features now vs at the last computed frame, and the previous mask."""
+
+    def __init__(self, cf8, dim=32):
+        super().__init__()
+        self.project = conv(2 * cf8 + 1, dim, 3)
+        self.gate = ReuseGate(dim)
+
+    def forward(self, fast8, fast8_prev, prev4):
+        prev8 = F.avg_pool2d(prev4, 2)
+        return self.gate(self.project(torch.cat([fast8, (fast8 - fast8_prev).abs(), prev8], 1)))
+
+
+# ----------------------------------------------------------------------------- the model
+class SlowFastVOS(nn.Module):
+    def __init__(self, cfg: SlowFastConfig):
+        super().__init__()
+        self.config = cfg
+        S, Fr, alpha = check_preset(cfg.preset)
+        P = PATHWAYS[cfg.backbone]
+        # -- temporal kernels (see the module docstring)
+        fast_k = _allocate([(P.stem_conv, cfg.fast_conv1_kernel)] + [(n, cfg.temporal_kernel) for n in P.candidates(2)],
+                           Fr - 1)
+        slow_k = _allocate([(n, cfg.temporal_kernel) for n in P.candidates(4)], S - 1)
+        k_lat = min(cfg.lateral_kernel, Fr)
+        fin = 1 if cfg.fast_gray else 3
+        probe = P(3, cfg.beta, {}, (0, 0, 0, 0), "probe")
+        cf = probe.channels  # fast channels: stem, res2..res5
+        lat = [2 * c for c in cf[:4]]
+        self.slow = P(3, 1.0, slow_k, lat, "slow")
+        self.fast = P(fin, cfg.beta, fast_k, (0, 0, 0, 0), "fast")
+        self.laterals = nn.ModuleList([Lateral(cf[i], k_lat, alpha, f"lat_{n}")
+                                       for i, n in enumerate(("stem", "res2", "res3", "res4"))])
+        cs = self.slow.channels
+        self.feature_channels = {"f4": cs[1] + lat[1], "f8": cs[2] + lat[2], "f16": cs[3] + lat[3], "f32": cs[4],
+                                 "fast32": cf[4]}
+        self.fast_channels = cf
+        self.kernels = {"fast": fast_k, "slow": slow_k, "lateral": k_lat}
+        self.alpha = alpha
+        # stride of the slow stem (4 for resnet18, 2 for mobilenetv2)
+        self.stem_stride = 4 if cfg.backbone == "resnet18" else 2
+        self.temporal_convs = [m for m in self.modules() if isinstance(m, TemporalConv) and m.k_t > 1]
+        for m in self.modules():
+            if isinstance(m, TemporalConv):
+                m.as_conv2d = cfg.conv3d_as_conv2d
+        # -- heads
+        fc = self.feature_channels
+        d = cfg.decoder_dim
+        self.semi = cfg.mode == "semi"
+        self.reference = Reference(fc["f16"], cfg.embed_dim) if self.semi else None
+        self.decoder = MaskDecoder(fc["f4"], fc["f8"], fc["f16"], fc["f32"] + fc["fast32"], d, cfg.shallow_dim,
+                                   3 if self.semi else 1)
+        self.reuse_decoder = ReuseDecoder(cf[1], cf[2], d, cfg.shallow_dim)
+        self.gate = SlowGate(cf[2])
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.register_buffer("gray", torch.tensor(GRAY).view(1, 3, 1, 1), persistent=False)
+        self._frozen: set = set()
+        self._layout = None
+        apply_freeze(self, cfg.freeze)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def normalization(self) -> dict:
+        return {
+            "mean": [m * 255 for m in IMAGENET_MEAN],
+            "std": [s * 255 for s in IMAGENET_STD],
+            "input": "RGB uint8 HxWx3 resized to input_size, as float32 (1,3,H,W) in 0..255",
+        }
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.modules():  # BatchNorm keeps its running statistics (tiny batches on CPU)
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+    def set_conv3d_as_conv2d(self, flag: bool) -> "SlowFastVOS":
+        """Switch every temporal conv between the Conv3d and the Conv2d-sum form (same numbers)."""
+        for m in self.modules():
+            if isinstance(m, TemporalConv):
+                m.as_conv2d = bool(flag)
+        self.config = _replace(self.config, conv3d_as_conv2d=bool(flag))
+        return self
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames that influence one output (the clip length at which clip mode equals streaming)."""
+        P = type(self.slow)
+        a = self.alpha
+
+        def stage_of(name):  # 0 = stem, 1..4 = res2..res5
+            if name in ("conv1", "features.0.0"):
+                return 0
+            if name.startswith("layer"):
+                return int(name[5])
+            idx = int(name.split(".")[1])
+            return max(i for i, b in enumerate(P.bounds[:-1]) if idx >= b)
+
+        fast_lag = [0] * 5
+        for n, k in self.kernels["fast"].items():
+            for s in range(stage_of(n), 5):
+                fast_lag[s] += k - 1
+        slow_lag = [0] * 5
+        for n, k in self.kernels["slow"].items():
+            slow_lag[stage_of(n)] += a * (k - 1)
+        after = [sum(slow_lag[s + 1:]) for s in range(5)]
+        paths = [fast_lag[4], sum(slow_lag)]
+        paths += [fast_lag[s] + self.kernels["lateral"] - 1 + after[s] for s in range(4)]
+        return 1 + max(paths)
+
+    def _fast_input(self, image):
+        x = (image - self.mean) / self.std
+        if self.config.fast_gray:
+            return (x * self.gray).sum(1, keepdim=True)
+        return x
+
+    def _with_context(self, ctx: Optional[_Context]):
+        for m in self.temporal_convs:
+            m.ctx = ctx
+
+    # ------------------------------------------------------------------ encoder pieces
+    def frame_stem(self, image):
+        """(1, 3, H, W) 0..255 -> slow stem features, fast pathway input."""
+        x = (image - self.mean) / self.std
+        return self.slow.stem(x), self._fast_input(image)
+
+    def fast_forward(self, fast_in):
+        f = [self.fast.stem(fast_in)]
+        for i in range(4):
+            f.append(self.fast.stage(i, f[-1]))
+        return f  # fast_stem, fast4, fast8, fast16, fast32 (stride of the backbone's stem, 4, 8, 16, 32)
+
+    def slow_forward(self, slow_stem, fast_feats):
+        s = torch.cat([slow_stem, self.laterals[0](fast_feats[0])], 1)
+        outs = []
+        for i in range(4):
+            s = self.slow.stage(i, s)
+            if i < 3:
+                s = torch.cat([s, self.laterals[i + 1](fast_feats[i + 1])], 1)
+            outs.append(s)
+        return outs  # f4, f8, f16, f32 (slow res5)
+
+    def _run(self, mode, fn, hist=None):
+        ctx = _Context(mode, hist)
+        self._with_context(ctx)
+        try:
+            out = fn()
+        finally:
+            self._with_context(None)
+        return out, ctx.new
+
+    # ------------------------------------------------------------------ clip mode
+    def clip(self, frames) -> Dict[str, torch.Tensor]:
+        """Clip mode: ``frames`` (T, 3, H, W) 0..255 ending at the frame to segment -> its features.
+
+        Every time step of every layer is computed (an ordinary 3D network).
+        Fewer frames than ``receptive_field`` are treated as a sequence start
+        (the first frame repeated before it).  Returns f4, f8, f16, f32 and the
+        fast features of the last frame, each (1, C, h, w).
+        """
+        T = frames.shape[0]
+        a = self.alpha
+        n = max(T, self.receptive_field)
+        n += (-(n - 1)) % a  # the last frame is a slow frame: (n - 1) % alpha == 0
+        if n > T:
+            frames = torch.cat([frames[:1].expand(n - T, *frames.shape[1:]), frames], 0)
+        self._with_context(None)
+        slow_stem = self.frame_stem(frames[::a].contiguous())[0]  # (T_slow, C, h, w)
+        fast = self.fast_forward(self._fast_input(frames))
+        outs = self.slow_forward(slow_stem, fast)
+        last = {k: v[-1:] for k, v in zip(("f4", "f8", "f16", "f32"), outs)}
+        last.update({k: v[-1:] for k, v in zip(("fast_stem", "fast4", "fast8", "fast16", "fast32"), fast)})
+        return last
+
+    # ------------------------------------------------------------------ step mode
+    def fast_body(self, fast_in, hist=None):
+        """Step (hist given) or init (hist None): -> fast features, new inputs of the fast temporal layers."""
+        return self._run("init" if hist is None else "step", lambda: self.fast_forward(fast_in), hist)
+
+    def slow_body(self, slow_stem, fast_feats, hist=None):
+        return self._run("init" if hist is None else "step", lambda: self.slow_forward(slow_stem, fast_feats), hist)
+
+    # ------------------------------------------------------------------ decoder pieces
+    def decode(self, f4, f8, f16, f32, fast32, template, prev_prob):
+        h16 = F.interpolate(prev_prob, size=f16.shape[-2:], mode="bilinear", align_corners=False)
+        cond = torch.cat([self.reference.similarity(f16, template), h16], 1) if self.semi else h16
+        r16 = self.decoder.deep(f16, torch.cat([f32, fast32], 1), cond)
+        logits, r8 = self.decoder.shallow(f4, f8, r16, prev_prob)
+        return logits, r8
+
+    def decode_reuse(self, fast4, fast8, r8_prev, prev_prob):
+        return self.reuse_decoder(fast4, fast8, r8_prev, prev_prob)
+
+    def forward_clip(self, frames, template=None, prev_prob=None):
+        """Clip mode end to end: logits (1, 1, H/4, W/4) of the clip's last frame."""
+        f = self.clip(frames)
+        if prev_prob is None:
+            prev_prob = torch.zeros(1, 1, f["f4"].shape[2], f["f4"].shape[3])
+        return self.decode(f["f4"], f["f8"], f["f16"], f["f32"], f["fast32"], template, prev_prob)[0]
+
+    # ------------------------------------------------------------------ stages
+    def _layout_info(self):
+        """Channels/strides of every stage tensor, from one tiny init-mode pass (cached)."""
+        if self._layout is not None:
+            return self._layout
+        h0, w0 = 64, 64
+        with torch.no_grad():
+            image = torch.zeros(1, 3, h0, w0)
+            slow_stem, fast_in = self.frame_stem(image)
+            fast, fnew = self.fast_body(fast_in)
+            outs, snew = self.slow_body(slow_stem, fast)
+        shape = lambda t: (int(t.shape[1]), h0 // int(t.shape[2]))  # (channels, stride)
+        lay = {"slow_stem": shape(slow_stem), "fast_in": shape(fast_in)}
+        lay.update({k: shape(v) for k, v in zip(("fast_stem", "fast4", "fast8", "fast16", "fast32"), fast)})
+        lay.update({k: shape(v) for k, v in zip(("f4", "f8", "f16", "f32"), outs)})
+        k_of = {m.key: m.k_t for m in self.temporal_convs}
+        fast_keys = [k for k in fnew]  # in call order
+        slow_keys = [k for k in snew if not k.startswith("lat_")]
+        lat_keys = [k for k in snew if k.startswith("lat_")]
+        lay["hist"] = {k: shape((fnew | snew)[k]) + (k_of[k],) for k in fast_keys + slow_keys + lat_keys}
+        lay["fast_keys"], lay["slow_keys"], lay["lat_keys"] = fast_keys, slow_keys, lat_keys
+        self._layout = lay
+        return lay
+
+    def ring_layout(self) -> Dict[str, Tuple[int, int, Tuple[int, ...]]]:
+        """{layer key: (history length k - 1, time stride, item shape)} of every temporal layer."""
+        lay = self._layout_info()
+        H, W = self.config.input_size
+        out = {}
+        for k, (c, s, kt) in lay["hist"].items():
+            stride = self.alpha if k.startswith("slow_") else 1
+            out[k] = (kt - 1, stride, (c, H // s, W // s))
+        return out
+
+    def stage_modules(self) -> Dict[str, nn.Module]:
+        lay = self._layout_info()
+        mods = {
+            "frame_stem": _Stage(self, "frame_stem", lay),
+            "fast_body": _Stage(self, "fast_body", lay),
+            "fast_body_init": _Stage(self, "fast_body_init", lay),
+            "slow_body": _Stage(self, "slow_body", lay),
+            "slow_body_init": _Stage(self, "slow_body_init", lay),
+            "gate": _Stage(self, "gate", lay),
+            "mask_decoder": _Stage(self, "mask_decoder", lay),
+            "decoder_reuse": _Stage(self, "decoder_reuse", lay),
+        }
+        if self.semi:
+            mods["reference"] = _Stage(self, "reference", lay)
+        return mods
+
+    def stage_specs(self) -> List[StageSpec]:
+        cfg = self.config
+        lay = self._layout_info()
+        H, W = cfg.input_size
+        d = cfg.decoder_dim
+
+        def t(name, key=None, c=None, s=None):
+            c0, s0 = lay[key or name] if key or name in lay else (c, s)
+            c, s = (c if c is not None else c0), (s if s is not None else s0)
+            return TensorSpec(name, (1, c, H // s, W // s))
+
+        def hist(k):
+            c, s, kt = lay["hist"][k]
+            return TensorSpec(f"hist_{k}", (kt - 1, c, H // s, W // s))
+
+        def new(k):
+            c, s, _ = lay["hist"][k]
+            return TensorSpec(f"new_{k}", (1, c, H // s, W // s))
+
+        fast_out = tuple(t(n) for n in ("fast_stem", "fast4", "fast8", "fast16", "fast32"))
+        fast_new = tuple(new(k) for k in lay["fast_keys"][1:]) if lay["fast_keys"] else ()
+        fast_hist = tuple(hist(k) for k in lay["fast_keys"])
+        slow_in = (t("slow_stem"),) + fast_out[:4]
+        slow_out = tuple(t(n) for n in ("f4", "f8", "f16", "f32"))
+        slow_new = tuple(new(k) for k in lay["slow_keys"])
+        slow_hist = tuple(hist(k) for k in lay["lat_keys"] + lay["slow_keys"])
+        prev = t("prev_prob", c=1, s=4)
+        template = TensorSpec("template", (1, 2 * cfg.embed_dim))
+        specs = [
+            StageSpec("frame_stem", (t("image", c=3, s=1),), (t("slow_stem"), t("fast_in")),
+                      "image (RGB 0..255) -> slow stem features, fast pathway input"),
+            StageSpec("fast_body", (t("fast_in"),) + fast_hist, fast_out + fast_new,
+                      "fast pathway, newest time step from ring histories -> fast features, new ring items"),
+            StageSpec("fast_body_init", (t("fast_in"),), fast_out + fast_new,
+                      "fast pathway on the first frame (constant past)"),
+            StageSpec("slow_body", slow_in + slow_hist, slow_out + slow_new,
+                      "laterals + slow pathway, newest time step -> f4, f8, f16, f32, new ring items"),
+            StageSpec("slow_body_init", slow_in, slow_out + slow_new, "slow pathway on the first frame (constant past)"),
+        ]
+        if self.semi:
+            specs.append(StageSpec("reference", (t("f16"), t("mask16", c=1, s=16)), (template,),
+                                   "reference frame + mask -> fg/bg prototypes"))
+        specs += [
+            StageSpec("gate", (t("fast8"), t("fast8_prev", key="fast8"), prev), (TensorSpec("p_gate", (1, 1)),),
+                      "fast features now vs last computed frame + previous mask -> P(reuse)"),
+            StageSpec("mask_decoder", slow_out + (t("fast32"),) + ((template,) if self.semi else ()) + (prev,),
+                      (t("logits", c=1, s=4), t("r8", c=d, s=8)), "full decoder -> logits (stride 4), stride-8 state"),
+            StageSpec("decoder_reuse", (t("fast4"), t("fast8"), t("r8_prev", c=d, s=8), prev), (t("logits", c=1, s=4),),
+                      "reuse path: last computed r8 + current fast features -> logits (stride 4)"),
+        ]
+        return specs
+
+    def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
+        """Everything but the frozen parts (those come from ImageNet weights or a pretrained encoder)."""
+        return {k: v for k, v in self.state_dict().items() if k not in self._frozen}
+
+
+class _Stage(nn.Module):
+    """One stage as its own module (what gets exported); shares parameters with the model."""
+
+    def __init__(self, model: SlowFastVOS, name: str, layout: dict):
+        super().__init__()
+        self.model = model
+        self.name = name
+        self.layout = layout
+
+    def forward(self, *inputs):
+        m, lay, name = self.model, self.layout, self.name
+        if name == "frame_stem":
+            return m.frame_stem(inputs[0])
+        if name in ("fast_body", "fast_body_init"):
+            keys = lay["fast_keys"]
+            hist = dict(zip(keys, inputs[1:])) if name == "fast_body" else None
+            feats, new = m.fast_body(inputs[0], hist)
+            return tuple(feats) + tuple(new[k] for k in keys[1:])
+        if name in ("slow_body", "slow_body_init"):
+            keys = lay["lat_keys"] + lay["slow_keys"]
+            hist = dict(zip(keys, inputs[5:])) if name == "slow_body" else None
+            outs, new = m.slow_body(inputs[0], list(inputs[1:5]), hist)
+            return tuple(outs) + tuple(new[k] for k in lay["slow_keys"])
+        if name == "reference":
+            return (m.reference.template(*inputs),)
+        if name == "gate":
+            return (m.gate(*inputs),)
+        if name == "mask_decoder":
+            if m.semi:
+                f4, f8, f16, f32, fast32, template, prev = inputs
+            else:
+                (f4, f8, f16, f32, fast32, prev), template = inputs, None
+            return tuple(m.decode(f4, f8, f16, f32, fast32, template, prev))
+        if name == "decoder_reuse":
+            return (m.decode_reuse(*inputs),)
+        raise KeyError(name)
+
+
+def _replace(cfg, **kw):
+    from dataclasses import replace
+
+    return replace(cfg, **kw)
+
+
+# ----------------------------------------------------------------------------- weights, freezing
+def inflate_from_2d(model: SlowFastVOS, state2d: Dict[str, torch.Tensor]) -> List[str]:
+    """Copy 2D ImageNet weights into the slow pathway; returns the names copied exactly (frozen by "backbone").
+
+    Temporal kernels get the 2D kernel at the *current-frame* tap and zeros at
+    past taps (with causal convs this is what makes the slow pathway equal the
+    2D network per frame); widened inputs (lateral channels) get zero weights;
+    a projection shortcut added because of widening starts as ``[I | 0]``.
+    """
+    exact = []
+    own = model.slow.state_dict()
+    with torch.no_grad():
+        for name, target in own.items():
+            if name not in state2d:
+                continue
+            src = state2d[name].to(target.dtype)
+            if target.dim() == 5 and src.dim() == 4:
+                new = torch.zeros_like(target)
+                new[:, :src.shape[1], -1] = src
+                if target.shape[2] == 1 and target.shape[1] == src.shape[1]:
+                    exact.append(name)
+            elif target.shape == src.shape:
+                new = src.clone()
+                exact.append(name)
+            else:
+                raise InputError(f"2D weight '{name}' {tuple(src.shape)} does not fit the slow pathway {tuple(target.shape)}")
+            target.copy_(new)
+        # projection shortcuts that exist only because of widened inputs (resnet18 layer1.0)
+        for name, module in model.slow.named_modules():
+            if isinstance(module, BasicBlock3d) and module.downsample is not None and f"{name}.downsample.0.weight" not in state2d:
+                w = module.downsample[0].weight
+                w.zero_()
+                c = w.shape[0]
+                w[:, :c, 0, 0, 0] = torch.eye(c)
+                bn = module.downsample[1]
+                bn.weight.fill_(1.0)
+                bn.bias.zero_()
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)
+    return ["slow." + n for n in exact]
+
+
+def load_slow_weights(model: SlowFastVOS, path) -> None:
+    """Load a torchvision ImageNet state dict (strict, via the 2D backbone) and inflate it into the slow pathway."""
+    ref = build_backbone(model.config.backbone)
+    load_torchvision_weights(ref, path)
+    exact = inflate_from_2d(model, ref.state_dict())
+    model._exact2d = set(exact)
+    apply_freeze(model, model.config.freeze)
+
+
+def _exact_2d_names(model: SlowFastVOS) -> set:
+    """Slow pathway tensors whose shape equals the 2D backbone's (plain copies of ImageNet weights)."""
+    if getattr(model, "_exact2d", None):
+        return model._exact2d
+    ref = build_backbone(model.config.backbone).state_dict()
+    out = set()
+    for name, v in model.slow.state_dict().items():
+        r = ref.get(name)
+        if r is None:
+            continue
+        if v.shape == r.shape or (v.dim() == 5 and v.shape[2] == 1 and v.shape[:2] == r.shape[:2] and v.shape[3:] == r.shape[2:]):
+            out.add("slow." + name)
+    model._exact2d = out
+    return out
+
+
+def apply_freeze(model: SlowFastVOS, freeze: str) -> None:
+    """Set requires_grad per the freezing option (see the module docstring)."""
+    if freeze not in FREEZE:
+        raise InputError(f"unknown freeze option '{freeze}': choose one of {list(FREEZE)}")
+    if freeze == "none":
+        frozen = set()
+    elif freeze == "backbone":
+        frozen = _exact_2d_names(model)
+    else:
+        frozen = {n for n in model.state_dict() if n.split(".")[0] in ("slow", "fast", "laterals")}
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    model._frozen = frozen
+
+
+# ----------------------------------------------------------------------------- builders
+def build_slowfast(weights=None, input_size=(480, 864), backbone_weights=None, **overrides) -> SlowFastVOS:
+    """Build SlowFast-VOS.
+
+    weights: None (random heads), "default" (shipped checkpoint) or a path to an
+        edgevos slowfast checkpoint (its config, except input_size, is used).
+    backbone_weights: a torchvision ImageNet state dict for the slow pathway's 2D
+        layers (mobilenet_v2-b0353104.pth or resnet18-f37072fd.pth), inflated.
+    overrides: SlowFastConfig fields, e.g. ``preset="7-7"``, ``mode="unsupervised"``,
+        ``conv3d_as_conv2d=True``.
+    """
+    from edgevos.models import weights as shipped
+
+    ckpt = None
+    if weights is not None:
+        ckpt = shipped.load_checkpoint("slowfast", weights)
+        saved = dict(ckpt.get("config", {}))
+        saved.pop("input_size", None)
+        overrides = {**saved, **overrides}
+    fields = set(SlowFastConfig.__dataclass_fields__)
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise InputError(f"unknown SlowFast option(s) {unknown}: valid ones are {sorted(fields - {'input_size'})}")
+    cfg = SlowFastConfig(input_size=tuple(int(v) for v in input_size), **overrides)
+    model = SlowFastVOS(cfg)
+    if backbone_weights is not None:
+        load_slow_weights(model, backbone_weights)
+    if ckpt is not None:
+        state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or missing:
+            raise InputError(f"checkpoint '{weights}' does not fit SlowFast-VOS {cfg.preset} ({cfg.backbone}): "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()
+
+
+def slowfast_1_1(**kw) -> SlowFastVOS:
+    return build_slowfast(preset="1-1", **kw)
+
+
+def slowfast_3_3(**kw) -> SlowFastVOS:
+    return build_slowfast(preset="3-3", **kw)
+
+
+def slowfast_7_7(**kw) -> SlowFastVOS:
+    return build_slowfast(preset="7-7", **kw)
+
+
+def slowfast_1_7(**kw) -> SlowFastVOS:
+    return build_slowfast(preset="1-7", **kw)
+
+
+def slowfast_3_7(**kw) -> SlowFastVOS:
+    return build_slowfast(preset="3-7", **kw)

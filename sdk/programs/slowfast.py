@@ -1,0 +1,332 @@
+"""SlowFast-VOS step program: streaming, one encoder pass per frame, per-layer ring buffers.
+
+Per frame: ``frame_stem`` -> ``fast_body`` (histories from the fast rings) ->
+reuse gate (tau < 1) -> either ``slow_body`` + ``mask_decoder`` per object
+(a *computed* frame) or ``decoder_reuse`` per object (a *reused* frame).
+
+State (all explicit, inspectable):
+
+* ``rings``: one :class:`~edgevos.runtime.ring.RingBuffer` per temporal layer,
+  holding that layer's input at past frames (``k - 1`` items read at stride
+  ``alpha`` for slow layers, so capacity ``(k - 1) * stride``).  Fast-layer and
+  lateral rings are pushed every frame; slow-layer rings on computed frames,
+  and on reused frames the last computed item is pushed again (the reused
+  frame's slow activations *are* the previous ones), so slow rings stay
+  aligned with time.
+* per object: reference template (semi-supervised), previous probability map
+  (stride 4, updated every frame), the stride-8 decoder state ``r8`` of the last
+  computed frame.
+* shared: fast stride-8 features of the last computed frame (the gate compares
+  against them), the frame counter, the current run of reuses.
+
+The first frame fills every ring with its own activations (``*_init`` stages):
+a constant past, exactly as clip mode with the first frame repeated.
+This module is torch-free.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from edgevos.errors import InputError
+from edgevos.programs.base import (
+    StepResult,
+    Timer,
+    check_frame,
+    check_mask,
+    resize_map,
+    sigmoid,
+    soft_aggregate,
+    to_input,
+)
+
+#: preset name -> (slow frames, fast frames)
+PRESETS: Dict[str, Tuple[int, int]] = {"1-1": (1, 1), "3-3": (3, 3), "7-7": (7, 7), "1-7": (1, 7), "3-7": (3, 7)}
+
+#: lateral ring key -> the fast feature it holds
+LATERAL_SOURCE = {"lat_stem": "fast_stem", "lat_res2": "fast4", "lat_res3": "fast8", "lat_res4": "fast16"}
+
+
+def check_preset(preset: str) -> Tuple[int, int, int]:
+    """(slow frames, fast frames, alpha) of a preset name; InputError listing the valid names otherwise.
+
+    Slow frames are a uniform subsample of the fast window ending at the current
+    frame, so alpha = (F - 1) / (S - 1) (and F when S = 1).
+    """
+    if preset not in PRESETS:
+        raise InputError(f"unknown SlowFast preset '{preset}': choose one of {list(PRESETS)} (slow frames - fast frames)")
+    s, f = PRESETS[preset]
+    return s, f, (f if s == 1 else (f - 1) // (s - 1))
+
+
+@dataclass
+class ObjectState:
+    obj_id: int
+    template: Optional[np.ndarray]  # (1, 2E) reference prototypes (semi-supervised)
+    prev_prob: np.ndarray  # (1, 1, H/4, W/4) previous predicted probability
+    r8: np.ndarray  # (1, D, H/8, W/8) decoder state of the last computed frame
+
+
+class SlowFastProgram:
+    family = "slowfast"
+
+    def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None):
+        from edgevos.runtime.ring import RingBuffer
+
+        self.backend = backend
+        self.config = dict(config)
+        self.input_size = tuple(int(v) for v in self.config["input_size"])
+        self.preset = str(self.config.get("preset", "3-7"))
+        self.slow_frames, self.fast_frames, self.alpha = check_preset(self.preset)
+        self.semi = self.config.get("mode", "semi") == "semi"
+        self.tau = tau
+        self.max_reuse = max_reuse
+        h, w = self.input_size
+        self._hw4, self._hw16 = (h // 4, w // 4), (h // 16, w // 16)
+        fast_spec, slow_spec = backend.spec("fast_body"), backend.spec("slow_body")
+        fast_new, slow_new = set(fast_spec.output_names), set(slow_spec.output_names)
+        # ring key -> where its items come from: ("fast_in"), ("new", name) or ("lateral", fast feature)
+        self.ring_source: Dict[str, Tuple[str, str]] = {}
+        self.ring_read: Dict[str, Tuple[int, int]] = {}  # key -> (items, stride)
+        rings = {}
+        for spec, outs in ((fast_spec, fast_new), (slow_spec, slow_new)):
+            for t in spec.inputs:
+                if not t.name.startswith("hist_"):
+                    continue
+                key = t.name[len("hist_"):]
+                n = t.shape[0]
+                stride = self.alpha if key.startswith("slow_") else 1
+                if f"new_{key}" in outs:
+                    self.ring_source[key] = ("new", f"new_{key}")
+                elif key in LATERAL_SOURCE:
+                    self.ring_source[key] = ("lateral", LATERAL_SOURCE[key])
+                else:
+                    self.ring_source[key] = ("fast_in", "fast_in")
+                self.ring_read[key] = (n, stride)
+                rings[key] = RingBuffer(n * stride, t.shape[1:], t.dtype)
+        self.rings = rings
+        self.objects: List[ObjectState] = []
+        self.frame_hw = None
+        self.frame_index = -1
+        self.slow_runs = 0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def tau(self) -> float:
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float):
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"tau={value} is outside [0, 1]: 1 never reuses, lower values reuse more")
+        self._tau = value
+
+    @property
+    def object_ids(self) -> List[int]:
+        return [o.obj_id for o in self.objects]
+
+    # ------------------------------------------------------------------ helpers
+    def _run(self, stage: str, feeds: Dict[str, np.ndarray], timer: Timer):
+        out = self.backend.run(stage, feeds)
+        timer.add(stage, self.backend.last_ms[stage])
+        return out
+
+    def _window(self, key: str) -> np.ndarray:
+        n, stride = self.ring_read[key]
+        return self.rings[key].window(n * stride)[::stride]  # a view: t - n*stride .. t - stride
+
+    def _item(self, key, fast_in, fast, slow):
+        kind, name = self.ring_source[key]
+        if kind == "fast_in":
+            return fast_in[0]
+        if kind == "lateral":
+            return fast[name][0]
+        return (fast if name in fast else slow)[name][0]
+
+    def _push(self, keys, fast_in, fast, slow, fill=False):
+        for key in keys:
+            ring = self.rings[key]
+            if slow is None and self.ring_source[key][0] == "new" and key.startswith("slow_"):
+                item = np.array(ring.latest)  # reused frame: its slow activations are the previous ones
+            else:
+                item = self._item(key, fast_in, fast, slow)
+            for _ in range(ring.capacity if fill else 1):
+                ring.push(item)
+
+    def _encode(self, x: np.ndarray, timer: Timer, first: bool):
+        stem = self._run("frame_stem", {"image": x}, timer)
+        feeds = {"fast_in": stem["fast_in"]}
+        if first:
+            fast = self._run("fast_body_init", feeds, timer)
+        else:
+            for t in self.backend.spec("fast_body").inputs[1:]:
+                feeds[t.name] = self._window(t.name[len("hist_"):])
+            fast = self._run("fast_body", feeds, timer)
+        return stem, fast
+
+    def _slow(self, stem, fast, timer: Timer, first: bool):
+        feeds = {"slow_stem": stem["slow_stem"]}
+        for n in ("fast_stem", "fast4", "fast8", "fast16"):
+            feeds[n] = fast[n]
+        if first:
+            return self._run("slow_body_init", feeds, timer)
+        for t in self.backend.spec("slow_body").inputs[5:]:
+            feeds[t.name] = self._window(t.name[len("hist_"):])
+        return self._run("slow_body", feeds, timer)
+
+    def _decode(self, slow, fast, o: ObjectState, timer: Timer):
+        feeds = {k: slow[k] for k in ("f4", "f8", "f16", "f32")}
+        feeds["fast32"] = fast["fast32"]
+        if self.semi:
+            feeds["template"] = o.template
+        feeds["prev_prob"] = o.prev_prob
+        return self._run("mask_decoder", feeds, timer)
+
+    def _label(self, mask_in: np.ndarray, obj_id: int, hw) -> np.ndarray:
+        return resize_map((mask_in == obj_id).astype(np.float32), hw, area=True)[None, None]
+
+    def _new_object(self, obj_id, mask_in, slow, fast, timer) -> ObjectState:
+        template = None
+        if self.semi:
+            template = self._run("reference", {"f16": slow["f16"], "mask16": self._label(mask_in, obj_id, self._hw16)},
+                                 timer)["template"]
+        o = ObjectState(obj_id, template, self._label(mask_in, obj_id, self._hw4), None)
+        o.r8 = self._decode(slow, fast, o, timer)["r8"]  # decoder state of the reference frame
+        return o
+
+    def _finish(self, logits: List[np.ndarray], reused, p_gate, timer: Timer, t0: float) -> StepResult:
+        with timer.section("postprocess"):
+            probs4 = [sigmoid(lg[0, 0]) for lg in logits]
+            for o, p in zip(self.objects, probs4):
+                o.prev_prob = p[None, None].astype(np.float32)
+            probs = np.stack([resize_map(p, self.frame_hw) for p in probs4], 0)
+            mask = soft_aggregate(probs, self.object_ids)
+        return StepResult(self.frame_index, mask, probs, self.object_ids, reused, p_gate, dict(timer.ms),
+                          (time.perf_counter() - t0) * 1e3)
+
+    # ------------------------------------------------------------------ API
+    def start(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> StepResult:
+        """First frame: fills the rings; semi-supervised needs the first mask, unsupervised none."""
+        import cv2
+
+        t0 = time.perf_counter()
+        frame = check_frame(frame)
+        if self.semi:
+            if mask is None:
+                raise InputError("a semi-supervised SlowFast model needs the first frame's mask: pass start(frame, mask) "
+                                 "or build the model with mode='unsupervised'")
+            mask, ids = check_mask(mask, frame.shape[:2])
+        elif mask is not None:
+            raise InputError("this SlowFast model is unsupervised (it finds the primary moving object): "
+                             "call start(frame) without a mask, or build it with mode='semi'")
+        self.frame_hw = tuple(frame.shape[:2])
+        self.frame_index = 0
+        self.reuse_run = 0
+        self.slow_runs = 1
+        timer = Timer()
+        with timer.section("preprocess"):
+            x = to_input(frame, self.input_size)
+            h, w = self.input_size
+            mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if mask is not None else None
+        stem, fast = self._encode(x, timer, first=True)
+        slow = self._slow(stem, fast, timer, first=True)
+        with timer.section("rings"):
+            for r in self.rings.values():
+                r.clear()
+            self._push(self.rings, stem["fast_in"], fast, slow, fill=True)
+        self._fast8_prev = fast["fast8"]
+        self._last = (slow, fast)
+        self.objects = []
+        if self.semi:
+            for obj_id in ids:
+                if not (mask_in == obj_id).any():
+                    raise InputError(f"object {obj_id} covers too few pixels to survive resizing to the model's "
+                                     f"{self.input_size[1]}x{self.input_size[0]} input: draw it larger")
+                self.objects.append(self._new_object(obj_id, mask_in, slow, fast, timer))
+            probs = np.stack([(mask == o.obj_id).astype(np.float32) for o in self.objects], 0)
+            return StepResult(0, mask.copy(), probs, self.object_ids, False, None, dict(timer.ms),
+                              (time.perf_counter() - t0) * 1e3)
+        o = ObjectState(1, None, np.zeros((1, 1) + self._hw4, np.float32), None)
+        out = self._decode(slow, fast, o, timer)
+        o.r8 = out["r8"]
+        self.objects = [o]
+        return self._finish([out["logits"]], False, None, timer, t0)
+
+    def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
+        if not self.objects:
+            raise InputError("step() called before start(): give the first frame (and its mask) to start()")
+        t0 = time.perf_counter()
+        frame = check_frame(frame, self.frame_hw)
+        self.frame_index += 1
+        timer = Timer()
+        with timer.section("preprocess"):
+            x = to_input(frame, self.input_size)
+        stem, fast = self._encode(x, timer, first=False)
+
+        # ---- reuse gate on the fast pathway (skipped entirely at tau = 1)
+        p_gate = None
+        use_gate = self.tau < 1.0 and self.backend.has("gate")
+        if use_gate:
+            ps = [self._run("gate", {"fast8": fast["fast8"], "fast8_prev": self._fast8_prev,
+                                     "prev_prob": o.prev_prob}, timer)["p_gate"] for o in self.objects]
+            p_gate = float(min(p.reshape(-1)[0] for p in ps))
+        reuse = (use_gate and not force_compute and p_gate >= self.tau
+                 and (self.max_reuse is None or self.reuse_run < self.max_reuse))
+
+        logits = []
+        slow = None
+        if reuse:
+            self.reuse_run += 1
+            for o in self.objects:
+                out = self._run("decoder_reuse", {"fast4": fast["fast4"], "fast8": fast["fast8"], "r8_prev": o.r8,
+                                                  "prev_prob": o.prev_prob}, timer)
+                logits.append(out["logits"])
+        else:
+            self.reuse_run = 0
+            self.slow_runs += 1
+            slow = self._slow(stem, fast, timer, first=False)
+            for o in self.objects:
+                out = self._decode(slow, fast, o, timer)
+                logits.append(out["logits"])
+                o.r8 = out["r8"]
+            self._fast8_prev = fast["fast8"]
+            self._last = (slow, fast)
+        with timer.section("rings"):
+            self._push(self.rings, stem["fast_in"], fast, slow)
+        return self._finish(logits, reuse, p_gate, timer, t0)
+
+    def add_objects(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
+        """Start tracking the ids of ``mask`` not tracked yet; ``frame`` is computed in full."""
+        import cv2
+
+        if not self.semi:
+            raise InputError("an unsupervised SlowFast model tracks the primary object only: objects cannot be added")
+        frame = check_frame(frame, self.frame_hw)
+        mask, ids = check_mask(mask, frame.shape[:2])
+        new = [i for i in ids if i not in self.object_ids]
+        if not new:
+            raise InputError(f"mask has no new object ids (given {ids}, tracked {self.object_ids})")
+        result = self.step(frame, force_compute=True)
+        slow, fast = self._last
+        timer = Timer()
+        h, w = self.input_size
+        mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        for obj_id in new:
+            self.objects.append(self._new_object(obj_id, mask_in, slow, fast, timer))
+        new_probs = np.stack([(mask == i).astype(np.float32) for i in new], 0)
+        probs = np.concatenate([result.probs * (1 - new_probs.max(0, keepdims=True)), new_probs], 0)
+        result.probs, result.object_ids = probs, self.object_ids
+        result.mask = soft_aggregate(probs, self.object_ids)
+        for k, v in timer.ms.items():
+            result.stage_ms[k] = result.stage_ms.get(k, 0.0) + v
+        return result
+
+    def remove_object(self, obj_id: int):
+        before = len(self.objects)
+        self.objects = [o for o in self.objects if o.obj_id != obj_id]
+        if len(self.objects) == before:
+            raise InputError(f"object {obj_id} is not tracked; tracked ids: {self.object_ids}")
