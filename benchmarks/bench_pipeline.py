@@ -1,0 +1,122 @@
+"""End-to-end FPS of the GStreamer pipeline versus a bare loop of Session.step.
+
+Same bundle, same frames, same run: the bare loop steps over frames decoded
+beforehand (no I/O); the pipeline decodes with GStreamer (file://), steps and
+writes the sinks (overlay mp4 + DAVIS masks by default) through
+``run_pipeline``.  Repeats are interleaved so machine load affects both alike.
+Target ratio (pipeline / bare) >= 0.95.  Prints a table and writes JSON.
+
+    python benchmarks/bench_pipeline.py --bundle BUNDLE [--source file://clip.mp4]
+        [--frames 80] [--warmup 10] [--repeats 3] [--threads 1] [--tau 1.0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CLIP = ROOT.parent / "shared" / "data" / "videos" / "cutie_example.mp4"
+
+
+def _session(args):
+    from edgevos.runtime.session import Session
+
+    kw = {"backend": args.backend, "tau": args.tau}
+    if args.precision:
+        kw["precision"] = args.precision
+    if args.threads:
+        kw["threads"] = args.threads
+    return Session.from_bundle(args.bundle, **kw)
+
+
+def bare_fps(args, frames, mask) -> float:
+    s = _session(args)
+    s.start(frames[0], mask)
+    ends = []
+    for f in frames[1:]:
+        s.step(f)
+        ends.append(time.perf_counter())
+    w = min(args.warmup, len(ends) - 2)
+    return (len(ends) - 1 - w) / (ends[-1] - ends[w])
+
+
+def pipeline_fps(args, mask, out_dir: Path) -> dict:
+    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.sinks import open_sink
+    from edgevos.runtime.sources import open_source
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    src = open_source(args.source)
+    sinks = [open_sink(u.replace("{out}", str(out_dir)), fps=src.fps) for u in args.sinks]
+    summary = run_pipeline(src, sinks, _session(args), first_mask=mask, max_frames=args.frames,
+                           warmup=args.warmup, handle_signals=False)
+    summary.pop("_stats", None)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--source", default=f"file://{DEFAULT_CLIP}")
+    ap.add_argument("--sinks", nargs="*", default=["file://{out}/overlay.mp4", "masks://{out}/masks"])
+    ap.add_argument("--box", default=None, help="x,y,w,h of the object (default: centre third of the frame)")
+    ap.add_argument("--frames", type=int, default=80)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backend", default="onnxruntime")
+    ap.add_argument("--precision", default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tau", type=float, default=1.0)
+    ap.add_argument("--out", default="runs/bench_pipeline.json")
+    args = ap.parse_args(argv)
+
+    from edgevos.runtime.cli import grabcut_mask, parse_box
+    from edgevos.runtime.sources import open_source
+
+    src = open_source(args.source)
+    frames = []
+    for f in src:
+        frames.append(f.rgb)
+        if len(frames) == args.frames:
+            break
+    src.close()
+    if len(frames) < args.warmup + 3:
+        raise SystemExit(f"{args.source} has only {len(frames)} frames; need more than --warmup + 2")
+    h, w = frames[0].shape[:2]
+    box = parse_box(args.box) if args.box else (w // 3, h // 3, w // 3, h // 3)
+    mask = src.first_mask if getattr(src, "first_mask", None) is not None else grabcut_mask(frames[0], [box])
+    args.frames = len(frames)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgevos-bench-") as tmp:
+        for r in range(args.repeats):
+            b = bare_fps(args, frames, mask)
+            p = pipeline_fps(args, mask, Path(tmp) / f"run{r}")
+            rows.append({"bare_fps": round(b, 3), "pipeline_fps": p["fps"], "ratio": round(p["fps"] / b, 4),
+                         "sink_ms_p50": p["latency_ms"]["sink"]["p50"], "wait_ms_p50": p["latency_ms"]["wait"]["p50"],
+                         "step_ms_p50": p["latency_ms"]["step"]["p50"], "frames": p["frames"]})
+    print(f"{'repeat':>6} {'bare FPS':>9} {'pipeline FPS':>13} {'ratio':>7} {'step p50':>9} {'sinks p50':>10} {'wait p50':>9}")
+    for i, r in enumerate(rows):
+        print(f"{i:6d} {r['bare_fps']:9.2f} {r['pipeline_fps']:13.2f} {r['ratio']:7.3f} {r['step_ms_p50']:9.2f} "
+              f"{r['sink_ms_p50']:10.2f} {r['wait_ms_p50']:9.2f}")
+    med = statistics.median(r["ratio"] for r in rows)
+    print(f"median ratio pipeline/bare: {med:.3f} (target >= 0.95)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "bundle": str(args.bundle), "source": args.source, "sinks": args.sinks, "frames": args.frames,
+        "warmup": args.warmup, "backend": args.backend, "threads": args.threads, "tau": args.tau,
+        "machine": platform.machine(), "repeats": rows, "median_ratio": round(med, 4),
+    }, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
