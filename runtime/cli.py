@@ -290,6 +290,7 @@ def main(args) -> int:
         stats.write_json(args.log, summary)
     print(format_table(summary))
     print(f"stopped by: {summary['stopped_by']}" + (f" ({summary['error']})" if summary["error"] else ""))
-    for u in sink_uris:
-        print(f"wrote {u}")
+    for sink in sinks:
+        if sink.frames:
+            print(f"wrote {sink.uri} ({sink.frames} frames)")
     return int(summary["exit_code"])
