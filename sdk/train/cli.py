@@ -15,17 +15,18 @@ def _size(text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("family", choices=["gfrtm"], help="model family")
+    p.add_argument("family", choices=["gfrtm", "slowfast"], help="model family")
     p.add_argument("--davis", action="append", default=[], help="DAVIS-layout folder (repeatable)")
     p.add_argument("--heldout", default=None, help="comma-separated sequences never trained on (default: the validation five)")
     p.add_argument("--synthetic", type=int, default=30, help="number of synthetic sequences added")
-    p.add_argument("--out", default="runs/gfrtm", help="output folder: cache, checkpoints, log, final weights")
-    p.add_argument("--input-size", type=_size, default=(256, 448), help="training resolution HxW (multiple of 32)")
+    p.add_argument("--out", default=None, help="output folder: cache, checkpoints, log, final weights (default runs/FAMILY)")
+    p.add_argument("--input-size", type=_size, default=None,
+                   help="training resolution HxW, multiple of 32 (default 256x448 gfrtm, 128x224 slowfast)")
     p.add_argument("--backbone", default="mobilenetv2", choices=["mobilenetv2", "resnet18"])
     p.add_argument("--backbone-weights", default=None, help="torchvision ImageNet state dict for the backbone")
     p.add_argument("--phase1-steps", type=int, default=3000)
     p.add_argument("--phase2-steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=None, help="samples per step (default 4 gfrtm, 2 slowfast)")
     p.add_argument("--lr1", type=float, default=1e-3, help="phase 1 learning rate")
     p.add_argument("--lr2", type=float, default=5e-4, help="phase 2 learning rate (paper: 5e-4)")
     p.add_argument("--m1", type=float, default=1.0)
@@ -36,12 +37,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=0, help="frames per sequence (0 = all)")
+    sf = p.add_argument_group("slowfast")
+    sf.add_argument("--preset", default="3-7", help="pathway preset: 1-1, 3-3, 7-7, 1-7, 3-7 (slow - fast frames)")
+    sf.add_argument("--mode", default="semi", choices=["semi", "unsupervised"])
+    sf.add_argument("--freeze", default="backbone", choices=["none", "backbone", "slowfast"],
+                    help="backbone: slow pathway's ImageNet 2D layers; slowfast: the whole encoder (features cached)")
+    sf.add_argument("--steps", type=int, default=2000)
+    sf.add_argument("--clip-len", type=int, default=4, help="supervised frames per streamed training segment")
+    sf.add_argument("--lr", type=float, default=1e-3, help="learning rate (project recipe: 0.001)")
+    sf.add_argument("--random-scale", type=float, default=None, help="random scale augmentation (default 0.25; 0.4 for 1-1)")
+    sf.add_argument("--fast-gray", action="store_true", help="grayscale input to the fast pathway")
 
 
 def main(args) -> int:
+    if args.family == "slowfast":
+        return _main_slowfast(args)
     from edgevos.train.gfrtm import HELDOUT, TrainConfig, Trainer
 
     heldout = tuple(s for s in args.heldout.split(",") if s) if args.heldout is not None else HELDOUT
+    args.out = args.out or "runs/gfrtm"
+    args.input_size = args.input_size or (256, 448)
+    args.batch = args.batch or 4
     cfg = TrainConfig(out=args.out, davis=tuple(args.davis), heldout=heldout, synthetic=args.synthetic,
                       input_size=args.input_size, backbone=args.backbone, backbone_weights=args.backbone_weights,
                       phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, batch=args.batch,
@@ -49,5 +65,25 @@ def main(args) -> int:
                       epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
                       max_frames_per_sequence=args.max_frames)
     path = Trainer(cfg).run(phases=tuple(int(p) for p in args.phases.split(",")))
+    print(f"trained weights: {path}")
+    return 0
+
+
+def _main_slowfast(args) -> int:
+    from edgevos.programs.slowfast import check_preset
+
+    check_preset(args.preset)  # a wrong name fails before torch loads
+    from edgevos.train.gfrtm import HELDOUT
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    heldout = tuple(s for s in args.heldout.split(",") if s) if args.heldout is not None else HELDOUT
+    cfg = TrainConfig(out=args.out or f"runs/slowfast-{args.preset}", davis=tuple(args.davis), heldout=heldout,
+                      synthetic=args.synthetic, input_size=args.input_size or (128, 224), preset=args.preset,
+                      backbone=args.backbone, backbone_weights=args.backbone_weights, mode=args.mode,
+                      freeze=args.freeze, fast_gray=args.fast_gray, steps=args.steps, batch=args.batch or 2,
+                      clip_len=args.clip_len, lr=args.lr, random_scale=args.random_scale, m1=args.m1, m2=args.m2,
+                      ep_T=args.ep_T, epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
+                      max_frames_per_sequence=args.max_frames)
+    path = Trainer(cfg).run()
     print(f"trained weights: {path}")
     return 0

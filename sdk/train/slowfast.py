@@ -1,0 +1,404 @@
+"""Training SlowFast-VOS on CPU (or several processes with ``torchrun``).
+
+A sample is a short segment of a sequence, run **streaming** exactly as at run
+time (one encoder pass per frame, per-layer histories), so the per-frame
+training cost does not grow with the preset's window:
+
+* warm-up: the ``receptive_field - 1`` frames before the segment run without
+  gradients (the first of them, or the sequence start, fills the histories);
+* the segment's ``clip_len`` frames run with gradients (through the cached
+  histories too); every frame is supervised with BCE on its stride-4 logits
+  (upsampled).  Semi-supervised: one object per sample, conditioned on the
+  sequence's first frame + mask (the reference) and on the previous mask
+  (ground truth before the segment, the model's own detached prediction
+  after).  Unsupervised: the union of all objects, conditioned on the model's
+  own previous prediction only;
+* the gated slow pathway: at each segment frame t > start, the state of a
+  computed frame t - n (n random) feeds ``decoder_reuse`` (BCE) and the gate
+  (G-FRTM's loss ``max(m2, |P_gate - P_target|)^2``, ``P_target = max(m,
+  IoU(y_{t-n}, y_t))``, margin schedule ``m = m1 * epoch / ep_T``).
+
+Freezing follows the model's ``freeze`` option.  With ``freeze="slowfast"`` the
+encoder never changes, so its streaming outputs are computed once per
+sequence and cached on disk (fp16), and only the heads train (no random-scale
+augmentation in that mode: the cache is at the training resolution).
+
+Defaults follow the SlowFast-VOS project recipe: lr 0.001, random scale 0.25
+(0.4 for the 1-1 preset).  Data: DAVIS-layout folders (held-out sequences
+excluded) plus synthetic sequences.  Progress bars, periodic checkpoints,
+resume from ``<out>/checkpoint.pt``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from edgevos.train.gfrtm import HELDOUT, gate_probability_loss, margin, mask_iou
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/slowfast"
+    davis: Tuple[str, ...] = ()
+    heldout: Tuple[str, ...] = HELDOUT
+    synthetic: int = 30
+    synthetic_frames: int = 30
+    input_size: Tuple[int, int] = (128, 224)
+    preset: str = "3-7"
+    backbone: str = "mobilenetv2"
+    backbone_weights: Optional[str] = None
+    mode: str = "semi"
+    freeze: str = "backbone"
+    fast_gray: bool = False
+    steps: int = 2000
+    batch: int = 2
+    clip_len: int = 4  # supervised frames per sample
+    lr: float = 1e-3
+    random_scale: Optional[float] = None  # None: 0.4 for 1-1, else 0.25
+    max_gap: int = 5  # n in (t - n, t) for the reuse path
+    m1: float = 1.0
+    m2: float = 0.0
+    ep_T: int = 120
+    epoch_samples: int = 400
+    threads: int = 1
+    seed: int = 0
+    checkpoint_every: int = 100
+    max_frames_per_sequence: int = 0  # 0 = all
+
+    @property
+    def scale(self) -> float:
+        if self.random_scale is not None:
+            return float(self.random_scale)
+        return 0.4 if self.preset == "1-1" else 0.25
+
+
+# ----------------------------------------------------------------------------- streaming in torch
+class TorchStream:
+    """The step program's streaming, in torch with autograd: histories are lists of tensors."""
+
+    def __init__(self, model):
+        self.m = model
+        lay = model._layout_info()
+        self.fast_keys, self.lat_keys, self.slow_keys = lay["fast_keys"], lay["lat_keys"], lay["slow_keys"]
+        self.read = {k: (n, s) for k, (n, s, _) in model.ring_layout().items()}
+        self.hist: Dict[str, list] = {}
+
+    def _window(self, key):
+        import torch
+
+        n, s = self.read[key]
+        h = self.hist[key]
+        return torch.cat([h[len(h) - s * (n - j)] for j in range(n)], 0)
+
+    def _push(self, key, item, first):
+        n, s = self.read[key]
+        if first:
+            self.hist[key] = [item] * (n * s)
+        else:
+            self.hist[key] = (self.hist[key] + [item])[-n * s:]
+
+    def step(self, image, first: bool, run_slow: bool = True):
+        """image (1, 3, H, W) 0..255 -> dict of fast features (+ slow f4..f32 when run_slow)."""
+        from edgevos.programs.slowfast import LATERAL_SOURCE
+
+        m = self.m
+        slow_stem, fast_in = m.frame_stem(image)
+        fast, fnew = m.fast_body(fast_in, None if first else {k: self._window(k) for k in self.fast_keys})
+        out = dict(zip(("fast_stem", "fast4", "fast8", "fast16", "fast32"), fast))
+        snew = {}
+        if run_slow:
+            hist = None if first else {k: self._window(k) for k in self.lat_keys + self.slow_keys}
+            slow, snew = m.slow_body(slow_stem, fast[:4], hist)
+            out.update(zip(("f4", "f8", "f16", "f32"), slow))
+        for k in self.fast_keys:
+            self._push(k, fnew[k], first)
+        for k in self.lat_keys:
+            self._push(k, out[LATERAL_SOURCE[k]], first)
+        for k in self.slow_keys:
+            self._push(k, snew[k] if k in snew else self.hist[k][-1], first)
+        return out
+
+
+def _scaled(frame, mask, s: float, hw):
+    """Resize by ``s`` then centre crop / zero pad to ``hw`` (random-scale augmentation)."""
+    import cv2
+
+    h, w = hw
+    sh, sw = max(8, int(round(h * s))), max(8, int(round(w * s)))
+    f = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    m = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST)
+    of, om = np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint8)
+    y0, x0 = (sh - h) // 2, (sw - w) // 2
+    ys, xs = slice(max(0, y0), max(0, y0) + min(h, sh)), slice(max(0, x0), max(0, x0) + min(w, sw))
+    yd, xd = slice(max(0, -y0), max(0, -y0) + min(h, sh)), slice(max(0, -x0), max(0, -x0) + min(w, sw))
+    of[yd, xd], om[yd, xd] = f[ys, xs], m[ys, xs]
+    return of, om
+
+
+# ----------------------------------------------------------------------------- trainer
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model=None):
+        import torch
+
+        from edgevos.models.slowfast import build_slowfast
+
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rank, self.world = _init_distributed()
+        self.rng = np.random.default_rng(cfg.seed + self.rank)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.model = model or build_slowfast(input_size=cfg.input_size, preset=cfg.preset, backbone=cfg.backbone,
+                                             backbone_weights=cfg.backbone_weights, mode=cfg.mode, freeze=cfg.freeze,
+                                             fast_gray=cfg.fast_gray)
+        self.rf = self.model.receptive_field
+        self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
+
+    # -- data
+    def sequences(self):
+        from edgevos.data import DavisDataset, SyntheticConfig, make_sequence
+
+        seqs = []
+        for root in self.cfg.davis:
+            ds = DavisDataset(root)
+            seqs += [ds[n] for n in ds.sequences if n not in self.cfg.heldout]
+        h, w = self.cfg.input_size
+        for i in range(self.cfg.synthetic):
+            seqs.append(make_sequence(SyntheticConfig(height=h, width=w, num_frames=self.cfg.synthetic_frames,
+                                                      num_objects=1 + i % 3, seed=1000 + i, speed=2.0 + (i % 5),
+                                                      name=f"synthetic-{i:03d}")))
+        return seqs
+
+    def prepare(self):
+        """Frames and masks at the training resolution, in memory (uint8); encoder cache when frozen."""
+        import cv2
+        from tqdm import tqdm
+
+        h, w = self.cfg.input_size
+        self.data = []
+        for seq in tqdm(self.sequences(), desc="load", unit="seq", disable=self.rank != 0):
+            n = len(seq) if not self.cfg.max_frames_per_sequence else min(len(seq), self.cfg.max_frames_per_sequence)
+            frames = np.stack([cv2.resize(seq.frame(i), (w, h), interpolation=cv2.INTER_AREA) for i in range(n)])
+            masks = np.stack([cv2.resize(seq.mask(i), (w, h), interpolation=cv2.INTER_NEAREST) for i in range(n)])
+            masks[masks == 255] = 0
+            ids = [int(i) for i in np.unique(masks[0]) if i != 0]
+            if n >= 2 and ids:
+                self.data.append({"name": seq.name, "frames": frames, "masks": masks, "ids": ids})
+        if not self.data:
+            from edgevos.errors import DataError
+
+            raise DataError("no usable training sequences (each needs >= 2 frames and an object in its first mask)")
+        self.cache = None
+        if self.cfg.freeze == "slowfast":
+            self.cache = [self._encode_cached(d) for d in tqdm(self.data, desc="encoder cache", unit="seq",
+                                                                disable=self.rank != 0)]
+
+    def _encode_cached(self, d):
+        import torch
+
+        path = self.out / "cache" / f"{self.cfg.preset}-{self.cfg.backbone}-{d['name']}.npz"
+        if path.is_file():
+            return dict(np.load(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream, feats = TorchStream(self.model), {}
+        with torch.no_grad():
+            for t, f in enumerate(d["frames"]):
+                out = stream.step(self._image(f), first=t == 0)
+                for k in ("f4", "f8", "f16", "f32", "fast4", "fast8", "fast32"):
+                    feats.setdefault(k, []).append(out[k][0].numpy().astype(np.float16))
+        arrays = {k: np.stack(v) for k, v in feats.items()}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+        return arrays
+
+    @staticmethod
+    def _image(frame):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))[None].astype(np.float32))
+
+    @staticmethod
+    def _map(a, size=None):
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+        return x if size is None else F.adaptive_avg_pool2d(x, size)
+
+    # -- one sample
+    def _sample(self):
+        d_i = int(self.rng.integers(len(self.data)))
+        d = self.data[d_i]
+        T = len(d["frames"])
+        L = min(self.cfg.clip_len, T - 1)
+        t0 = int(self.rng.integers(1, T - L + 1))
+        obj = int(self.rng.choice(d["ids"]))
+        s = 1.0 + float(self.rng.uniform(-self.cfg.scale, self.cfg.scale)) if self.cache is None else 1.0
+        flip = bool(self.rng.random() < 0.5)
+        return d_i, t0, L, obj, s, flip
+
+    def sample_loss(self, epoch: float):
+        import torch
+        import torch.nn.functional as F
+
+        m, cfg = self.model, self.cfg
+        d_i, t0, L, obj, s, flip = self._sample()
+        d = self.data[d_i]
+        h, w = cfg.input_size
+        hw4 = (h // 4, w // 4)
+
+        def frame_mask(t):
+            f, mk = d["frames"][t], d["masks"][t]
+            if s != 1.0:
+                f, mk = _scaled(f, mk, s, cfg.input_size)
+            if flip:
+                f, mk = f[:, ::-1], mk[:, ::-1]
+            y = (mk == obj) if m.semi else (mk > 0)
+            return f, y.astype(np.float32)
+
+        if self.cache is not None:
+            c = self.cache[d_i]
+            get = lambda t: {k: torch.from_numpy(np.ascontiguousarray(c[k][t][..., ::-1] if flip else c[k][t]).astype(np.float32))[None]
+                             for k in c}
+        else:
+            stream = TorchStream(m)
+            w0 = max(0, t0 - (self.rf - 1))
+            with torch.no_grad():
+                for t in range(w0, t0):
+                    stream.step(self._image(frame_mask(t)[0]), first=t == w0)
+            get = None
+        template = None
+        if m.semi:
+            f_ref, y_ref = frame_mask(0)
+            with torch.no_grad():
+                ref = get(0) if get else TorchStream(m).step(self._image(f_ref), first=True)
+            template = m.reference.template(ref["f16"], self._map(y_ref, ref["f16"].shape[-2:]))
+        prev = self._map(frame_mask(t0 - 1)[1], hw4) if m.semi else torch.zeros(1, 1, *hw4)
+        states, ys = [], []
+        loss = torch.zeros(())
+        logs = np.zeros(3)
+        mgn = margin(epoch, cfg.m1, cfg.ep_T)
+        for t in range(t0, t0 + L):
+            f, y = frame_mask(t)
+            feats = get(t) if get else stream.step(self._image(f), first=(t == t0 and t0 == 0))
+            logits, r8 = m.decode(feats["f4"], feats["f8"], feats["f16"], feats["f32"], feats["fast32"], template, prev)
+            target = self._map(y)
+            bce = F.binary_cross_entropy_with_logits(F.interpolate(logits, size=(h, w), mode="bilinear",
+                                                                   align_corners=False), target)
+            loss = loss + bce
+            logs[0] += float(bce.detach())
+            if states:
+                n = int(self.rng.integers(1, min(cfg.max_gap, len(states)) + 1))
+                p_f8, p_r8, p_y = states[-n]
+                lr_ = m.decode_reuse(feats["fast4"], feats["fast8"], p_r8.detach(), prev)
+                bce_r = F.binary_cross_entropy_with_logits(F.interpolate(lr_, size=(h, w), mode="bilinear",
+                                                                         align_corners=False), target)
+                p_gate = m.gate(feats["fast8"], p_f8.detach(), prev)
+                p_target = max(mgn, mask_iou(y > 0.5, p_y > 0.5))
+                gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), cfg.m2)
+                loss = loss + bce_r + gp
+                logs[1] += float(bce_r.detach())
+                logs[2] += float(gp.detach())
+            states.append((feats["fast8"], r8, y))
+            prev = torch.sigmoid(logits).detach()
+        return loss / L, logs / L
+
+    # -- checkpoints
+    def save(self, step, opt):
+        import torch
+
+        if self.rank != 0:
+            return
+        tmp = self.out / "checkpoint.pt.tmp"
+        torch.save({"step": step, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
+                    "config": _jsonable(asdict(self.cfg))}, tmp)
+        os.replace(tmp, self.out / "checkpoint.pt")
+
+    def resume(self):
+        import torch
+
+        p = self.out / "checkpoint.pt"
+        if not p.is_file():
+            return None
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(ck["model"])
+        return ck
+
+    def run(self) -> Path:
+        import torch
+        from tqdm import tqdm
+
+        from edgevos.models.weights import save_checkpoint
+
+        ck = self.resume()
+        self.prepare()
+        m, cfg = self.model, self.cfg
+        params = [p for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        start = 0
+        if ck is not None:
+            start = int(ck["step"])
+            try:
+                opt.load_state_dict(ck["optimizer"])
+            except ValueError:
+                pass
+        m.train()
+        bar = tqdm(range(start, cfg.steps), desc=f"slowfast {cfg.preset}", initial=start, total=cfg.steps,
+                   disable=self.rank != 0)
+        for step in bar:
+            epoch = step * cfg.batch * self.world / cfg.epoch_samples
+            opt.zero_grad()
+            logs = np.zeros(3)
+            for _ in range(cfg.batch):
+                loss, lg = self.sample_loss(epoch)
+                (loss / cfg.batch).backward()
+                logs += lg / cfg.batch
+            _average_gradients(params, self.world)
+            opt.step()
+            bar.set_postfix(bce=f"{logs[0]:.3f}", reuse=f"{logs[1]:.3f}", gate=f"{logs[2]:.3f}")
+            if self.log and step % 10 == 0:
+                self.log.write(json.dumps({"step": step, "bce": logs[0], "bce_reuse": logs[1], "gate": logs[2],
+                                           "time": time.time()}) + "\n")
+                self.log.flush()
+            if (step + 1) % cfg.checkpoint_every == 0:
+                self.save(step + 1, opt)
+        self.save(cfg.steps, opt)
+        m.eval()
+        meta = {"train_config": _jsonable(asdict(cfg)), "sequences": [d["name"] for d in self.data]}
+        return save_checkpoint(self.out / f"slowfast_{cfg.preset}_final.pt", "slowfast", m, meta=meta, half=True)
+
+
+def _jsonable(d):
+    return json.loads(json.dumps(d, default=list))
+
+
+def _init_distributed() -> Tuple[int, int]:
+    """(rank, world size); under ``torchrun`` (WORLD_SIZE > 1) joins a gloo/nccl process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _average_gradients(params, world: int) -> None:
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
