@@ -1,0 +1,299 @@
+"""SlowFast-VOS: presets, streaming == clip mode, Conv2d-sum == Conv3d, inflation, program, training, export, bad input."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgevos.errors import InputError  # noqa: E402
+from edgevos.models.registry import get_family  # noqa: E402
+from edgevos.programs.base import to_input  # noqa: E402
+from edgevos.runtime.session import Session  # noqa: E402
+
+SIZE = (64, 96)
+PRESETS = ["1-1", "3-3", "7-7", "1-7", "3-7"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _build(preset="3-7", **kw):
+    torch.manual_seed(0)
+    m = get_family("slowfast").build(input_size=kw.pop("input_size", SIZE), preset=preset, **kw)
+    # non-trivial BatchNorm statistics, so equalities are not between near-zero tensors
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.rand(mod.running_mean.shape, generator=g) * 0.4 - 0.2)
+            mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
+    return m
+
+
+def _seq(n=8, h=60, w=100, objects=2, seed=0):
+    from edgevos.data import SyntheticConfig, make_sequence
+
+    return make_sequence(SyntheticConfig(height=h, width=w, num_frames=n, num_objects=objects, seed=seed))
+
+
+def _stream_vs_clip(model, seq, n):
+    """Max |diff| of the program's streamed features (numpy rings) vs clip mode, over frames 1..n-1."""
+    s = Session.from_model(model, family="slowfast")
+    s.start(seq.frame(0), seq.mask(0))
+    frames = [torch.from_numpy(to_input(seq.frame(i), SIZE)[0]) for i in range(n)]
+    worst, scale = 0.0, 0.0
+    for t in range(1, n):
+        s.step(seq.frame(t))
+        slow, fast = s.program._last
+        with torch.no_grad():
+            clip = model.clip(torch.stack(frames[:t + 1]))
+        for k, v in list(slow.items())[:4] + [("fast32", fast["fast32"])]:
+            worst = max(worst, float(np.abs(clip[k].numpy() - v).max()))
+            scale = max(scale, float(np.abs(v).max()))
+    return worst, scale
+
+
+@pytest.mark.parametrize("preset", ["3-7", "7-7"])
+def test_streaming_equals_clip_mode(preset):
+    m = _build(preset)
+    assert m.receptive_field == 17
+    worst, scale = _stream_vs_clip(m, _seq(n=9), 9)
+    assert scale > 0.05 and worst < 1e-4 * max(1.0, scale)
+
+
+def test_conv2d_sum_form_equals_conv3d():
+    seq = _seq(n=5)
+    m = _build("7-7")
+    frames = torch.stack([torch.from_numpy(to_input(seq.frame(i), SIZE)[0]) for i in range(5)])
+    with torch.no_grad():
+        a = m.clip(frames)
+        m.set_conv3d_as_conv2d(True)
+        assert m.config.conv3d_as_conv2d
+        b = m.clip(frames)
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, rtol=1e-4)
+    # and in streaming: the step program on the Conv2d-sum stages equals clip mode
+    worst, scale = _stream_vs_clip(m, seq, 5)
+    assert worst < 1e-4 * max(1.0, scale)
+    # the exported form has no Conv3d at all
+    with torch.no_grad():
+        graph = torch.jit.trace(m.stage_modules()["slow_body"],
+                                tuple(torch.from_numpy(v) for v in m.stage_specs()[3].dummy_feeds().values()),
+                                check_trace=False).inlined_graph
+    assert "conv3d" not in str(graph) and "aten::_convolution" in str(graph)
+
+
+def test_slow_pathway_inflated_from_2d_equals_2d_network_per_frame():
+    """Current-frame-tap inflation + zero weights for lateral channels: slow == the 2D backbone, frame by frame."""
+    from edgevos.models.backbones import build_backbone
+    from edgevos.models.slowfast import apply_freeze, inflate_from_2d
+
+    for backbone in ("mobilenetv2", "resnet18"):
+        m = _build("7-7", backbone=backbone)
+        torch.manual_seed(3)
+        ref = build_backbone(backbone).eval()
+        g = torch.Generator().manual_seed(2)
+        for mod in ref.modules():  # non-trivial BN statistics
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.copy_(torch.rand(mod.running_mean.shape, generator=g) * 0.4 - 0.2)
+                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
+        exact = inflate_from_2d(m, ref.state_dict())
+        assert exact and any(k.endswith("running_mean") for k in exact)
+        frames = torch.rand(6, 3, *SIZE) * 255
+        with torch.no_grad():
+            clip = m.clip(frames)
+            x = (frames[-1:] - m.mean) / m.std
+            f4, f8 = ref.forward_low(x)
+            f16, f32 = ref.forward_high(f8)
+        cs = m.slow.channels
+        for k, r in (("f4", f4), ("f8", f8), ("f16", f16), ("f32", f32)):
+            slow_part = clip[k][:, :r.shape[1]]  # lateral channels follow the slow ones
+            torch.testing.assert_close(slow_part, r, atol=1e-4, rtol=1e-4)
+        # freezing "backbone" freezes exactly the 2D copies; temporal convs stay trainable
+        apply_freeze(m, "backbone")
+        temporal = [n for n, p in m.named_parameters() if p.dim() == 5 and p.shape[2] > 1 and n.startswith("slow.")]
+        assert temporal and all(dict(m.named_parameters())[n].requires_grad for n in temporal)
+        assert not m.slow.stem(torch.zeros(1, 3, 32, 32)).requires_grad
+
+
+def test_mobilenet_imagenet_weights_load_into_the_slow_pathway(mobilenet_weights):
+    from edgevos.models.backbones import MobileNetV2, load_torchvision_weights
+
+    m = get_family("slowfast").build(input_size=SIZE, preset="3-7", backbone_weights=mobilenet_weights)
+    ref = MobileNetV2().eval()
+    load_torchvision_weights(ref, mobilenet_weights)
+    img = torch.rand(1, 3, *SIZE) * 255
+    with torch.no_grad():
+        f4, _ = ref.forward_low((img - m.mean) / m.std)
+        c = m.clip(img)
+    torch.testing.assert_close(c["f4"][:, :24], f4, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_builds_and_trains_a_few_steps(preset, tmp_path):
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path), synthetic=2, synthetic_frames=6, input_size=SIZE, preset=preset,
+                      steps=2, batch=1, clip_len=2, checkpoint_every=1)
+    tr = Trainer(cfg)
+    before = {k: v.clone() for k, v in tr.model.trainable_state_dict().items()}
+    path = tr.run()
+    after = tr.model.trainable_state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    assert (tmp_path / "checkpoint.pt").is_file()
+    m2 = get_family("slowfast").build(weights=path, input_size=SIZE)
+    assert m2.config.preset == preset
+    if preset == "3-7":  # resume: a finished run does no further steps and gives the same weights
+        tr2 = Trainer(TrainConfig(**{**cfg.__dict__}))
+        tr2.run()
+        for k, v in tr2.model.trainable_state_dict().items():
+            torch.testing.assert_close(v, after[k])
+
+
+def test_gate_reuses_slow_features_and_tau_one_never_gates():
+    seq = _seq(n=6)
+    m = _build("3-7")
+    s = Session.from_model(m, family="slowfast", tau=1.0)
+    s.start(seq.frame(0), seq.mask(0))
+    for i in range(1, 4):
+        r = s.step(seq.frame(i))
+        assert not r.reused and r.p_gate is None and "slow_body" in r.stage_ms and "gate" not in r.stage_ms
+    s = Session.from_model(m, family="slowfast", tau=0.0, max_reuse=2)
+    s.start(seq.frame(0), seq.mask(0))
+    prog = s.program
+    ring = prog.rings[next(k for k in prog.rings if k.startswith("slow_"))]
+    pattern = []
+    for i in range(1, 6):
+        latest = np.array(ring.latest)
+        r = s.step(seq.frame(i))
+        pattern.append(r.reused)
+        assert r.p_gate is not None and 0.0 <= r.p_gate <= 1.0
+        if r.reused:
+            assert "slow_body" not in r.stage_ms and "decoder_reuse" in r.stage_ms
+            np.testing.assert_array_equal(ring.latest, latest)  # slow ring advanced with the previous item
+        assert set(np.unique(r.mask)) <= {0, 1, 2}
+    assert pattern == [True, True, False, True, True]
+    assert prog.slow_runs == 2  # first frame + one computed frame
+
+
+def test_unsupervised_mode_needs_no_mask():
+    seq = _seq(n=4, objects=1)
+    m = _build("1-7", mode="unsupervised")
+    assert "reference" not in m.stage_modules()
+    s = Session.from_model(m, family="slowfast")
+    r0 = s.start(seq.frame(0), None)
+    assert r0.object_ids == [1] and r0.mask.shape == seq.frame(0).shape[:2]
+    r = s.step(seq.frame(1))
+    assert r.probs.shape == (1,) + seq.frame(1).shape[:2]
+    with pytest.raises(InputError, match="unsupervised"):
+        s.start(seq.frame(0), seq.mask(0))
+
+
+def test_add_and_remove_objects():
+    seq = _seq(n=4)
+    m = _build("3-3")
+    s = Session.from_model(m, family="slowfast")
+    s.start(seq.frame(0), np.where(seq.mask(0) == 1, 1, 0).astype(np.uint8))
+    r = s.add_object(seq.frame(1), np.where(seq.mask(1) == 2, 2, 0).astype(np.uint8))
+    assert s.object_ids == [1, 2] and r.probs.shape[0] == 2
+    s.remove_object(1)
+    assert s.object_ids == [2]
+
+
+def test_bad_input_gives_clear_errors():
+    with pytest.raises(InputError, match=r"'2-9'.*1-1.*3-3.*7-7.*1-7.*3-7"):
+        get_family("slowfast").build(input_size=SIZE, preset="2-9")
+    with pytest.raises(InputError, match="unknown SlowFast option"):
+        get_family("slowfast").build(input_size=SIZE, presets="3-7")
+    seq = _seq(n=3)
+    s = Session.from_model(_build("1-1"), family="slowfast")
+    f0 = seq.frame(0)
+    with pytest.raises(InputError, match="before start"):
+        s.step(f0)
+    with pytest.raises(InputError, match="mask is 50x30 but frame is 100x60"):
+        s.start(f0, np.ones((30, 50), np.uint8))
+    with pytest.raises(InputError, match="needs the first frame's mask"):
+        s.start(f0, None)
+    s.start(f0, seq.mask(0))
+    with pytest.raises(InputError, match="size cannot change"):
+        s.step(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_unknown_preset_in_train_cli_lists_the_valid_ones(capsys, tmp_path):
+    from edgevos.cli import main
+
+    assert main(["train", "slowfast", "--preset", "5-5", "--out", str(tmp_path / "x")]) != 0
+    err = capsys.readouterr().err
+    assert "'5-5'" in err and "3-7" in err and "1-1" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_program_imports_without_torch():
+    code = ("import sys; sys.modules['torch'] = None; "
+            "import edgevos.programs.slowfast, edgevos.models.registry; "
+            "print(edgevos.programs.slowfast.check_preset('3-7'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "(3, 7, 3)" in out.stdout
+
+
+def _export(preset, tmp_path, **kw):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxslim")
+    from edgevos.export.onnx_export import export_stages
+
+    m = _build(preset, input_size=(64, 64), **kw)
+    report = {}
+    paths = export_stages(m.stage_modules(), m.stage_specs(), tmp_path, report=report)
+    assert set(paths) == {s.name for s in m.stage_specs()}
+    assert all(r["max_abs_diff"] <= r["bound"] for r in report.values())
+    return paths
+
+
+def test_stages_export_with_fp32_parity_conv2d_form(tmp_path):
+    import onnx
+
+    paths = _export("3-7", tmp_path, conv3d_as_conv2d=True)
+    ops = {n.op_type for p in paths.values() for n in onnx.load(str(p)).graph.node}
+    assert "Conv" in ops
+    # Conv2d-sum form: every Conv is 2D (4-D weights)
+    for p in paths.values():
+        g = onnx.load(str(p)).graph
+        dims = {i.name: len(i.dims) for i in g.initializer}
+        for n in g.node:
+            if n.op_type == "Conv" and n.input[1] in dims:
+                assert dims[n.input[1]] == 4, (p.name, n.name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("as2d", [False, True])
+def test_every_preset_exports(preset, as2d, tmp_path):
+    _export(preset, tmp_path, conv3d_as_conv2d=as2d)
+
+
+def test_real_davis_sequence_streams_through_a_session(davis_root):
+    from edgevos.data import DavisDataset
+    from edgevos.evaluate_model import run_sequence
+
+    class Clip:  # the first frames of a real sequence
+        def __init__(self, seq, n):
+            self.seq, self.n, self.name = seq, n, seq.name
+
+        def __len__(self):
+            return self.n
+
+        def frame(self, i):
+            return self.seq.frame(i)
+
+        def mask(self, i):
+            return self.seq.mask(i)
+
+    m = get_family("slowfast").build(input_size=(128, 224), preset="3-7")
+    out = run_sequence(Session.from_model(m, family="slowfast", tau=0.5), Clip(DavisDataset(davis_root)["bear"], 5))
+    assert len(out["masks"]) == 5 and out["masks"][0].shape == (480, 854)
+    assert out["eval"]["object_ids"] == [1]
