@@ -129,6 +129,7 @@ def write_mask(path, mask: np.ndarray) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             image.save(fh, format="PNG")
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; masks are ordinary files
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -136,6 +137,15 @@ def write_mask(path, mask: np.ndarray) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
 
 
 def object_ids(mask: np.ndarray) -> list[int]:
