@@ -52,7 +52,8 @@ class GfrtmProgram:
         self.tau = tau
         self.max_reuse = max_reuse
         self.seed = seed
-        tm = TargetModelConfig(proj_dim=int(self.config.get("proj_dim", 96)))
+        # matrix-free refits: cheapest per computed frame at K = 32 (update ~1 ms, refit every 8th)
+        tm = TargetModelConfig(proj_dim=int(self.config.get("proj_dim", 96)), refit_solver="matrix_free")
         if num_augmentations is not None:
             from dataclasses import replace
 
