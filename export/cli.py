@@ -32,6 +32,7 @@ def _list(text):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", default="gfrtm", help="model family (default gfrtm)")
     p.add_argument("--backbone", help="backbone override, e.g. mobilenetv2 or resnet18")
+    p.add_argument("--preset", help="pathway preset for families that have them (slowfast: 1-1, 3-3, 7-7, 1-7, 3-7)")
     p.add_argument("--weights", help="'default' (shipped checkpoint) or a checkpoint path; omit for random decoder weights")
     p.add_argument("--backbone-weights", help="torchvision ImageNet state dict for the backbone (when --weights is omitted)")
     p.add_argument("--precision", default="fp32,int8-cpu", help="comma-separated: fp32, int8-cpu, int8-trt (fp32 is always included)")
@@ -108,6 +109,8 @@ def main(args) -> int:
     overrides = {}
     if args.backbone:
         overrides["backbone"] = args.backbone
+    if args.preset:
+        overrides["preset"] = args.preset
     if args.backbone_weights:
         overrides["backbone_weights"] = args.backbone_weights
     t0 = time.perf_counter()
@@ -167,7 +170,7 @@ def main(args) -> int:
         specs=specs,
         files=files,
         calibration={**calset.summary, "source": args.calib, "method": args.method},
-        preset=getattr(model.config, "backbone", None),
+        preset=getattr(model.config, "preset", None),
         stage_precision=stage_precision,
         quantization=quant,
         extra={"fp32_verification": verify},
