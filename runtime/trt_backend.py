@@ -88,6 +88,32 @@ class _StageEngine:
         self.device, self._host_ptrs = {}, []
 
 
+def engine_mismatch(bundle, key: str, trt_version: str, gpu: str) -> Optional[str]:
+    """Why the ``key`` engines of ``bundle`` cannot run with this TensorRT and GPU, or None.
+
+    A TensorRT engine only deserialises with the TensorRT version it was built
+    with, on the GPU model it was built for.  Both are recorded in each engine's
+    file name (``<stage>.<precision>.trt<ver>.<gpu>.<H>x<W>.engine``); engines
+    named otherwise are left to TensorRT to judge.  ``gpu`` 'unknown' on either
+    side skips the GPU comparison.
+    """
+    from edgevos.export.tensorrt import parse_engine_name, short_version, slug
+
+    here_ver, here_gpu = short_version(trt_version), slug(gpu)
+    for spec in bundle.specs:
+        info = parse_engine_name(bundle.stage_path(spec.name, key).name)
+        if info is None:
+            continue
+        built_ver, built_gpu = info["ver"], info["gpu"]
+        if built_ver != "unknown" and built_ver != here_ver:
+            return (f"engine for stage '{spec.name}' was built with TensorRT {built_ver} but this is TensorRT "
+                    f"{here_ver}; engines only load with the version that built them")
+        if "unknown" not in (built_gpu, here_gpu) and built_gpu != here_gpu:
+            return (f"engine for stage '{spec.name}' was built for GPU '{built_gpu}' but this GPU is "
+                    f"'{here_gpu}'; engines only run on the GPU model they were built for")
+    return None
+
+
 class TrtBackend(Backend):
     """Run a bundle's TensorRT engines: ``precision`` is a built engine set, e.g.
     ``int8``, ``fp16``, ``best`` or ``int8-dla0`` (manifest key ``trt-<precision>``)."""
@@ -108,6 +134,12 @@ class TrtBackend(Backend):
                 f"bundle {bundle.root} has no TensorRT '{precision}' engines (built: {built or 'none'}): "
                 f"run 'edgevos build {bundle.root} --precision {precision.split('-')[0]}'"
             )
+        from edgevos.export.tensorrt import gpu_name
+
+        reason = engine_mismatch(bundle, key, trt.__version__, gpu_name())
+        if reason is not None:
+            raise BundleError(f"bundle {bundle.root}: {reason}: rebuild the engines on this device with "
+                              f"'edgevos build {bundle.root} --precision {key[4:].split('-')[0]}'")
         super().__init__(bundle.specs)
         self.bundle = bundle
         self.precision = key[4:]
