@@ -127,4 +127,10 @@ def _bundle_weights(bundle):
             f"bundle {bundle.root} does not carry PyTorch weights: the torch backend needs them; "
             f"use --backend onnxruntime or export with the weights included"
         )
-    return bundle.root / path
+    from edgevos.errors import BundleError
+    from edgevos.export.bundle import _safe_rel
+
+    full = _safe_rel(bundle.root, path)  # no absolute paths, '..' or symlinks out of the bundle
+    if path not in bundle.manifest.get("files", {}):
+        raise BundleError(f"bundle {bundle.root}: weights file '{path}' has no SHA-256 in the manifest: re-export the bundle")
+    return full
