@@ -320,7 +320,8 @@ def _verify_files(root: Path, manifest: dict, allow_extra: Sequence = ()) -> Non
                 f"after export or corrupted in transfer): re-export the bundle"
             )
     for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name in (MANIFEST, MANIFEST + ".tmp"):
+        # symlinks count too (to a directory outside, or dangling): export never makes them
+        if not (p.is_file() or p.is_symlink()) or p.name in (MANIFEST, MANIFEST + ".tmp"):
             continue
         rel = p.relative_to(root).as_posix()
         if rel not in listed and p.resolve() not in allowed:
