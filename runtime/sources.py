@@ -395,6 +395,9 @@ class GstSource(Source):
         text = f"{err.message} (from element '{src}')"
         if dbg and "missing" in dbg.lower():
             text += f" [{dbg.splitlines()[0]}]"
+        if "missing a plug-in" in err.message:
+            text += ("; no decoder for this stream's codec is installed: install gstreamer1.0-libav / "
+                     "gstreamer1.0-plugins-bad / gstreamer1.0-plugins-ugly, or re-encode the video to H.264")
         return redact(text)
 
     # -- frames --------------------------------------------------------------
