@@ -140,10 +140,6 @@ class GfrtmProgram:
         t0 = time.perf_counter()
         frame = check_frame(frame)
         mask, ids = check_mask(mask, frame.shape[:2])
-        self.frame_hw = tuple(frame.shape[:2])
-        self.frame_index = 0
-        self.reuse_run = 0
-        self.computed_frames = 1
         timer = Timer()
         with timer.section("preprocess"):
             import cv2
@@ -151,16 +147,27 @@ class GfrtmProgram:
             x = to_input(frame, self.input_size)
             h, w = self.input_size
             mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        feats = self._encode(x, timer)
-        self._prev_embed = None
-        self.objects = []
         for obj_id in ids:
             if not (mask_in == obj_id).any():
                 raise InputError(
                     f"object {obj_id} covers too few pixels to survive resizing to the model's "
                     f"{self.input_size[1]}x{self.input_size[0]} input: draw it larger"
                 )
-            self.objects.append(self._add_object(obj_id, x, mask_in, feats, timer))
+        feats = self._encode(x, timer)
+        # build the new state aside: a rejected start() leaves the previous sequence intact
+        old_embed, self._prev_embed = getattr(self, "_prev_embed", None), None
+        objects = []
+        try:
+            for obj_id in ids:
+                objects.append(self._add_object(obj_id, x, mask_in, feats, timer))
+        except BaseException:
+            self._prev_embed = old_embed
+            raise
+        self.objects = objects
+        self.frame_hw = tuple(frame.shape[:2])
+        self.frame_index = 0
+        self.reuse_run = 0
+        self.computed_frames = 1
         probs = [(mask == o.obj_id).astype(np.float32) for o in self.objects]
         return StepResult(0, mask.copy(), np.stack(probs, 0), self.object_ids, False, None, dict(timer.ms),
                           (time.perf_counter() - t0) * 1e3)
