@@ -36,8 +36,18 @@ def load_checkpoint(family: str, weights) -> dict:
     import torch
 
     path = resolve(family, weights)
+    import pickle
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's text suggests weights_only=False, i.e. running the file's code: never do that
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"refused to load checkpoint '{path}': it holds Python objects other than tensors and plain "
+            f"containers ({first}); its code was never executed. Use a state-dict checkpoint saved by edgevos "
+            f"(edgevos.models.weights.save_checkpoint) from a source you trust"
+        ) from None
     except Exception as exc:
         raise InputError(f"cannot load checkpoint '{path}': {exc}. It must be a state-dict checkpoint saved by edgevos") from exc
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
