@@ -1,0 +1,60 @@
+"""Shared pieces of the reliability tests: a tiny ORT bundle (exported once per test
+process, in a child process) and a tiny random-weight PyTorch model."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_SIZE = "128x224"  # at 64x128 the synthetic calibration objects vanish at stride 16
+_BUNDLE = {}
+
+
+def ort_bundle(tmp_path_factory) -> Path:
+    """An fp32 G-FRTM bundle at 128x224 with random weights.  The export runs in a child
+    process: the TorchScript tracer crashes in a process where GStreamer was initialised."""
+    if "path" not in _BUNDLE:
+        out = tmp_path_factory.mktemp("reliability_bundle") / "gfrtm"
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgevos", "export", "--family", "gfrtm", "--precision", "fp32",
+             "--calib", "test://", "--calib-frames", "4", "--input-size", BUNDLE_SIZE, "--no-parity",
+             "--quiet", "--out", str(out)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            pytest.fail(f"export of the test bundle failed:\n{proc.stdout}\n{proc.stderr}")
+        _BUNDLE["path"] = out
+    return _BUNDLE["path"]
+
+
+def bundle_copy(tmp_path_factory, dest: Path) -> Path:
+    shutil.copytree(ort_bundle(tmp_path_factory), dest, symlinks=True)
+    return dest
+
+
+def tiny_model():
+    import torch
+
+    from edgevos.models.registry import get_family
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    return get_family("gfrtm").build(input_size=(64, 128))
+
+
+def gst_or_skip():
+    try:
+        from edgevos.runtime.sources import gst
+
+        return gst()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        pytest.skip(f"GStreamer with PyGObject is not available: {exc}")
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
