@@ -65,7 +65,7 @@ def frames(draw):
     return draw(hnp.arrays(dtype, tuple(dims), elements=elements))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frame=frames())
 def test_any_frame_is_accepted_or_input_error(session, frame):
     hw = frame.shape[:2] if frame.ndim >= 2 else (16, 16)

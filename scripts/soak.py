@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Soak test: stream many synthetic frames through the full runtime and watch memory and
+file descriptors.
+
+    python scripts/soak.py                       # 10000 frames, masks:// + file:// sinks
+    python scripts/soak.py --frames 300 --bare   # bare Session.step loop, no sinks
+
+Pipeline: a test:// sequence (looped, frame index continuing) -> Session from an ONNX
+Runtime bundle (exported in a child process when --bundle is not given) ->
+run_pipeline with masks:// and file:// (overlay video) sinks.  Every --every frames it
+samples RSS (/proc/self/status VmRSS; psutil when installed) and open file descriptors
+(/proc/self/fd).  Targets: RSS growth after warm-up < 5 %, no fd growth.  Prints a
+table and writes JSON (--json).  Exit code 0 when both targets hold, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def export_bundle(out: Path, input_size: str) -> Path:
+    """Random-weight fp32 G-FRTM bundle, exported in a child process (the TorchScript
+    tracer must not run in a process where GStreamer is initialised)."""
+    cmd = [sys.executable, "-m", "edgevos", "export", "--family", "gfrtm", "--precision", "fp32", "--calib",
+           "test://", "--calib-frames", "4", "--input-size", input_size, "--no-parity", "--quiet", "--out", str(out)]
+    subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return out
+
+
+class Sampler:
+    """A sink that samples RSS and fds every ``every`` frames (and at close)."""
+
+    def __init__(self, every: int, t0: float):
+        from edgevos.runtime.uri import parse_sink
+
+        self.uri = parse_sink("json://soak-sampler")  # for the summary only; nothing is written
+        self.every, self.t0, self.frames, self.rows = every, t0, 0, []
+
+    def sample(self, frame: int) -> None:
+        self.rows.append({"frame": frame, "t_s": round(time.perf_counter() - self.t0, 2),
+                          "rss_mb": round(rss_mb(), 2), "fds": fd_count()})
+
+    def write(self, frame_index, rgb, result) -> None:
+        self.frames += 1
+        if self.frames % self.every == 0:
+            self.sample(self.frames)
+
+    def close(self) -> None:
+        pass
+
+
+def looped_source(frames: int, size: str, seed: int = 0, period: int = 100):
+    """test:// frames repeated every ``period`` frames, index continuing (a long synthetic stream
+    without holding all of it in memory)."""
+    from edgevos.runtime.sources import Frame, Source, open_source
+
+    base = open_source(f"test://?frames={period}&size={size}&objects=1&seed={seed}")
+
+    class Looped(Source):
+        def __iter__(self):
+            for i in range(frames):
+                if self._stop.is_set():
+                    return
+                f = base._frames[i % period]
+                self.delivered += 1
+                yield Frame(i, i / 30.0, f, None)
+
+    src = Looped(base.uri)
+    src.first_mask, src.size, src.fps = base.first_mask, base.size, 30.0
+    return src
+
+
+def run(args) -> dict:
+    from edgevos.runtime.session import Session
+
+    work = Path(args.out or tempfile.mkdtemp(prefix="edgevos-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = Path(args.bundle) if args.bundle else export_bundle(work / "bundle", args.input_size)
+    session = Session.from_bundle(bundle, threads=args.threads)
+    t0 = time.perf_counter()
+    sampler = Sampler(args.every, t0)
+    sampler.sample(0)
+    if args.bare:
+        src = looped_source(args.frames, args.size)
+        for f in src:
+            if f.index == 0:
+                session.start(f.rgb, src.first_mask)
+            else:
+                session.step(f.rgb)
+            sampler.write(f.index, f.rgb, None)
+        mode, summary = "bare Session loop", {"frames": args.frames, "exit_code": 0}
+    else:
+        from edgevos.runtime.cli import run_pipeline
+        from edgevos.runtime.sinks import open_sink
+
+        src = looped_source(args.frames, args.size)
+        sinks = [open_sink(f"masks://{work / 'masks'}"), open_sink(f"file://{work / 'overlay.mkv'}", fps=30)]
+        summary = run_pipeline(src, sinks + [sampler], session, warmup=min(100, args.frames // 4))
+        summary.pop("_stats")
+        mode = "run_pipeline + masks:// + file:// (mkv overlay)"
+    sampler.sample(args.frames)
+    elapsed = time.perf_counter() - t0
+    rows = sampler.rows
+    warm = next((r for r in rows if r["frame"] >= args.warmup), rows[-1])
+    last = rows[-1]
+    after = [r for r in rows if r["frame"] >= warm["frame"]]
+    growth = (last["rss_mb"] - warm["rss_mb"]) / warm["rss_mb"] * 100
+    report = {
+        "mode": mode, "frames": args.frames, "frame_size": args.size, "model_input": args.input_size,
+        "threads": args.threads, "elapsed_s": round(elapsed, 1), "ms_per_frame": round(elapsed / args.frames * 1e3, 2),
+        "warmup_frames": warm["frame"], "rss_warm_mb": warm["rss_mb"], "rss_final_mb": last["rss_mb"],
+        "rss_peak_after_warmup_mb": max(r["rss_mb"] for r in after),
+        "rss_growth_pct": round(growth, 2), "fds_warm": warm["fds"], "fds_final": last["fds"],
+        "fd_growth": last["fds"] - warm["fds"], "fds_max_after_warmup": max(r["fds"] for r in after),
+        "run_exit_code": summary.get("exit_code"), "run_error": summary.get("error"),
+        "samples": rows, "out_dir": str(work),
+    }
+    if not args.bare:
+        report["masks_on_disk"] = len(list((work / "masks").glob("*.png")))
+    report["ok"] = bool(growth < args.max_growth and report["fd_growth"] <= 0 and summary.get("exit_code") == 0)
+    return report
+
+
+def print_table(rep: dict) -> None:
+    print(f"soak: {rep['frames']} frames {rep['frame_size']} -> model {rep['model_input']}, {rep['mode']}, "
+          f"threads={rep['threads']}")
+    print(f"{'frame':>8} {'t (s)':>8} {'RSS (MB)':>10} {'fds':>5}")
+    for r in rep["samples"]:
+        print(f"{r['frame']:>8} {r['t_s']:>8.1f} {r['rss_mb']:>10.1f} {r['fds']:>5}")
+    print(f"RSS after warm-up (frame {rep['warmup_frames']}): {rep['rss_warm_mb']:.1f} MB -> {rep['rss_final_mb']:.1f} MB "
+          f"({rep['rss_growth_pct']:+.2f} %, peak {rep['rss_peak_after_warmup_mb']:.1f} MB); "
+          f"fds {rep['fds_warm']} -> {rep['fds_final']} (max {rep['fds_max_after_warmup']}); "
+          f"{rep['ms_per_frame']:.1f} ms/frame; {'OK' if rep['ok'] else 'FAIL'}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=10000)
+    ap.add_argument("--size", default="128x224", help="synthetic frame HxW")
+    ap.add_argument("--input-size", default="128x224", help="model input HxW when exporting the bundle")
+    ap.add_argument("--bundle", help="bundle directory (default: export a random-weight fp32 bundle)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--every", type=int, default=500, help="sample every N frames")
+    ap.add_argument("--warmup", type=int, default=1000, help="frames before the RSS baseline")
+    ap.add_argument("--max-growth", type=float, default=5.0, help="RSS growth target after warm-up, percent")
+    ap.add_argument("--bare", action="store_true", help="bare Session loop without run_pipeline and sinks")
+    ap.add_argument("--out", help="work directory (masks, video, bundle); default a new temp dir")
+    ap.add_argument("--json", help="write the report here")
+    args = ap.parse_args(argv)
+    rep = run(args)
+    print_table(rep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2))
+    return 0 if rep["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
