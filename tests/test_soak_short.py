@@ -21,7 +21,7 @@ def test_short_soak_has_no_fd_growth_and_bounded_rss(tmp_path_factory, tmp_path)
     rep = json.loads(out.read_text())
     assert rep["run_exit_code"] == 0 and rep["masks_on_disk"] == 300
     start = rep["samples"][0]["fds"]
-    assert rep["fds_final"] <= start  # every sink, worker and GStreamer pipeline closed its files
+    assert rep["fds_after_close"] <= start  # every sink, worker and GStreamer pipeline closed its files
     assert rep["fds_max_after_warmup"] <= rep["fds_warm"] + 2  # at most a mask temp file in flight
     assert rep["rss_growth_pct"] < 10 and rep["rss_peak_after_warmup_mb"] < rep["rss_warm_mb"] * 1.1
     assert "RSS after warm-up" in proc.stdout
