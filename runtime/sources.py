@@ -43,11 +43,30 @@ _GST = None
 _GST_LOCK = threading.Lock()
 
 
+def _prefer_libgcc_unwinder() -> None:
+    """Put libgcc_s's C++ unwinder in the global symbol scope before GStreamer loads.
+
+    libgstreamer links libunwind.so.8, which also exports ``_Unwind_*``.  If it
+    reaches the global scope first, C++ libraries loaded later in the process
+    (PyTorch's tracer and ``torch.load``) unwind their exceptions with it and
+    abort.  Loading libgcc_s globally first keeps the toolchain's unwinder.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("gcc_s") or "libgcc_s.so.1"
+    try:
+        ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
+    except OSError:  # not a glibc/libgcc system: nothing to protect
+        pass
+
+
 def gst():
     """Import and initialise GStreamer (``Gst``) once; DependencyError if absent."""
     global _GST
     with _GST_LOCK:
         if _GST is None:
+            _prefer_libgcc_unwinder()
             gi = require("gi", "gst", "GStreamer sources and sinks")
             try:
                 gi.require_version("Gst", "1.0")
