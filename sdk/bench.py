@@ -709,7 +709,13 @@ def main(args) -> int:
         key = (fam, preset)
         if key not in models:
             overrides = {"preset": preset} if preset else {}
-            models[key] = get_family(fam).build(weights=str(resolve(fam, weights[fam])), input_size=size, **overrides)
+            path = resolve(fam, weights[fam])
+            try:
+                models[key] = get_family(fam).build(weights=str(path), input_size=size, **overrides)
+            except RuntimeError as exc:  # e.g. a checkpoint of another preset: layer shapes differ
+                first = str(exc).strip().splitlines()[0]
+                raise InputError(f"{fam} weights {path} do not fit{' preset ' + preset if preset else ''} "
+                                 f"({first}): pass weights trained with it, e.g. --weights {fam}=PATH") from exc
         return models[key]
 
     # bundles first (child processes), before anything in this process touches GStreamer or runs long
@@ -725,9 +731,10 @@ def main(args) -> int:
         try:
             bundles[(fam, preset)] = ensure_bundle(out, fam, preset, checkpoint(fam, preset), precs, size,
                                                    args.calib, args.threads, args.rebuild)
-        except EdgevosError as exc:
-            bundle_errors[(fam, preset)] = str(exc)
-            print(f"[bench] {fam}{':' + preset if preset else ''}: {exc}", file=sys.stderr)
+        except Exception as exc:  # this family's bundle rows fail; the others run
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            bundle_errors[(fam, preset)] = msg if isinstance(exc, EdgevosError) else f"{type(exc).__name__}: {msg}"
+            print(f"[bench] {fam}{':' + preset if preset else ''}: {bundle_errors[(fam, preset)]}", file=sys.stderr)
     # a bundle for the roofline when only torch rows were asked for is not exported: FLOPs come from bundles
 
     from edgevos.roofline import measure_peak
