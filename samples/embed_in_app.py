@@ -3,9 +3,8 @@
     python samples/embed_in_app.py            # a plain loop, then a GStreamer pipeline
 
 A robotics node owns its camera and event loop and needs only "frame in -> mask out":
-``SegmenterNode.on_frame`` is that callback.  The first frame starts the session with
-a mask from your detector, later frames step it, and each mask goes to ``publish``
-(a ROS publisher, a socket, a queue...).
+``SegmenterNode.on_frame``.  The first frame starts the session with a mask from your
+detector, later frames step it; each mask goes to ``publish`` (a ROS publisher, a queue...).
 """
 import argparse
 
@@ -57,13 +56,9 @@ pipe = Gst.parse_launch(f"videotestsrc pattern=ball num-buffers={args.frames} ! 
 node = SegmenterNode(Session.from_model(model, tau=0.7), detect=ball_box, publish=log)
 
 
-def on_sample(sink):
+def on_sample(sink):  # runs in GStreamer's streaming thread; 432 * 3 bytes per row: no row padding
     buf = sink.emit("pull-sample").get_buffer()
-    ok, info = buf.map(Gst.MapFlags.READ)
-    try:  # 432 * 3 bytes per row: a multiple of 4, so no row padding
-        node.on_frame(np.frombuffer(info.data, np.uint8).reshape(240, 432, 3).copy())
-    finally:
-        buf.unmap(info)
+    node.on_frame(np.frombuffer(buf.extract_dup(0, buf.get_size()), np.uint8).reshape(240, 432, 3))
     return Gst.FlowReturn.OK
 
 

@@ -40,7 +40,6 @@ if video is None:  # a generated clip with exact ground truth, encoded to MP4
     first_mask = seq.mask(0)
 if args.mask:
     from edgevos.data import read_mask
-
     first_mask = read_mask(args.mask)
 elif args.box:
     box = parse_box(args.box)

@@ -687,7 +687,6 @@ def main(args) -> int:
     from edgevos.runtime.session import Session
 
     models: Dict[tuple, object] = {}
-    model_errors: Dict[tuple, str] = {}
     bundles: Dict[tuple, Path] = {}
     bundle_errors: Dict[tuple, str] = {}
     ckpt_paths: Dict[tuple, Path] = {}
