@@ -59,24 +59,48 @@ def mask_iou(pred: np.ndarray, gt: np.ndarray) -> Optional[float]:
 
 
 class RunStats:
-    """Collects :class:`FrameRecord` objects and summarises them."""
+    """Collects :class:`FrameRecord` objects and summarises them.
 
-    def __init__(self, warmup: int = 10):
+    Memory is bounded for long live runs: at most ``max_records`` records are
+    kept (the oldest half is dropped when the limit is hit), so latency
+    percentiles, FPS and reuse rate describe the most recent window, while
+    frame, drop and accuracy totals cover the whole run.
+    """
+
+    def __init__(self, warmup: int = 10, max_records: int = 20000):
         self.warmup = max(0, int(warmup))
+        self.max_records = max(int(max_records), 2 * self.warmup + 4)
         self.records: List[FrameRecord] = []
         self.t_start = time.perf_counter()
         self.extra: dict = {}
+        self.total = 0  # frames added over the whole run
+        self.discarded = 0  # oldest records no longer held in memory
+        self.dropped_total = 0
+        self._j_sum = 0.0
+        self._j_n = 0
 
     def add(self, rec: FrameRecord) -> FrameRecord:
         self.records.append(rec)
+        self.total += 1
+        self.dropped_total += int(rec.dropped)
+        if rec.j is not None and self.total > 1:  # the first frame's mask is given
+            self._j_sum += float(rec.j)
+            self._j_n += 1
+        if len(self.records) > self.max_records:
+            cut = len(self.records) - self.max_records // 2
+            del self.records[:cut]
+            self.discarded += cut
         return rec
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self.total
 
     # -- summaries -----------------------------------------------------------
     def steady(self) -> List[FrameRecord]:
-        """Records after the warm-up (all of them when the run is shorter)."""
+        """Records after the warm-up (all of them when the run is shorter, or when
+        the warm-up frames have already left the bounded window)."""
+        if self.discarded:
+            return self.records
         return self.records[self.warmup:] if len(self.records) > self.warmup + 1 else self.records
 
     def steady_fps(self) -> Optional[float]:
@@ -85,7 +109,10 @@ class RunStats:
         r = self.records
         if len(r) < 2:
             return None
-        start = min(self.warmup, len(r) - 2) if len(r) > self.warmup + 1 else 0
+        if self.discarded:
+            start = 0
+        else:
+            start = min(self.warmup, len(r) - 2) if len(r) > self.warmup + 1 else 0
         span = r[-1].t_end - r[start].t_end
         n = len(r) - 1 - start
         return n / span if span > 0 and n > 0 else None
@@ -94,16 +121,15 @@ class RunStats:
         steady = self.steady()
         reused = [r.reused for r in steady if r.reused is not None]
         stages = sorted({k for r in steady for k in r.stage_ms})
-        js = [r.j for r in self.records[1:] if r.j is not None]  # first frame is given
         fps = self.steady_fps()
         out = {
-            "frames": len(self.records),
+            "frames": self.total,
             "warmup": self.warmup,
             "steady_frames": len(steady),
             "fps": round(fps, 3) if fps else None,
             "wall_s": round(self.records[-1].t_end - self.t_start, 3) if self.records else 0.0,
             "reuse_rate": round(sum(reused) / len(reused), 4) if reused else None,
-            "dropped": int(sum(r.dropped for r in self.records)),
+            "dropped": int(self.dropped_total),
             "latency_ms": {
                 "e2e": _pct([r.e2e_ms for r in steady]),
                 "step": _pct([r.step_ms for r in steady]),
@@ -111,9 +137,11 @@ class RunStats:
                 "wait": _pct([r.wait_ms for r in steady]),
             },
             "stage_ms": {k: _pct([r.stage_ms.get(k) for r in steady]) for k in stages},
-            "mean_j": round(float(np.mean(js)), 4) if js else None,
+            "mean_j": round(self._j_sum / self._j_n, 4) if self._j_n else None,
             "power": power,
         }
+        if self.discarded:
+            out["window_frames"] = len(self.records)  # latency/FPS/reuse describe this recent window
         out.update(self.extra)
         return out
 
@@ -128,7 +156,7 @@ class RunStats:
         reuse = f"reuse {100 * sum(reused) / len(reused):3.0f}%" if reused else "reuse  n/a"
         steps = sorted(x.step_ms for x in last if x.step_ms is not None)
         step = f"step p50 {steps[len(steps) // 2]:6.1f} ms" if steps else ""
-        drops = sum(x.dropped for x in r)
+        drops = self.dropped_total
         return f"frame {r[-1].index:6d} | {fps:6.1f} fps | {reuse} | {step} | e2e {r[-1].e2e_ms:6.1f} ms | dropped {drops}"
 
     def write_json(self, path, summary: Optional[dict] = None) -> Path:
@@ -141,6 +169,7 @@ class RunStats:
         payload = {
             "summary": summary if summary is not None else self.summary(),
             "frames": [_record_dict(r, self.t_start) for r in self.records],
+            "frames_not_logged": self.discarded,  # oldest records beyond max_records
         }
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:

@@ -158,3 +158,17 @@ def test_short_runs_and_iou():
     pred[3, 3] = 1  # void pixel: ignored
     assert mask_iou(pred, gt) == pytest.approx(0.5)
     assert mask_iou(pred, np.zeros((4, 4), np.uint8)) is None
+
+
+def test_run_stats_memory_is_bounded_but_totals_cover_the_run():
+    from edgevos.runtime.stats import FrameRecord, RunStats
+
+    st = RunStats(warmup=2, max_records=100)
+    t = 0.0
+    for i in range(1000):
+        t += 0.01
+        st.add(FrameRecord(index=i, t_end=t, e2e_ms=5.0, step_ms=4.0, reused=(i % 2 == 0), dropped=1, j=0.5))
+    assert len(st.records) <= 100 and len(st) == 1000
+    s = st.summary()
+    assert s["frames"] == 1000 and s["dropped"] == 1000 and s["mean_j"] == 0.5
+    assert abs(s["fps"] - 100.0) < 1e-6 and s["reuse_rate"] == 0.5 and s["window_frames"] == len(st.records)
