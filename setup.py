@@ -26,6 +26,7 @@ DEPLOY = [
     "pillow>=9",
     "opencv-python-headless>=4.8",
     "tqdm>=4.60",
+    "threadpoolctl>=3",
 ]
 EXTRAS = {
     "torch": [TORCH],

@@ -20,6 +20,7 @@ import numpy as np
 from edgevos.errors import InputError
 from edgevos.programs.base import (
     StepResult,
+    host_blas,
     Timer,
     check_frame,
     check_mask,
@@ -115,7 +116,7 @@ class GfrtmProgram:
                 fa = self._encode(to_input(img_a, self.input_size), timer)
                 aug_feats.append(fa["f16"][0])
                 aug_labels.append(resize_map(mask_a.astype(np.float32), self._h16w16, area=True))
-        with timer.section("target_model"):
+        with timer.section("target_model"), host_blas():
             tm.initialize(feats["f16"][0], label16, aug_feats or None, aug_labels or None)
         prev_score = label16[None, None].astype(np.float32)  # S_0 = y'_0 (paper)
         out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
@@ -210,7 +211,7 @@ class GfrtmProgram:
         timer.add("encoder_high", self.backend.last_ms["encoder_high"])
         feats.update(f16=out["f16"], f32=out["f32"])
         for o in self.objects:
-            with timer.section("target_model"):
+            with timer.section("target_model"), host_blas():
                 score = o.target.classify(feats["f16"][0])[None, None].astype(np.float32)
             out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                              "f32": feats["f32"], "score": score}, timer)
@@ -221,7 +222,7 @@ class GfrtmProgram:
         self._last = (x, feats)
         result = self._finish(logits, False, p_gate, timer, t0)
         # online target-model update on computed frames (refit every update_every-th)
-        with timer.section("target_model"):
+        with timer.section("target_model"), host_blas():
             for k, (o, lg) in enumerate(zip(self.objects, logits)):
                 soft = resize_map(sigmoid(lg[0, 0]), self._h16w16, area=True)
                 o.target.update(feats["f16"][0], soft)
