@@ -276,11 +276,9 @@ class _Collect:
 
 # ----------------------------------------------------------------------------- bundles
 def _sha(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from edgevos.export.bundle import sha256
+
+    return sha256(path)
 
 
 def bundle_name(family: str, preset: Optional[str], onnx_precisions, size) -> str:

@@ -151,3 +151,47 @@ def soft_aggregate(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
     allp = np.concatenate([bg, p], 0)
     logit = np.log(allp / (1 - allp))
     return lut[logit.argmax(0)]
+
+
+class ObjectSetMixin:
+    """Adding and removing tracked objects, shared by the step programs.
+
+    A program provides ``objects`` (each with ``obj_id``), ``frame_hw``,
+    ``input_size``, ``step(frame, force_compute=True)`` and
+    ``_init_new_object(obj_id, mask_in, timer)`` (which reads the features
+    its forced step left behind).
+    """
+
+    @property
+    def object_ids(self) -> List[int]:
+        return [o.obj_id for o in self.objects]
+
+    def add_objects(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
+        """Start tracking the ids of ``mask`` not tracked yet; ``frame`` is computed in full."""
+        import cv2
+
+        frame = check_frame(frame, self.frame_hw)
+        mask, ids = check_mask(mask, frame.shape[:2])
+        new = [i for i in ids if i not in self.object_ids]
+        if not new:
+            raise InputError(f"mask has no new object ids (given {ids}, tracked {self.object_ids})")
+        result = self.step(frame, force_compute=True)
+        timer = Timer()
+        h, w = self.input_size
+        mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        for obj_id in new:
+            self.objects.append(self._init_new_object(obj_id, mask_in, timer))
+        new_probs = np.stack([(mask == i).astype(np.float32) for i in new], 0)
+        probs = np.concatenate([result.probs * (1 - new_probs.max(0, keepdims=True)), new_probs], 0)
+        result.probs, result.object_ids = probs, self.object_ids
+        result.mask = soft_aggregate(probs, self.object_ids)
+        for k, v in timer.ms.items():
+            result.stage_ms[k] = result.stage_ms.get(k, 0.0) + v
+        return result
+
+    def remove_object(self, obj_id: int) -> None:
+        before = len(self.objects)
+        self.objects = [o for o in self.objects if o.obj_id != obj_id]
+        if len(self.objects) == before:
+            raise InputError(f"object {obj_id} is not tracked; tracked ids: {self.object_ids}")
+

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgevos.errors import InputError
 from edgevos.programs.base import (
+    ObjectSetMixin,
     StepResult,
     host_blas,
     Timer,
@@ -40,7 +41,7 @@ class ObjectState:
     r8: np.ndarray  # (1, D, H/8, W/8)
 
 
-class GfrtmProgram:
+class GfrtmProgram(ObjectSetMixin):
     family = "gfrtm"
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None,
@@ -79,10 +80,6 @@ class GfrtmProgram:
         if not 0.0 <= value <= 1.0:
             raise InputError(f"tau={value} is outside [0, 1]: 1 never reuses, lower values reuse more")
         self._tau = value
-
-    @property
-    def object_ids(self) -> List[int]:
-        return [o.obj_id for o in self.objects]
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, x: np.ndarray, timer: Timer, high: bool = True):
@@ -230,32 +227,6 @@ class GfrtmProgram:
         result.total_ms = (time.perf_counter() - t0) * 1e3
         return result
 
-    def add_objects(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
-        """Start tracking the ids of ``mask`` not tracked yet; ``frame`` is computed in full."""
-        import cv2
-
-        frame = check_frame(frame, self.frame_hw)
-        mask, ids = check_mask(mask, frame.shape[:2])
-        new = [i for i in ids if i not in self.object_ids]
-        if not new:
-            raise InputError(f"mask has no new object ids (given {ids}, tracked {self.object_ids})")
-        result = self.step(frame, force_compute=True)
-        x, feats = self._last
-        timer = Timer()
-        h, w = self.input_size
-        mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        for obj_id in new:
-            self.objects.append(self._add_object(obj_id, x, mask_in, feats, timer))
-        new_probs = np.stack([(mask == i).astype(np.float32) for i in new], 0)
-        probs = np.concatenate([result.probs * (1 - new_probs.max(0, keepdims=True)), new_probs], 0)
-        result.probs, result.object_ids = probs, self.object_ids
-        result.mask = soft_aggregate(probs, self.object_ids)
-        for k, v in timer.ms.items():
-            result.stage_ms[k] = result.stage_ms.get(k, 0.0) + v
-        return result
-
-    def remove_object(self, obj_id: int):
-        before = len(self.objects)
-        self.objects = [o for o in self.objects if o.obj_id != obj_id]
-        if len(self.objects) == before:
-            raise InputError(f"object {obj_id} is not tracked; tracked ids: {self.object_ids}")
+    def _init_new_object(self, obj_id: int, mask_in: np.ndarray, timer: Timer) -> ObjectState:
+        x, feats = self._last  # left by the forced full step of add_objects
+        return self._add_object(obj_id, x, mask_in, feats, timer)

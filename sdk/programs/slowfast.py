@@ -33,6 +33,7 @@ import numpy as np
 
 from edgevos.errors import InputError
 from edgevos.programs.base import (
+    ObjectSetMixin,
     StepResult,
     Timer,
     check_frame,
@@ -70,7 +71,7 @@ class ObjectState:
     r8: np.ndarray  # (1, D, H/8, W/8) decoder state of the last computed frame
 
 
-class SlowFastProgram:
+class SlowFastProgram(ObjectSetMixin):
     family = "slowfast"
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None):
@@ -124,10 +125,6 @@ class SlowFastProgram:
         if not 0.0 <= value <= 1.0:
             raise InputError(f"tau={value} is outside [0, 1]: 1 never reuses, lower values reuse more")
         self._tau = value
-
-    @property
-    def object_ids(self) -> List[int]:
-        return [o.obj_id for o in self.objects]
 
     # ------------------------------------------------------------------ helpers
     def _run(self, stage: str, feeds: Dict[str, np.ndarray], timer: Timer):
@@ -300,33 +297,10 @@ class SlowFastProgram:
         return self._finish(logits, reuse, p_gate, timer, t0)
 
     def add_objects(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
-        """Start tracking the ids of ``mask`` not tracked yet; ``frame`` is computed in full."""
-        import cv2
-
         if not self.semi:
             raise InputError("an unsupervised SlowFast model tracks the primary object only: objects cannot be added")
-        frame = check_frame(frame, self.frame_hw)
-        mask, ids = check_mask(mask, frame.shape[:2])
-        new = [i for i in ids if i not in self.object_ids]
-        if not new:
-            raise InputError(f"mask has no new object ids (given {ids}, tracked {self.object_ids})")
-        result = self.step(frame, force_compute=True)
-        slow, fast = self._last
-        timer = Timer()
-        h, w = self.input_size
-        mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        for obj_id in new:
-            self.objects.append(self._new_object(obj_id, mask_in, slow, fast, timer))
-        new_probs = np.stack([(mask == i).astype(np.float32) for i in new], 0)
-        probs = np.concatenate([result.probs * (1 - new_probs.max(0, keepdims=True)), new_probs], 0)
-        result.probs, result.object_ids = probs, self.object_ids
-        result.mask = soft_aggregate(probs, self.object_ids)
-        for k, v in timer.ms.items():
-            result.stage_ms[k] = result.stage_ms.get(k, 0.0) + v
-        return result
+        return super().add_objects(frame, mask)
 
-    def remove_object(self, obj_id: int):
-        before = len(self.objects)
-        self.objects = [o for o in self.objects if o.obj_id != obj_id]
-        if len(self.objects) == before:
-            raise InputError(f"object {obj_id} is not tracked; tracked ids: {self.object_ids}")
+    def _init_new_object(self, obj_id: int, mask_in: np.ndarray, timer: Timer):
+        slow, fast = self._last  # left by the forced full step of add_objects
+        return self._new_object(obj_id, mask_in, slow, fast, timer)
