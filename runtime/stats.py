@@ -67,7 +67,7 @@ class RunStats:
     frame, drop and accuracy totals cover the whole run.
     """
 
-    def __init__(self, warmup: int = 10, max_records: int = 20000):
+    def __init__(self, warmup: int = 10, max_records: int = 5000):
         self.warmup = max(0, int(warmup))
         self.max_records = max(int(max_records), 2 * self.warmup + 4)
         self.records: List[FrameRecord] = []
