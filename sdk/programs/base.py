@@ -154,13 +154,24 @@ def soft_aggregate(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
 
 
 class ObjectSetMixin:
-    """Adding and removing tracked objects, shared by the step programs.
+    """The reuse threshold and adding/removing tracked objects, shared by the step programs.
 
     A program provides ``objects`` (each with ``obj_id``), ``frame_hw``,
     ``input_size``, ``step(frame, force_compute=True)`` and
     ``_init_new_object(obj_id, mask_in, timer)`` (which reads the features
     its forced step left behind).
     """
+
+    @property
+    def tau(self) -> float:
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float):
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise InputError(f"tau={value} is outside [0, 1]: 1 never reuses, lower values reuse more")
+        self._tau = value
 
     @property
     def object_ids(self) -> List[int]:

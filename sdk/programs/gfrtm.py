@@ -69,18 +69,6 @@ class GfrtmProgram(ObjectSetMixin):
         self.frame_hw = None
         self.frame_index = -1
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def tau(self) -> float:
-        return self._tau
-
-    @tau.setter
-    def tau(self, value: float):
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise InputError(f"tau={value} is outside [0, 1]: 1 never reuses, lower values reuse more")
-        self._tau = value
-
     # ------------------------------------------------------------------ helpers
     def _encode(self, x: np.ndarray, timer: Timer, high: bool = True):
         out = self.backend.run("encoder_low", {"image": x})

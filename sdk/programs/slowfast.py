@@ -114,18 +114,6 @@ class SlowFastProgram(ObjectSetMixin):
         self.frame_index = -1
         self.slow_runs = 0
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def tau(self) -> float:
-        return self._tau
-
-    @tau.setter
-    def tau(self, value: float):
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise InputError(f"tau={value} is outside [0, 1]: 1 never reuses, lower values reuse more")
-        self._tau = value
-
     # ------------------------------------------------------------------ helpers
     def _run(self, stage: str, feeds: Dict[str, np.ndarray], timer: Timer):
         out = self.backend.run(stage, feeds)
