@@ -26,6 +26,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from edgevos.train.distributed import average_gradients, init_distributed
+
 # Sequences of ../shared/data/davis2016-train never used for training: validation.
 HELDOUT = ("bear", "car-turn", "dance-jump", "kite-walk", "motocross-bumps")
 
@@ -116,7 +118,7 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path):
                     a_lab.append(m_a.astype(np.uint8))
                 aug[f"aug_f16_{obj}"] = np.stack(a_f16) if a_f16 else np.zeros((0,))
                 aug[f"aug_mask_{obj}"] = np.stack(a_lab) if a_lab else np.zeros((0,))
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
         np.savez(tmp, masks=np.stack(masks), **{k: np.stack(v) for k, v in feats.items()}, **aug)
         os.replace(tmp, path)
         entries.append(path)
@@ -146,6 +148,9 @@ def score_tracks(cache, cfg: TrainConfig, proj_dim: int) -> List[Track]:
             a_m = c.get(f"aug_mask_{obj}")
             aug_f = [a.astype(np.float32) for a in a_f] if a_f is not None and a_f.ndim == 4 else None
             aug_l = [resize_map(m.astype(np.float32), hw16, area=True) for m in a_m] if aug_f else None
+            if (lab(masks[0]) > 0.5).sum() == 0:
+                print(f"skipping object {obj} of {c['name']}: it vanishes at the stride-16 feature resolution")
+                continue
             tm.initialize(f16[0], lab(masks[0]), aug_f, aug_l)
             scores = np.zeros((len(masks),) + tuple(hw16), np.float32)
             scores[0] = lab(masks[0])
@@ -179,14 +184,15 @@ class Trainer:
 
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed + _rank())
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        self.rank, self.world = init_distributed()
+        self.rng = np.random.default_rng(cfg.seed + self.rank)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         from edgevos.models.gfrtm import build_gfrtm
 
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights)
-        self.log = open(self.out / "train_log.jsonl", "a")
+        self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
 
     # -- data
     def sequences(self):
@@ -214,8 +220,11 @@ class Trainer:
             self.tracks = [Track(int(m[0]), int(m[1]), int(m[2]), z[f"s{i}"]) for i, m in enumerate(meta)]
         else:
             self.tracks = score_tracks(self.cache, self.cfg, self.model.config.proj_dim)
-            np.savez(tracks_path, meta=np.array([[t.seq, t.obj_id, t.ref] for t in self.tracks]),
-                     **{f"s{i}": t.scores for i, t in enumerate(self.tracks)})
+            if self.rank == 0:
+                tmp = tracks_path.with_name(f".tracks.{os.getpid()}.npz")
+                np.savez(tmp, meta=np.array([[t.seq, t.obj_id, t.ref] for t in self.tracks]),
+                         **{f"s{i}": t.scores for i, t in enumerate(self.tracks)})
+                os.replace(tmp, tracks_path)
         self.names = [c["name"] for c in self.cache]
 
     def _feats(self, c, t, flip):
@@ -245,6 +254,8 @@ class Trainer:
     def save(self, phase, step, opt):
         import torch
 
+        if self.rank != 0:
+            return
         tmp = self.out / "checkpoint.pt.tmp"
         torch.save({"phase": phase, "step": step, "model": self.model.trainable_state_dict(),
                     "optimizer": opt.state_dict(), "config": asdict(self.cfg)}, tmp)
@@ -261,6 +272,8 @@ class Trainer:
         return ck
 
     def _write(self, rec):
+        if self.log is None:
+            return
         self.log.write(json.dumps(rec) + "\n")
         self.log.flush()
 
@@ -294,6 +307,7 @@ class Trainer:
                 loss = F.binary_cross_entropy_with_logits(logits, target) / self.cfg.batch
                 loss.backward()
                 loss_sum += float(loss.detach())
+            average_gradients(params, self.world)
             opt.step()
             bar.set_postfix(loss=f"{loss_sum:.4f}")
             if step % 25 == 0:
@@ -320,7 +334,7 @@ class Trainer:
         steps = self.cfg.phase2_steps
         bar = tqdm(range(start_step, steps), desc="phase 2 (reuse gate)", initial=start_step, total=steps)
         for step in bar:
-            epoch = step * self.cfg.batch / self.cfg.epoch_samples
+            epoch = step * self.cfg.batch * self.world / self.cfg.epoch_samples
             mgn = margin(epoch, self.cfg.m1, self.cfg.ep_T)
             opt.zero_grad()
             logs = np.zeros(4)
@@ -349,6 +363,7 @@ class Trainer:
                 loss = (l_gp + l_delta + l_bce) / self.cfg.batch
                 loss.backward()
                 logs += [float(loss.detach()), float(l_gp.detach()), float(l_delta.detach()), float(l_bce.detach())]
+            average_gradients(params, self.world)
             opt.step()
             bar.set_postfix(gp=f"{logs[1] / self.cfg.batch:.3f}", bce=f"{logs[3] / self.cfg.batch:.3f}", m=f"{mgn:.2f}")
             if step % 25 == 0:
@@ -370,9 +385,7 @@ class Trainer:
             phase, step, opt_state = 2, 0, None
         if 2 in phases and phase <= 2:
             self.phase2(step if phase == 2 else 0, opt_state if phase == 2 else None)
-        meta = {"train_config": asdict(self.cfg), "sequences": self.names}
+        meta = {"train_config": asdict(self.cfg), "sequences": self.names, "world_size": self.world}
+        if self.rank != 0:
+            return self.out / "gfrtm_final.pt"
         return save_checkpoint(self.out / "gfrtm_final.pt", "gfrtm", self.model, meta=meta, half=True)
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))

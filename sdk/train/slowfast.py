@@ -39,6 +39,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from edgevos.train.distributed import average_gradients, init_distributed
+
 from edgevos.train.gfrtm import HELDOUT, gate_probability_loss, margin, mask_iou
 
 
@@ -380,25 +382,5 @@ def _jsonable(d):
     return json.loads(json.dumps(d, default=list))
 
 
-def _init_distributed() -> Tuple[int, int]:
-    """(rank, world size); under ``torchrun`` (WORLD_SIZE > 1) joins a gloo/nccl process group."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
-
-
-def _average_gradients(params, world: int) -> None:
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad /= world
+_init_distributed = init_distributed
+_average_gradients = average_gradients
