@@ -20,6 +20,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def imagenet_normalization() -> dict:
+    """What a bundle manifest records about a stage's image input (normalised inside the stage)."""
+    return {
+        "mean": [m * 255 for m in IMAGENET_MEAN],
+        "std": [s * 255 for s in IMAGENET_STD],
+        "input": "RGB uint8 HxWx3 resized to input_size, as float32 (1,3,H,W) in 0..255",
+    }
+
+
 # ----------------------------------------------------------------------------- ResNet18
 class BasicBlock(nn.Module):
     expansion = 1

@@ -35,6 +35,7 @@ from edgevos.errors import InputError
 from edgevos.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    imagenet_normalization,
     backbone_channels,
     build_backbone,
     freeze,
@@ -256,11 +257,7 @@ class GFRTM(nn.Module):
 
     @property
     def normalization(self) -> dict:
-        return {
-            "mean": [m * 255 for m in IMAGENET_MEAN],
-            "std": [s * 255 for s in IMAGENET_STD],
-            "input": "RGB uint8 HxWx3 resized to input_size, as float32 (1,3,H,W) in 0..255",
-        }
+        return imagenet_normalization()
 
     # -- pieces -------------------------------------------------------------------------
     def encode_low(self, image):

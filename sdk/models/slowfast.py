@@ -116,7 +116,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgevos.errors import InputError
-from edgevos.models.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone, load_torchvision_weights
+from edgevos.models.backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_backbone,
+    imagenet_normalization,
+    load_torchvision_weights,
+)
 from edgevos.models.gfrtm import RRB, ReuseGate, conv
 from edgevos.programs.slowfast import PRESETS, check_preset  # torch-free: shared with the step program
 from edgevos.stages import StageSpec, TensorSpec
@@ -548,11 +554,7 @@ class SlowFastVOS(nn.Module):
     # ------------------------------------------------------------------ basics
     @property
     def normalization(self) -> dict:
-        return {
-            "mean": [m * 255 for m in IMAGENET_MEAN],
-            "std": [s * 255 for s in IMAGENET_STD],
-            "input": "RGB uint8 HxWx3 resized to input_size, as float32 (1,3,H,W) in 0..255",
-        }
+        return imagenet_normalization()
 
     def train(self, mode: bool = True):
         super().train(mode)
