@@ -40,21 +40,24 @@ def draw_overlay(rgb: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5, conto
             "pass a mask of the frame's size"
         )
     out = rgb.copy()
-    m = np.asarray(mask, dtype=np.uint8)
-    fg = (m > 0) & (m < 255)
-    if fg.any():
-        # blend only the object pixels, in integer arithmetic (a = alpha in 1/256 units)
-        a = int(round(alpha * 256))
-        ids = m[fg]
-        out[fg] = ((rgb[fg].astype(np.uint16) * (256 - a) + PALETTE[ids].astype(np.uint16) * a + 128) >> 8).astype(np.uint8)
+    m = np.ascontiguousarray(mask, dtype=np.uint8)
+    # per object id, work inside its bounding box only: typical objects cover a
+    # small part of the frame, and whole-frame fancy indexing costs ~10 ms at 480p
+    counts = cv2.calcHist([m], [0], None, [256], [0, 256]).ravel()
+    a = float(alpha)
+    for obj in np.flatnonzero(counts[1:255]) + 1:
+        binary = cv2.compare(m, int(obj), cv2.CMP_EQ)  # 0/255
+        x, y, w, h = cv2.boundingRect(binary)
+        roi, b = out[y:y + h, x:x + w], binary[y:y + h, x:x + w]
+        colour = tuple(int(v) for v in PALETTE[obj])
+        tint = np.empty_like(roi)
+        tint[:] = colour
+        blended = cv2.addWeighted(roi, 1.0 - a, tint, a, 0.0)
+        cv2.copyTo(blended, b, roi)  # in place: roi is a view of out
         if contour:
-            counts = np.bincount(ids, minlength=256)
-            for obj in np.flatnonzero(counts):
-                binary = (m == obj).view(np.uint8)
-                contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-                c = tuple(int(v) for v in PALETTE[obj])
-                edge = tuple(min(255, v + 80) for v in c)
-                cv2.drawContours(out, contours, -1, edge, 2)
+            contours, _ = cv2.findContours(b, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x, y))
+            edge = tuple(min(255, v + 80) for v in colour)
+            cv2.drawContours(out, contours, -1, edge, 2)
     if lines:
         h = rgb.shape[0]
         scale = font_scale if font_scale is not None else max(0.4, min(1.0, h / 720))
