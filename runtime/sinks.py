@@ -13,7 +13,7 @@ is idempotent; sinks are context managers.
 * ``masks://DIR[?seq=NAME]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
   each written atomically (temp + rename) by a background thread; ``close()``
   waits until every queued mask is on disk.
-* ``display://0``: an on-screen window (``autovideosink``).
+* ``display://``: an on-screen window (Wayland, X11, or a Jetson's DRM sink; chosen from the environment).
 * ``json://stats.jsonl``: one JSON line per frame (gate decision, timings, object areas).
 * ``rtsp://host:port/path``: the overlay stream pushed to an RTSP server
   (``rtspclientsink``, from gst-rtsp-server; where the plugin exists).
@@ -102,12 +102,39 @@ def _pick_encoder() -> str:
     )
 
 
+def display_sink() -> str:
+    """The video sink element for ``display://``, chosen from the session's display.
+
+    GStreamer's autovideosink picks by rank, not by what is reachable: without a
+    display it can pick waylandsink, which takes the whole process down.  So the
+    sink is chosen here from the environment: Wayland (WAYLAND_DISPLAY), X11
+    (DISPLAY), or a Jetson's DRM/EGL sinks on a console without X.
+    """
+    from edgevos.runtime.sources import has_element
+
+    if os.environ.get("WAYLAND_DISPLAY") and os.environ.get("XDG_RUNTIME_DIR") and has_element("waylandsink"):
+        return "waylandsink sync=false"
+    if os.environ.get("DISPLAY"):
+        for name in ("nv3dsink", "ximagesink", "xvimagesink", "glimagesink"):  # ximagesink needs no Xv/GL
+            if has_element(name):
+                return f"{name} sync=false"
+        raise SourceError("display://: DISPLAY is set but no X11 video sink is installed: install "
+                          "gstreamer1.0-x (ximagesink, xvimagesink)")
+    if has_element("nvdrmvideosink"):  # Jetson console without a window system
+        return "nvdrmvideosink sync=false"
+    raise SourceError(
+        "display://: there is no display to show video on (neither DISPLAY nor WAYLAND_DISPLAY with "
+        "XDG_RUNTIME_DIR is set): run in a desktop session or with X forwarding, or write the overlay to "
+        "a file (file://out.mp4) or stream it (rtsp://server:8554/path)"
+    )
+
+
 def video_sink_description(uri: URI, location: Optional[str] = None) -> str:
     """The gst-launch description (after ``appsrc name=src``) for a video sink URI."""
     from edgevos.runtime.sources import _q, has_element
 
     if uri.scheme == "display":
-        return "videoconvert ! autovideosink sync=false"
+        return f"videoconvert ! {display_sink()}"
     enc = _pick_encoder()
     parse = " ! h264parse" if has_element("h264parse") else ""
     if not parse and not enc.startswith("x264enc"):

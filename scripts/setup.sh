@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 
 APT_PKGS="gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 gstreamer1.0-plugins-ugly gstreamer1.0-libav gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
-gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 libgirepository1.0-dev libcairo2-dev pkg-config"
+gstreamer1.0-x gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 xvfb libgirepository1.0-dev libcairo2-dev pkg-config"
 
 missing=""
 for p in $APT_PKGS; do
