@@ -22,6 +22,7 @@ COMMANDS = {
     "run": ("edgevos.runtime.cli", "segment a source URI and write sinks (video, masks)"),
     "bench": ("edgevos.bench", "benchmark matrix: family x backend x precision x tau"),
     "demo": ("edgevos.demo", "the quick-start job on embedded defaults"),
+    "import-weights": ("edgevos.import_weights", "import an FRTM / Reuse_VOS ResNet18 checkpoint as an edgevos checkpoint"),
 }
 
 

@@ -23,6 +23,7 @@ refine-translator applied to the stored stride-8 refiner state ``r8``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -44,6 +45,13 @@ from edgevos.models.backbones import (
 from edgevos.stages import StageSpec, TensorSpec
 
 
+DECODERS = ("light", "frtm")
+
+#: GfrtmConfig fields of the upstream structure at the published ResNet18 widths
+#: (FRTM: 64 refiner channels, 96-channel target-model projection; Reuse_VOS: 64 key/value/output channels)
+FRTM_PRESET = dict(backbone="resnet18", decoder="frtm", decoder_dim=64, embed_dim=64, dissim_dim=64, proj_dim=96)
+
+
 @dataclass(frozen=True)
 class GfrtmConfig:
     backbone: str = "mobilenetv2"
@@ -53,6 +61,9 @@ class GfrtmConfig:
     embed_dim: int = 32  # template-matching embedding channels
     dissim_dim: int = 64  # c_f: channels of the dissimilarity features D_t
     proj_dim: int = 32  # target model projection K (FRTM: 96 for ResNet18; MobileNetV2 f16 has only 96 channels)
+    # "light": edgevos' light decoder; "frtm": the upstream structure (FRTM segmentation network,
+    # Reuse_VOS template matching / gate / translator), so upstream checkpoints load (edgevos.models.upstream)
+    decoder: str = "light"
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -65,6 +76,9 @@ class GfrtmConfig:
             raise InputError(
                 f"input_size {h}x{w} is not a positive multiple of 32: use e.g. 480x864 or 256x448"
             )
+
+        if self.decoder not in DECODERS:
+            raise InputError(f"decoder '{self.decoder}' is unknown: choose one of {sorted(DECODERS)}")
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size
@@ -233,6 +247,216 @@ class DeltaGenerator(nn.Module):
         return self.conv(d)
 
 
+# ----------------------------------------------------------------------------- upstream-structured blocks
+# Under ``decoder="frtm"`` the network after the backbone has the structure of the
+# published models (FRTM's segmentation network; Reuse_VOS' template matching, gate,
+# delta generator and translator), so their checkpoints give the same function.
+# Parameter names are edgevos'; :mod:`edgevos.models.upstream` holds the name mapping.
+def resize_to(x, ref):
+    """Bilinear resize to ``ref``'s size; the identity (no op at all) when the sizes agree."""
+    if tuple(x.shape[-2:]) == tuple(ref.shape[-2:]):
+        return x
+    return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class FrtmTSE(nn.Module):
+    """TSE (FRTM): reduce = 1x1-ReLU-1x1 to ``dim``; transform = three 3x3 convs on [reduced, score]."""
+
+    def __init__(self, cin, dim):
+        super().__init__()
+        n = dim + 1
+        self.reduce = nn.Sequential(nn.Conv2d(cin, dim, 1), nn.ReLU(), nn.Conv2d(dim, dim, 1))
+        self.transform = nn.Sequential(
+            nn.Conv2d(n, n, 3, 1, 1), nn.ReLU(), nn.Conv2d(n, n, 3, 1, 1), nn.ReLU(), nn.Conv2d(n, dim, 3, 1, 1), nn.ReLU()
+        )
+
+    def forward(self, f, score):
+        h = self.reduce(f)
+        return self.transform(torch.cat([h, resize_to(score, h)], 1)), h
+
+
+class FrtmRRB(nn.Module):
+    """RRB with BatchNorm (FRTM's ResNet18 setting): h = 1x1(x); relu(h + conv-BN-ReLU-conv(h))."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.conv1x1 = nn.Conv2d(dim, dim, 1)
+        self.residual = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, 1, 1), nn.BatchNorm2d(dim), nn.ReLU(), nn.Conv2d(dim, dim, 3, 1, 1, bias=False)
+        )
+
+    def forward(self, x):
+        h = self.conv1x1(x)
+        return F.relu(h + self.residual(h))
+
+
+class FrtmCAB(nn.Module):
+    """CAB (FRTM): global pools of both levels -> 1x1-ReLU-1x1 -> sigmoid re-weights the shallower
+    level, plus the deeper level resized to it.  The deepest level's "deeper" input is already a
+    (B, C, 1, 1) pool of its own reduced features."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.attention = nn.Sequential(nn.Conv2d(2 * dim, dim, 1), nn.ReLU(), nn.Conv2d(dim, dim, 1))
+
+    def forward(self, deeper, shallower):
+        pooled = deeper if deeper.shape[-2:] == (1, 1) else deeper.mean((2, 3), keepdim=True)
+        w = torch.sigmoid(self.attention(torch.cat([shallower.mean((2, 3), keepdim=True), pooled], 1)))
+        deeper = deeper if deeper.shape[-2:] == (1, 1) else resize_to(deeper, shallower)  # 1x1 broadcasts
+        return shallower * w + deeper
+
+
+class FrtmLevel(nn.Module):
+    """One FRTM refinement level: TSE -> RRB -> CAB(deeper) -> RRB, output at the level's own stride."""
+
+    def __init__(self, cin, dim):
+        super().__init__()
+        self.tse = FrtmTSE(cin, dim)
+        self.rrb1 = FrtmRRB(dim)
+        self.cab = FrtmCAB(dim)
+        self.rrb2 = FrtmRRB(dim)
+
+    def forward(self, f, score, deeper: Optional[torch.Tensor]):
+        h, reduced = self.tse(f, score)
+        if deeper is None:  # the deepest level attends to its own pooled features
+            deeper = reduced.mean((2, 3), keepdim=True)
+        return self.rrb2(self.cab(deeper, self.rrb1(h)))
+
+
+class Bicubic2x(nn.Module):
+    """x2 bicubic upsampling (a = -0.75, half-pixel centres, replicated borders) as fixed depthwise convs.
+
+    Output pixel 2k samples the input at k - 1/4 and 2k+1 at k + 1/4, i.e.
+    ``F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)``,
+    written with Pad/Conv/Reshape only so it exports and builds anywhere.
+    """
+
+    def __init__(self, channels):
+        super().__init__()
+        self.channels = channels
+
+        def cubic(d, a=-0.75):
+            d = abs(d)
+            return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1 if d < 1 else a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a
+
+        even = [cubic(d) for d in (1.75, 0.75, 0.25, 1.25)] + [0.0]  # taps k-2 .. k+1
+        odd = [0.0] + [cubic(d) for d in (1.25, 0.25, 0.75, 1.75)]  # taps k-1 .. k+2
+        k = torch.tensor([even, odd], dtype=torch.float32).repeat(channels, 1)  # (2C, 5)
+        self.register_buffer("kernel_w", k.view(2 * channels, 1, 1, 5), persistent=False)
+        self.register_buffer("kernel_h", k.view(2 * channels, 1, 5, 1), persistent=False)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), self.kernel_w, groups=c)  # (B, 2C, H, W)
+        x = x.view(b, c, 2, h, w).permute(0, 1, 3, 4, 2).reshape(b, c, h, 2 * w)
+        x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), self.kernel_h, groups=c)  # (B, 2C, H, 2W)
+        return x.view(b, c, 2, h, 2 * w).permute(0, 1, 3, 2, 4).reshape(b, c, 2 * h, 2 * w)
+
+
+class FrtmPredict(nn.Module):
+    """FRTM's final prediction: bicubic x2, 3x3 conv + ReLU, bicubic x2, 3x3 conv -> logits at stride 1."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.up1 = Bicubic2x(dim)
+        self.conv1 = nn.Conv2d(dim, dim // 2, 3, 1, 1)
+        self.up2 = Bicubic2x(dim // 2)
+        self.conv2 = nn.Conv2d(dim // 2, 1, 3, 1, 1)
+
+    def forward(self, x):
+        return self.conv2(self.up2(F.relu(self.conv1(self.up1(x)))))
+
+
+class FrtmTranslator(nn.Module):
+    """Reuse_VOS' translator: three dilated 3x3 convs (1/2/3) on [R_prev, delta], a 5x5 merge conv,
+    then an RRB; no activation between, no skip to R_prev."""
+
+    def __init__(self, dim, branch_dim=48):
+        super().__init__()
+        self.branches = nn.ModuleList([nn.Conv2d(dim + 1, branch_dim, 3, 1, d, dilation=d) for d in (1, 2, 3)])
+        self.merge = nn.Conv2d(3 * branch_dim, dim, 5, 1, 2)
+        self.res = FrtmRRB(dim)
+
+    def forward(self, r_prev, delta):
+        x = torch.cat([r_prev, delta], 1)
+        return self.res(self.merge(torch.cat([b(x) for b in self.branches], 1)))
+
+
+def _grouped(n, k=5):
+    return nn.Conv2d(n, n, k, 1, k // 2, groups=n // 4)
+
+
+class KeyValueTemplateMatcher(nn.Module):
+    """Reuse_VOS' template matching.
+
+    Template (first frame, never updated): value (B, V, HW) and key (B, K, HW) of
+    [f8, mask8] -> softmax over K of value @ key^T / sqrt(HW) -> (B, V, K).
+    Query: key of [f8, previous score at stride 8]; similarity = template @ key
+    (B, V, H, W); D_t = relu(blend([feat, similarity])).
+
+    The matcher keeps no previous-frame embedding: ``embed`` is a (B, 1) carrier that
+    keeps the stage signature shared with the light matcher (``gate_template`` writes
+    the template's foreground fraction, ``gate`` passes ``prev_embed`` through).
+    """
+
+    def __init__(self, c8, key_dim, value_dim, out_dim):
+        super().__init__()
+        cin = c8 + 1
+        self.template_key = nn.Sequential(nn.Conv2d(cin, key_dim, 1), nn.LeakyReLU(0.2), _grouped(key_dim))
+        self.template_value = nn.Sequential(nn.Conv2d(cin, value_dim, 1), nn.LeakyReLU(0.2), _grouped(value_dim))
+        self.query_key = nn.Sequential(nn.Conv2d(cin, key_dim, 1), _grouped(key_dim), nn.LeakyReLU(0.2))
+        self.query_feat = nn.Sequential(nn.Conv2d(cin, out_dim, 1), _grouped(out_dim), nn.LeakyReLU(0.2))
+        self.blend = nn.Sequential(_grouped(value_dim + out_dim), nn.Conv2d(value_dim + out_dim, out_dim, 1))
+
+    def template(self, f8, mask8):
+        x = torch.cat([f8, mask8], 1)
+        value = self.template_value(x).flatten(2)  # (B, V, HW)
+        key = self.template_key(x).flatten(2)  # (B, K, HW)
+        t = torch.softmax(torch.bmm(value, key.transpose(1, 2)) / math.sqrt(key.shape[-1]), dim=2)
+        return t, mask8.mean((2, 3))  # (B, V, K), (B, 1)
+
+    def forward(self, f8, score8, template, prev_embed):
+        x = torch.cat([f8, score8], 1)
+        key = self.query_key(x)
+        b, _, h, w = key.shape
+        sim = torch.bmm(template, key.flatten(2)).view(b, -1, h, w)  # (B, V, H/8, W/8)
+        return F.relu(self.blend(torch.cat([self.query_feat(x), sim], 1))), prev_embed
+
+
+def adaptive_max_pool_static(x, size: int):
+    """AdaptiveMaxPool2d(size) for a fixed input size, as slices + max (exports at any size).
+
+    Window i covers [floor(i*n/size), ceil((i+1)*n/size)), as torch's adaptive pooling;
+    max is separable, so rows are pooled first, then columns.
+    """
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+
+    def windows(n):
+        return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
+
+    if h % size == 0 and w % size == 0:
+        return F.max_pool2d(x, (h // size, w // size))
+    x = torch.cat([x[:, :, a:b].amax(2, keepdim=True) for a, b in windows(h)], 2)
+    return torch.cat([x[:, :, :, a:b].amax(3, keepdim=True) for a, b in windows(w)], 3)
+
+
+class AdaptivePoolGate(nn.Module):
+    """Reuse_VOS' gate head: maxpool to 7x7, 3x3/2 conv + BN, maxpool to 3x3, 3x3/2 conv -> 2 logits;
+    P_gate = softmax(logits)[0] (probability to reuse).  The adaptive pools run as fixed slices
+    (:func:`adaptive_max_pool_static`), exact at the stage's fixed size."""
+
+    def __init__(self, dissim_dim, hidden=16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dissim_dim, hidden, 3, 2, 1)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.conv2 = nn.Conv2d(hidden, 2, 3, 2, 0)
+
+    def forward(self, d):
+        x = self.bn1(self.conv1(adaptive_max_pool_static(d, 7)))
+        logits = self.conv2(adaptive_max_pool_static(x, 3)).flatten(1)  # (B, 2)
+        return torch.softmax(logits, 1)[:, :1]  # (B, 1)
+
+
 # ----------------------------------------------------------------------------- the model
 class GFRTM(nn.Module):
     def __init__(self, cfg: GfrtmConfig):
@@ -243,6 +467,9 @@ class GFRTM(nn.Module):
         self.backbone = freeze(build_backbone(cfg.backbone))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
+        if cfg.decoder == "frtm":
+            self._build_frtm(cfg, ch)
+            return
         # segmentation network, deep (32, 16) and shallow (8, 4) levels
         self.level32 = RefineLevel(ch["f32"], d, has_deeper=False)
         self.level16 = RefineLevel(ch["f16"], d)
@@ -254,6 +481,25 @@ class GFRTM(nn.Module):
         self.gate = ReuseGate(cfg.dissim_dim)
         self.delta = DeltaGenerator(cfg.dissim_dim)
         self.translator = RefineTranslator(d)
+
+    def _build_frtm(self, cfg: GfrtmConfig, ch: Dict[str, int]):
+        """The upstream structure: four full FRTM levels (32 -> 4), FRTM's bicubic prediction head,
+        Reuse_VOS' matcher / gate / delta / translator.  The refiner state handed from the deep to
+        the shallow levels (``r8``) is the stride-16 level's output, at stride 16 as upstream."""
+        d = cfg.decoder_dim
+        self.level32 = FrtmLevel(ch["f32"], d)
+        self.level16 = FrtmLevel(ch["f16"], d)
+        self.level8 = FrtmLevel(ch["f8"], d)
+        self.level4 = FrtmLevel(ch["f4"], d)
+        self.predict = FrtmPredict(d)
+        self.matcher = KeyValueTemplateMatcher(ch["f8"], cfg.embed_dim, cfg.embed_dim, cfg.dissim_dim)
+        self.gate = AdaptivePoolGate(cfg.dissim_dim)
+        self.delta = DeltaGenerator(cfg.dissim_dim)
+        self.translator = FrtmTranslator(d)
+
+    @property
+    def frtm(self) -> bool:
+        return self.config.decoder == "frtm"
 
     @property
     def normalization(self) -> dict:
@@ -271,10 +517,14 @@ class GFRTM(nn.Module):
         return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
     def deep_levels(self, f16, f32, score):
+        if self.frtm:
+            return self.level16(f16, score, self.level32(f32, score, None))  # (B, D, H/16, W/16)
         x = self.level32(f32, self._resize(score, f32), None)
         return self.level16(f16, score, x)  # r8: (B, D, H/8, W/8)
 
     def shallow_levels(self, f4, f8, score, r8):
+        if self.frtm:
+            return self.predict(self.level4(f4, score, self.level8(f8, score, r8)))  # logits (B, 1, H, W)
         x = self.level8(f8, self._resize(score, f8), r8)
         x = self.level4(f4, self._resize(score, f4), x)  # (B, D4, H/4, W/4)
         # logits stay at stride 4: the host resizes them once, straight to the frame's size
@@ -286,11 +536,14 @@ class GFRTM(nn.Module):
 
     def decode_reuse(self, f4, f8, r8_prev, prev_score, delta):
         score = prev_score + delta
+        if self.frtm:
+            return self.shallow_levels(f4, f8, score, self.translator(r8_prev, resize_to(delta, r8_prev)))
         r8 = self.translator(r8_prev, self._resize(delta, r8_prev))
         return self.shallow_levels(f4, f8, score, r8)
 
     def gate_forward(self, f8, prev_score, template, prev_embed):
-        d, e = self.matcher(f8, self._resize(prev_score, f8), template, prev_embed)
+        d, e = self.matcher(f8, resize_to(prev_score, f8) if self.frtm else self._resize(prev_score, f8),
+                            template, prev_embed)
         return self.gate(d), self.delta(d), e
 
     # -- stages ----------------------------------------------------------------------------
@@ -308,18 +561,26 @@ class GFRTM(nn.Module):
 
         f4, f8, f16, f32 = t("f4", ch["f4"], 4), t("f8", ch["f8"], 8), t("f16", ch["f16"], 16), t("f32", ch["f32"], 32)
         score = t("score", 1, 16)
+        if self.frtm:  # same stages and names; upstream shapes (see _build_frtm)
+            template, embed, prev_embed = (TensorSpec("template", (1, e, e)), TensorSpec("embed", (1, 1)),
+                                           TensorSpec("prev_embed", (1, 1)))
+            r_stride, logit_stride = 16, 1
+        else:
+            template, embed, prev_embed = TensorSpec("template", (1, 2 * e)), t("embed", e, 8), t("prev_embed", e, 8)
+            r_stride, logit_stride = 8, 4
         return [
             StageSpec("encoder_low", (t("image", 3, 1),), (f4, f8), "image (RGB 0..255) -> stride 4/8 features"),
             StageSpec("encoder_high", (f8,), (f16, f32), "stride 8 -> stride 16/32 features"),
-            StageSpec("gate_template", (f8, t("mask8", 1, 8)), (TensorSpec("template", (1, 2 * e)), t("embed", e, 8)),
+            StageSpec("gate_template", (f8, t("mask8", 1, 8)), (template, embed),
                       "first-frame template (fg/bg prototypes) and embedding"),
-            StageSpec("gate", (f8, t("prev_score", 1, 16), TensorSpec("template", (1, 2 * e)), t("prev_embed", e, 8)),
-                      (TensorSpec("p_gate", (1, 1)), t("delta", 1, 16), t("embed", e, 8)),
+            StageSpec("gate", (f8, t("prev_score", 1, 16), template, prev_embed),
+                      (TensorSpec("p_gate", (1, 1)), t("delta", 1, 16), embed),
                       "template matching -> reuse probability, delta score, embedding"),
-            StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 4), t("r8", d, 8)),
-                      "full segmentation network -> logits (stride 4) and stride-8 refiner state"),
-            StageSpec("decoder_reuse", (f4, f8, t("r8_prev", d, 8), t("prev_score", 1, 16), t("delta", 1, 16)),
-                      (t("logits", 1, 4),), "refine-translator + shallow levels -> logits (stride 4)"),
+            StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, logit_stride), t("r8", d, r_stride)),
+                      f"full segmentation network -> logits (stride {logit_stride}) and stride-{r_stride} refiner state"),
+            StageSpec("decoder_reuse", (f4, f8, t("r8_prev", d, r_stride), t("prev_score", 1, 16), t("delta", 1, 16)),
+                      (t("logits", 1, logit_stride),),
+                      f"refine-translator + shallow levels -> logits (stride {logit_stride})"),
         ]
 
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
