@@ -2,7 +2,7 @@
 
     edgevos export --family gfrtm --precision fp32,int8-cpu --calib test:// --out bundles/gfrtm
     edgevos export --family gfrtm --precision int8-trt --calib ../shared/data/davis2016-train \\
-        --calib-frames 200 --method percentile --keep-float decoder_reuse --out bundles/gfrtm-trt
+        --calib-frames 200 --method percentile --keep-float 'int8-trt:/features.0/*' --out bundles/gfrtm-trt
 """
 from __future__ import annotations
 
@@ -29,6 +29,35 @@ def _list(text):
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def _methods(text, flavours):
+    """--method: one method for every flavour, or 'flavour=method,...' (missing flavours: defaults)."""
+    from edgevos.export.quantize import DEFAULT_METHOD, METHODS
+
+    out = dict(DEFAULT_METHOD)
+    for item in _list(text):
+        flavour, sep, method = item.rpartition("=")
+        if method not in METHODS:
+            raise InputError(f"--method {text}: '{method}' is not one of {list(METHODS)}")
+        if sep and flavour not in DEFAULT_METHOD:
+            raise InputError(f"--method {text}: '{flavour}' is not an INT8 flavour ({list(DEFAULT_METHOD)})")
+        for f in ([flavour] if sep else list(DEFAULT_METHOD)):
+            out[f] = method
+    return {f: out[f] for f in flavours}
+
+
+def _keep_float(text, flavour):
+    """--keep-float items for one flavour: unprefixed ones plus those prefixed 'flavour:'."""
+    keep = []
+    for item in _list(text):
+        prefix, sep, rest = item.partition(":")
+        if sep and prefix in PRECISIONS:
+            if prefix == flavour:
+                keep.append(rest)
+        else:
+            keep.append(item)
+    return keep
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", default="gfrtm", help="model family (default gfrtm)")
     p.add_argument("--backbone", help="backbone override, e.g. mobilenetv2 or resnet18")
@@ -41,8 +70,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-sequences", default="", help="comma-separated sequence names for calibration (default: all but the held-out ones)")
     p.add_argument("--calib-frames", type=int, default=100, help="total calibration frames, spread over the sequences (default 100)")
     p.add_argument("--calib-samples", type=int, default=48, help="max recorded feeds per stage kept for calibration (default 48)")
-    p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"], help="activation calibration method")
-    p.add_argument("--keep-float", default="", help="comma-separated stage names or node-name patterns (fnmatch) left in float")
+    p.add_argument("--method", default=None,
+                   help="activation calibration method: minmax, entropy or percentile, for both INT8 flavours or per "
+                        "flavour (int8-cpu=minmax,int8-trt=percentile); default: each flavour's measured best "
+                        "(edgevos.export.quantize.DEFAULT_METHOD)")
+    p.add_argument("--keep-float", default="",
+                   help="comma-separated stage names or node-name patterns (fnmatch) left in float; prefix one with "
+                        "'int8-cpu:' or 'int8-trt:' to apply it to that flavour only")
     p.add_argument("--input-size", default="480x864", help="model input HxW, multiples of 32 (default 480x864)")
     p.add_argument("--heldout-sequences", default="", help="comma-separated held-out sequences for the parity report (default: the last 1-2 of the source)")
     p.add_argument("--heldout-frames", type=int, default=30, help="max frames per held-out sequence (default 30)")
@@ -65,6 +99,7 @@ def main(args) -> int:
         raise InputError(f"--precision {args.precision}: unknown {bad}; choose from {list(PRECISIONS)}")
     precisions = ["fp32"] + [p for p in precisions if p != "fp32"]
     input_size = _size(args.input_size)
+    methods = _methods(getattr(args, "method", None), [p for p in precisions if p != "fp32"])
     if args.calib_frames < 2:
         raise InputError(f"--calib-frames {args.calib_frames}: calibration needs at least 2 frames")
     out = Path(args.out)
@@ -142,9 +177,9 @@ def main(args) -> int:
     fp32 = export_stages(modules, specs, out, args.opset, real_feeds=real, report=verify)
     files = {s.name: {"fp32": fp32[s.name]} for s in specs}
     stage_precision = {}
-    quant = {"method": args.method, "keep_float": _list(args.keep_float), "stages": {}}
-    keep = _list(args.keep_float)
+    quant = {"method": methods, "keep_float": {p: _keep_float(args.keep_float, p) for p in methods}, "stages": {}}
     for precision in [p for p in precisions if p != "fp32"]:
+        keep = quant["keep_float"][precision]
         stage_precision[precision] = {}
         for spec in specs:
             samples = calset.samples.get(spec.name, [])
@@ -155,7 +190,7 @@ def main(args) -> int:
                 quant["stages"].setdefault(spec.name, {})[precision] = {"quantized": False, "reason": reason}
                 continue
             path = out / f"{spec.name}.{precision}.onnx"
-            info = quantize_stage(fp32[spec.name], path, spec, samples, precision, args.method, keep)
+            info = quantize_stage(fp32[spec.name], path, spec, samples, precision, methods[precision], keep)
             quant["stages"].setdefault(spec.name, {})[precision] = info
             if info["quantized"]:
                 files[spec.name][precision] = path
@@ -169,7 +204,7 @@ def main(args) -> int:
         normalization=dict(model.normalization),
         specs=specs,
         files=files,
-        calibration={**calset.summary, "source": args.calib, "method": args.method},
+        calibration={**calset.summary, "source": args.calib, "method": methods},
         preset=getattr(model.config, "preset", None),
         stage_precision=stage_precision,
         quantization=quant,

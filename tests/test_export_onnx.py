@@ -125,13 +125,18 @@ def test_int8_trt_qdq_placement(toy, tmp_path):
     producers = {o: n for n in model.graph.node for o in n.output}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     assert qdq
-    for n in qdq:  # symmetric: every zero point is 0, int8
+    for n in qdq:  # symmetric: every zero point is 0, int8, and present (TensorRT's explicit form)
+        assert len(n.input) == 3
         zp = inits[n.input[2]]
         assert zp.dtype == np.int8 and not zp.any()
-    # per-channel weight scales on axis 0, one per output channel
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     assert len(convs) == 3
-    for conv in convs:
+    # the 3-channel stem is a thin conv: kept in float, with the reason recorded
+    stem = next(c for c in convs if inits.get(c.input[1]) is not None and inits[c.input[1]].shape[1] == 3)
+    assert "thin Conv2d" in q["encoder"][1]["excluded_nodes"][stem.name]
+    assert inits[stem.input[1]].dtype == np.float32
+    # per-channel weight scales on axis 0, one per output channel, on every other conv
+    for conv in (c for c in convs if c is not stem):
         dq = producers[conv.input[1]]
         assert dq.op_type == "DequantizeLinear"
         axis = [a.i for a in dq.attribute if a.name == "axis"]
@@ -140,10 +145,19 @@ def test_int8_trt_qdq_placement(toy, tmp_path):
         assert w.dtype == np.int8 and inits[dq.input[1]].shape == (w.shape[0],)
         assert producers[conv.input[0]].op_type == "DequantizeLinear"  # activation Q/DQ on the input
         assert len(conv.input) < 3 or conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32  # float bias
+        # per-tensor activation scale
+        assert inits[producers[conv.input[0]].input[1]].ndim == 0
     # the residual Add gets Q/DQ on both inputs, not on its output
     add = next(n for n in model.graph.node if n.op_type == "Add")
     assert all(producers[i].op_type == "DequantizeLinear" for i in add.input)
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] == add.output[0] for n in model.graph.node)
+
+
+def test_default_methods_per_flavour(toy, tmp_path):
+    from edgevos.export.quantize import DEFAULT_METHOD
+
+    q = _quantize(toy, tmp_path, "int8-trt")
+    assert q["head"][1]["method"] == DEFAULT_METHOD["int8-trt"] == "percentile"
 
 
 def test_keep_float_patterns(toy, tmp_path):
@@ -184,13 +198,13 @@ def test_int8_cpu_keeps_conv3d_float(tmp_path):
     class Mixed(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.c3 = torch.nn.Conv3d(4, 4, (3, 3, 3), padding=(0, 1, 1))
-            self.c2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.c3 = torch.nn.Conv3d(8, 8, (3, 3, 3), padding=(0, 1, 1))
+            self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1)  # wider than THIN_CHANNELS: quantized
 
         def forward(self, clip):
             return (self.c2(torch.relu(self.c3(clip)[:, :, 0])),)
 
-    spec = StageSpec("mixed", (TensorSpec("clip", (1, 4, 3, 8, 8)),), (TensorSpec("y", (1, 4, 8, 8)),))
+    spec = StageSpec("mixed", (TensorSpec("clip", (1, 8, 3, 8, 8)),), (TensorSpec("y", (1, 8, 8, 8)),))
     paths = export_stages({"mixed": Mixed().eval()}, [spec], tmp_path)
     feeds = [spec.dummy_feeds(seed=i) for i in range(4)]
     info = quantize_stage(paths["mixed"], tmp_path / "q.onnx", spec, feeds, "int8-cpu")
@@ -208,3 +222,54 @@ def test_zero_calibration_samples_for_a_stage(toy, tmp_path):
     spec = toy["specs"][1]
     with pytest.raises(DataError, match="stage 'head' has zero calibration samples"):
         quantize_stage(toy["paths"]["head"], tmp_path / "h.onnx", spec, [], "int8-trt")
+
+
+def test_int8_cpu_thin_convs_float_bias_and_compact_file(toy, tmp_path):
+    """int8-cpu: thin convs stay FP32, biases stay float, no zero-point initializers on weights,
+    and ONNX Runtime still fuses every other conv into QLinearConv."""
+    import onnxruntime as ort
+
+    q = _quantize(toy, tmp_path, "int8-cpu")
+    path, info = q["encoder"]
+    model = onnx.load(str(path))
+    inits = _inits(model)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    thin = [k for k, r in info["excluded_nodes"].items() if "thin Conv2d" in r]
+    assert len(thin) == 1  # the 3 -> 8 stem
+    assert info["compact_bytes_saved"] > 0
+    assert not any(a.dtype == np.int32 for a in inits.values())  # float bias, no INT32 bias/zero points
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            assert len(n.input) == 2  # all-zero weight zero point dropped (its default)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    quantized = [c for c in convs if c.input[1] in producers]
+    assert len(quantized) == 2 and all(inits[c.input[2]].dtype == np.float32 for c in quantized)
+    # what ONNX Runtime makes of it: the two INT8 convs fused, the stem in FP32
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 2 and ops.count("Conv") + ops.count("FusedConv") == 1
+    # the head's 1-channel output conv is thin too: FP32, like the stem
+    hpath, hinfo = q["head"]
+    assert any("thin Conv2d" in r for r in hinfo["excluded_nodes"].values())
+
+
+def test_cli_method_and_keep_float_per_flavour():
+    from edgevos.errors import InputError
+    from edgevos.export.cli import _keep_float, _methods
+    from edgevos.export.quantize import DEFAULT_METHOD
+
+    both = ["int8-cpu", "int8-trt"]
+    assert _methods(None, both) == DEFAULT_METHOD
+    assert _methods("minmax", both) == {"int8-cpu": "minmax", "int8-trt": "minmax"}
+    assert _methods("int8-trt=entropy", both) == {"int8-cpu": DEFAULT_METHOD["int8-cpu"], "int8-trt": "entropy"}
+    assert _methods("minmax", ["int8-cpu"]) == {"int8-cpu": "minmax"}
+    with pytest.raises(InputError, match="'bogus'"):
+        _methods("bogus", both)
+    with pytest.raises(InputError, match="'int4'"):
+        _methods("int4=minmax", both)
+    text = "decoder_reuse,int8-trt:/features.0/*,int8-cpu:/predict/*"
+    assert _keep_float(text, "int8-trt") == ["decoder_reuse", "/features.0/*"]
+    assert _keep_float(text, "int8-cpu") == ["decoder_reuse", "/predict/*"]
