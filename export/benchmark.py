@@ -203,10 +203,84 @@ def bench_bundle(bundle_dir, threads: int = 1, repeat: int = 10) -> dict:
     return {"bundle": str(bundle_dir), "threads": threads, "rows": rows}
 
 
+def _session(path, threads: int):
+    ort = require("onnxruntime", "export")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def interleaved_ms(paths, feeds, threads: int = 1, repeat: int = 5, rounds: int = 5) -> list:
+    """Median latency (ms) of each ONNX file on the same feeds, timed round-robin so that
+    machine load affects all alike (median over rounds of per-round medians)."""
+    sessions = [_session(p, threads) for p in paths]
+    for s in sessions:
+        s.run(None, feeds)
+    per = [[] for _ in sessions]
+    for _ in range(rounds):
+        for k, s in enumerate(sessions):
+            t = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                s.run(None, feeds)
+                t.append((time.perf_counter() - t0) * 1e3)
+            per[k].append(statistics.median(t))
+    return [statistics.median(v) for v in per]
+
+
+def bench_compare(before_dir, after_dir, threads: int = 1, repeat: int = 10, rounds: int = 7) -> dict:
+    """Two bundles of the same model timed in one run, interleaved: every round times each
+    (bundle, stage, precision) session ``repeat`` times; a row's ms is the median over rounds
+    of the per-round medians, and its speed-up is against the same bundle's fp32 in the same
+    rounds, so machine load shifts both alike.  Also total file size per bundle and precision."""
+    from edgevos.export.bundle import load_bundle
+
+    bundles = {"before": load_bundle(before_dir), "after": load_bundle(after_dir)}
+    jobs = []
+    for tag, b in bundles.items():
+        for spec in b.specs:
+            feeds = spec.dummy_feeds(seed=0)
+            for precision in b.precisions:
+                p = b.stage_path(spec.name, precision)
+                if p is not None and p.suffix == ".onnx":
+                    jobs.append({"bundle": tag, "stage": spec.name, "precision": precision, "path": p,
+                                 "feeds": feeds, "sess": _session(p, threads), "ms": []})
+    for job in jobs:  # warm-up
+        for _ in range(2):
+            job["sess"].run(None, job["feeds"])
+    for _ in range(rounds):
+        for job in jobs:
+            t = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                job["sess"].run(None, job["feeds"])
+                t.append((time.perf_counter() - t0) * 1e3)
+            job["ms"].append(statistics.median(t))
+    med = {(j["bundle"], j["stage"], j["precision"]): statistics.median(j["ms"]) for j in jobs}
+    rows = []
+    for j in jobs:
+        key = (j["bundle"], j["stage"], j["precision"])
+        base = med.get((j["bundle"], j["stage"], "fp32"))
+        rows.append({"bundle": j["bundle"], "stage": j["stage"], "precision": j["precision"],
+                     "ms": round(med[key], 3), "speedup": round(base / med[key], 2) if base else None,
+                     "size_mb": round(j["path"].stat().st_size / 1e6, 3)})
+    sizes = {}
+    for tag, b in bundles.items():
+        for precision in b.precisions:
+            paths = [b.stage_path(s.name, precision) for s in b.specs]
+            sizes[f"{tag} {precision}"] = round(sum(p.stat().st_size for p in paths if p is not None) / 1e6, 3)
+    return {"before": str(before_dir), "after": str(after_dir), "threads": threads, "repeat": repeat,
+            "rounds": rounds, "rows": rows, "size_mb": sizes}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgevos.export.benchmark", description=__doc__.splitlines()[0])
     ap.add_argument("--resnet", metavar="HxW", help="benchmark a ResNet18-scale net at this input size")
     ap.add_argument("--bundle", help="benchmark the stages of an exported bundle")
+    ap.add_argument("--compare", metavar="BEFORE", help="with --bundle: time this other bundle in the same run, interleaved")
+    ap.add_argument("--rounds", type=int, default=7, help="with --compare: interleaved rounds (default 7)")
     ap.add_argument("--heldout", help="with --bundle: also end-to-end J&F per precision on these sequences (DIR or test://)")
     ap.add_argument("--heldout-sequences", default="", help="comma-separated sequence names")
     ap.add_argument("--frames", type=int, default=30, help="max frames per held-out sequence")
@@ -223,7 +297,14 @@ def main(argv=None) -> int:
         print(f"ResNet18-scale, {h}x{w}, ONNX Runtime CPU, {args.threads} thread(s), median of {args.repeat}")
         print_rows(r["rows"], ["stage", "variant", "ms", "speedup", "size_mb", "corr_vs_fp32"])
         results["resnet"] = r
-    if args.bundle:
+    if args.bundle and args.compare:
+        r = bench_compare(args.compare, args.bundle, args.threads, args.repeat, args.rounds)
+        print(f"before {args.compare} / after {args.bundle}, ONNX Runtime CPU, {args.threads} thread(s), "
+              f"interleaved, median of {args.rounds} rounds x {args.repeat}")
+        print_rows(r["rows"], ["bundle", "stage", "precision", "ms", "speedup", "size_mb"])
+        print("total size (MB): " + ", ".join(f"{k} {v}" for k, v in r["size_mb"].items()))
+        results["compare"] = r
+    elif args.bundle:
         r = bench_bundle(args.bundle, args.threads, args.repeat)
         print(f"bundle {args.bundle}, ONNX Runtime CPU, {args.threads} thread(s)")
         print_rows(r["rows"], ["stage", "precision", "ms", "speedup", "size_mb"])

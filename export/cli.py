@@ -85,6 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reuse-gate threshold while calibrating (< 1 so gate and reuse stages see real inputs; default 0.5)")
     p.add_argument("--min-calib-samples", type=int, default=4,
                    help="stages with fewer recorded calibration feeds stay in fp32 (default 4)")
+    p.add_argument("--no-speed-check", action="store_true",
+                   help="keep every int8-cpu stage even where it times slower than FP32 here (default: such a stage stays FP32)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--threads", type=int, default=1, help="threads for PyTorch and ONNX Runtime (default 1)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity report (FP32 verification still runs)")
@@ -192,6 +194,17 @@ def main(args) -> int:
             path = out / f"{spec.name}.{precision}.onnx"
             info = quantize_stage(fp32[spec.name], path, spec, samples, precision, methods[precision], keep)
             quant["stages"].setdefault(spec.name, {})[precision] = info
+            if info["quantized"] and precision == "int8-cpu" and not args.no_speed_check:
+                # int8-cpu exists to be faster: keep FP32 for a stage where it is not (measured here)
+                from edgevos.export.benchmark import interleaved_ms
+
+                fp_ms, q_ms = interleaved_ms([fp32[spec.name], path], samples[0], threads=max(1, int(args.threads)))
+                info["speed_check_ms"] = {"fp32": round(fp_ms, 3), "int8-cpu": round(q_ms, 3)}
+                if q_ms >= fp_ms:
+                    info["used"] = "fp32"
+                    info["reason"] = f"INT8 {q_ms:.3f} ms >= FP32 {fp_ms:.3f} ms on this machine"
+                    path.unlink()
+                    info["quantized"] = False
             if info["quantized"]:
                 files[spec.name][precision] = path
             else:

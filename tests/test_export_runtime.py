@@ -251,3 +251,35 @@ def test_trt_engines_match_ort(toy_bundle, tmp_path):
                 got = trt.run(spec.name, feeds)[name]
                 assert np.corrcoef(r.ravel(), got.ravel())[0, 1] > 0.99
         trt.close()
+
+
+def test_benchmark_compare_two_bundles(toy_bundle):
+    """Before/after timing in one interleaved run: rows per bundle, speed-up vs the same bundle's fp32."""
+    from edgevos.export.benchmark import bench_compare
+
+    r = bench_compare(toy_bundle, toy_bundle, threads=1, repeat=1, rounds=1)
+    keys = {(row["bundle"], row["stage"], row["precision"]) for row in r["rows"]}
+    for tag in ("before", "after"):
+        for stage in ("encoder", "head"):
+            assert {(tag, stage, p) for p in ("fp32", "int8-cpu", "int8-trt")} <= keys
+    assert all(row["speedup"] == 1.0 for row in r["rows"] if row["precision"] == "fp32")
+    assert r["size_mb"]["before int8-cpu"] == r["size_mb"]["after int8-cpu"] > 0
+
+
+def test_int8_cpu_stage_slower_than_fp32_stays_fp32(tmp_path, monkeypatch):
+    """The export times each int8-cpu stage against FP32 and keeps FP32 where INT8 is not faster."""
+    from edgevos.export import benchmark
+    from edgevos.export.bundle import load_bundle
+
+    register_toy_family(monkeypatch)
+    monkeypatch.setattr(benchmark, "interleaved_ms", lambda paths, feeds, threads=1: [1.0, 2.0] if "head" in str(paths[0]) else [2.0, 1.0])
+    out = tmp_path / "toy"
+    rc = cli(["export", "--family", "toy", "--precision", "int8-cpu", "--calib", "test://3", "--calib-frames", "12",
+              "--input-size", "64x96", "--no-parity", "--out", str(out), "--quiet"])
+    assert rc == 0
+    b = load_bundle(out)
+    assert b.stage_precision("head", "int8-cpu") == "fp32"
+    assert b.stage_precision("encoder", "int8-cpu") == "int8-cpu"
+    info = b.manifest["quantization"]["stages"]["head"]["int8-cpu"]
+    assert info["used"] == "fp32" and "INT8 2.000 ms >= FP32 1.000 ms" in info["reason"]
+    assert b.manifest["quantization"]["stages"]["encoder"]["int8-cpu"]["speed_check_ms"] == {"fp32": 2.0, "int8-cpu": 1.0}
