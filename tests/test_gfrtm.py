@@ -203,3 +203,31 @@ def test_real_davis_sequence_end_to_end(davis_root, mobilenet_weights):
     out = run_sequence(Session.from_model(m, tau=0.7, num_augmentations=1), seq)
     assert len(out["masks"]) == 6 and out["masks"][0].shape == (480, 854)
     assert out["eval"]["object_ids"] == [1]
+
+
+def test_refiner_stride_16_moves_only_the_upsampling(model):
+    """refiner_stride=16 stores and translates the refiner state before the x2 upsampling
+    (as Reuse_VOS): the full path is unchanged, the stored state and the translator are 4x smaller."""
+    m16 = get_family("gfrtm").build(input_size=SIZE, refiner_stride=16)
+    m16.load_state_dict(model.state_dict())
+    specs = {s.name: s for s in m16.stage_specs()}
+    h, w = SIZE
+    assert specs["decoder_full"].outputs[1].shape == (1, model.config.decoder_dim, h // 16, w // 16)
+    assert specs["decoder_reuse"].inputs[2].shape == (1, model.config.decoder_dim, h // 16, w // 16)
+    feeds = specs["decoder_full"].dummy_feeds(1)
+    args = [torch.from_numpy(feeds[n]) for n in specs["decoder_full"].input_names]
+    with torch.inference_mode():
+        la, r8 = model.decode_full(*args)
+        lb, r16 = m16.decode_full(*args)
+        assert torch.equal(la, lb)
+        up = torch.nn.functional.interpolate(r16, scale_factor=2.0, mode="bilinear", align_corners=False)
+        assert torch.allclose(up, r8, atol=1e-6)
+    # the step program runs both paths on the stride-16 state
+    seq = _frames()
+    s = Session.from_model(m16, tau=0.0, num_augmentations=0, max_reuse=2)
+    s.start(seq.frame(0), seq.mask(0))
+    reused = [s.step(seq.frame(i)).reused for i in range(1, len(seq))]
+    assert True in reused and False in reused
+    assert s.program.objects[0].r8.shape[-2:] == (h // 16, w // 16)
+    with pytest.raises(InputError, match="refiner_stride"):
+        get_family("gfrtm").build(input_size=SIZE, refiner_stride=4)

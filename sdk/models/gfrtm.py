@@ -64,6 +64,11 @@ class GfrtmConfig:
     # "light": edgevos' light decoder; "frtm": the upstream structure (FRTM segmentation network,
     # Reuse_VOS template matching / gate / translator), so upstream checkpoints load (edgevos.models.upstream)
     decoder: str = "light"
+    # light decoder: stride of the refiner state stored on computed frames and translated on
+    # reused ones.  8 = after the stride-16 level's x2 upsampling; 16 = before it, as Reuse_VOS
+    # stores and translates it (the refine-translator then costs a quarter).  Same decode_full
+    # either way: only the place of one x2 upsampling moves.  ("frtm" is always 16.)
+    refiner_stride: int = 8
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -79,6 +84,8 @@ class GfrtmConfig:
 
         if self.decoder not in DECODERS:
             raise InputError(f"decoder '{self.decoder}' is unknown: choose one of {sorted(DECODERS)}")
+        if self.refiner_stride not in (8, 16):
+            raise InputError(f"refiner_stride {self.refiner_stride} is not supported: use 8 or 16")
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size
@@ -139,12 +146,12 @@ class RefineLevel(nn.Module):
         self.cab = CAB(dim) if has_deeper else None
         self.rrb = RRB(dim)
 
-    def forward(self, f, score, deeper: Optional[torch.Tensor]):
+    def forward(self, f, score, deeper: Optional[torch.Tensor], upsample: bool = True):
         x = self.tse(f, score)
         if self.cab is not None:
             x = self.cab(deeper, x)
         x = self.rrb(x)
-        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False) if upsample else x
 
 
 class LightLevel(nn.Module):
@@ -520,11 +527,14 @@ class GFRTM(nn.Module):
         if self.frtm:
             return self.level16(f16, score, self.level32(f32, score, None))  # (B, D, H/16, W/16)
         x = self.level32(f32, self._resize(score, f32), None)
-        return self.level16(f16, score, x)  # r8: (B, D, H/8, W/8)
+        # the refiner state: (B, D, H/8, W/8), or (B, D, H/16, W/16) before the x2 upsampling
+        return self.level16(f16, score, x, upsample=self.config.refiner_stride == 8)
 
     def shallow_levels(self, f4, f8, score, r8):
         if self.frtm:
             return self.predict(self.level4(f4, score, self.level8(f8, score, r8)))  # logits (B, 1, H, W)
+        if self.config.refiner_stride == 16:
+            r8 = F.interpolate(r8, scale_factor=2.0, mode="bilinear", align_corners=False)
         x = self.level8(f8, self._resize(score, f8), r8)
         x = self.level4(f4, self._resize(score, f4), x)  # (B, D4, H/4, W/4)
         # logits stay at stride 4: the host resizes them once, straight to the frame's size
@@ -567,7 +577,7 @@ class GFRTM(nn.Module):
             r_stride, logit_stride = 16, 1
         else:
             template, embed, prev_embed = TensorSpec("template", (1, 2 * e)), t("embed", e, 8), t("prev_embed", e, 8)
-            r_stride, logit_stride = 8, 4
+            r_stride, logit_stride = cfg.refiner_stride, 4
         return [
             StageSpec("encoder_low", (t("image", 3, 1),), (f4, f8), "image (RGB 0..255) -> stride 4/8 features"),
             StageSpec("encoder_high", (f8,), (f16, f32), "stride 8 -> stride 16/32 features"),

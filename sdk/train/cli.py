@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training resolution HxW, multiple of 32 (default 256x448 gfrtm, 128x224 slowfast)")
     p.add_argument("--backbone", default="mobilenetv2", choices=["mobilenetv2", "resnet18"])
     p.add_argument("--backbone-weights", default=None, help="torchvision ImageNet state dict for the backbone")
+    p.add_argument("--refiner-stride", type=int, default=8, choices=[8, 16],
+                   help="gfrtm: stride at which the refine-translator works (16: as Reuse_VOS, 4x cheaper)")
+    p.add_argument("--init", default=None,
+                   help="gfrtm: start from this checkpoint's segmentation network (e.g. with --phases 2)")
     p.add_argument("--phase1-steps", type=int, default=3000)
     p.add_argument("--phase2-steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=None, help="samples per step (default 4 gfrtm, 2 slowfast)")
@@ -63,7 +67,7 @@ def main(args) -> int:
                       phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, batch=args.batch,
                       lr1=args.lr1, lr2=args.lr2, m1=args.m1, m2=args.m2, ep_T=args.ep_T,
                       epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
-                      max_frames_per_sequence=args.max_frames)
+                      max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init)
     path = Trainer(cfg).run(phases=tuple(int(p) for p in args.phases.split(",")))
     print(f"trained weights: {path}")
     return 0
@@ -83,7 +87,7 @@ def _main_slowfast(args) -> int:
                       freeze=args.freeze, fast_gray=args.fast_gray, steps=args.steps, batch=args.batch or 2,
                       clip_len=args.clip_len, lr=args.lr, random_scale=args.random_scale, m1=args.m1, m2=args.m2,
                       ep_T=args.ep_T, epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
-                      max_frames_per_sequence=args.max_frames)
+                      max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init)
     path = Trainer(cfg).run()
     print(f"trained weights: {path}")
     return 0

@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from edgevos.errors import InputError
 from edgevos.train.distributed import average_gradients, init_distributed
 
 # Sequences of ../shared/data/davis2016-train never used for training: validation.
@@ -42,6 +43,8 @@ class TrainConfig:
     input_size: Tuple[int, int] = (256, 448)
     backbone: str = "mobilenetv2"
     backbone_weights: Optional[str] = None
+    refiner_stride: int = 8  # GfrtmConfig.refiner_stride: 16 translates the refiner state at stride 16
+    init: Optional[str] = None  # start from this checkpoint's weights (e.g. phase 1 of an earlier run)
     phase1_steps: int = 3000
     phase2_steps: int = 2000
     batch: int = 4
@@ -191,7 +194,10 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         from edgevos.models.gfrtm import build_gfrtm
 
-        self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights)
+        self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
+                                 refiner_stride=cfg.refiner_stride)
+        if cfg.init:
+            self._init_from(cfg.init)
         self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
 
     # -- data
@@ -249,6 +255,24 @@ class Trainer:
 
         a = a[..., ::-1] if flip else a
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+
+    def _init_from(self, path):
+        """Take the segmentation network (phase 1) from an edgevos gfrtm checkpoint or a
+        training checkpoint; the reuse-path modules (phase 2) keep their fresh initialisation."""
+        import torch
+
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        state = ck.get("state_dict", ck.get("model"))
+        if not isinstance(state, dict):
+            raise InputError(f"--init {path}: not an edgevos gfrtm checkpoint or training checkpoint")
+        phase1 = ("level32.", "level16.", "level8.", "level4.", "predict.")
+        own = self.model.state_dict()
+        take = {k: v.float() for k, v in state.items() if k.startswith(phase1)}
+        bad = [k for k, v in take.items() if k not in own or own[k].shape != v.shape]
+        if bad or not take:
+            raise InputError(f"--init {path}: segmentation-network weights do not fit this model "
+                             f"({bad[:3] or 'none found'}); use a checkpoint of the same backbone and widths")
+        self.model.load_state_dict(take, strict=False)
 
     # -- checkpoints
     def save(self, phase, step, opt):
