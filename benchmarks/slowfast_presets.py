@@ -38,7 +38,7 @@ def train(preset: str, args) -> Path:
 
 def evaluate(preset: str, weights: Path, args) -> dict:
     out = Path(args.runs) / preset / "eval"
-    res = out / "results.json"
+    res = out / "model_eval.json"
     if not res.is_file() or args.reeval:
         cmd = [sys.executable, "-m", "edgevos", "eval", "--family", "slowfast", "--weights", str(weights),
                "--tau", f"1,{args.tau}", "--max-reuse", str(args.max_reuse), "--davis", args.davis,
@@ -52,9 +52,13 @@ def model_facts(preset: str, weights: Path) -> dict:
     """Parameter count and slow/fast frame counts of a trained preset."""
     from edgevos.models.slowfast import build_slowfast
 
+    from edgevos.models.weights import load_checkpoint
+
+    meta = load_checkpoint("slowfast", str(weights)).get("meta", {}) or {}
     model = build_slowfast(weights=str(weights), input_size=(128, 224))
     return {"params_M": sum(t.numel() for t in model.parameters()) / 1e6,
-            "slow_frames": model.config.slow_frames, "fast_frames": model.config.fast_frames}
+            "slow_frames": model.config.slow_frames, "fast_frames": model.config.fast_frames,
+            "train_steps": (meta.get("train_config") or {}).get("steps")}
 
 
 def main(argv=None) -> int:
@@ -87,11 +91,11 @@ def main(argv=None) -> int:
                          "per_sequence_JF": {s["sequence"]: 100 * (s["J"] + s["F"]) / 2 for s in r["sequences"]}})
     if not rows:
         return 0
-    print(f"\nSlowFast-VOS presets, {args.steps} training steps each, held-out: {args.sequences}\n")
-    print("| preset | slow/fast frames | params M | tau | max reuse | J&F | J | F | reuse | FPS |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\nSlowFast-VOS presets, held-out: {args.sequences}\n")
+    print("| preset | slow/fast frames | train steps | params M | tau | max reuse | J&F | J | F | reuse | FPS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['preset']} | {r['slow_frames']}/{r['fast_frames']} | {r['params_M']:.2f} | {r['tau']:g} | "
+        print(f"| {r['preset']} | {r['slow_frames']}/{r['fast_frames']} | {r['train_steps']} | {r['params_M']:.2f} | {r['tau']:g} | "
               f"{r['max_reuse'] or '-'} | {r['J&F']:.1f} | {r['J']:.1f} | {r['F']:.1f} | {r['reuse_rate']:.2f} | "
               f"{r['fps']:.1f} |")
     if args.json:
