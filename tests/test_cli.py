@@ -69,3 +69,19 @@ def test_doctor_via_cli_main(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out
     assert "numpy" in out and "cpu features" in out and "avx512_vnni" in out
+
+
+def test_train_arguments_build_both_families_configs():
+    """Every `edgevos train` option reaches its family's TrainConfig (and no other family's)."""
+    pytest.importorskip("torch")
+    from edgevos.cli import build_parser
+    from edgevos.train.cli import gfrtm_config, slowfast_config
+
+    p = build_parser()
+    a = p.parse_args(["train", "gfrtm", "--davis", "D", "--refiner-stride", "16", "--init", "x.pt",
+                      "--phase2-steps", "7", "--batch", "3"])
+    g = gfrtm_config(a)
+    assert (g.refiner_stride, g.init, g.phase2_steps, g.batch, g.input_size) == (16, "x.pt", 7, 3, (256, 448))
+    a = p.parse_args(["train", "slowfast", "--preset", "1-7", "--davis", "D", "--steps", "9"])
+    s = slowfast_config(a)
+    assert (s.preset, s.steps, s.input_size, s.batch) == ("1-7", 9, (128, 224), 2)

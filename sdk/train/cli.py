@@ -55,8 +55,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     if args.family == "slowfast":
-        return _main_slowfast(args)
-    from edgevos.train.gfrtm import HELDOUT, TrainConfig, Trainer
+        from edgevos.train.slowfast import Trainer
+
+        path = Trainer(slowfast_config(args)).run()
+    else:
+        from edgevos.train.gfrtm import Trainer
+
+        path = Trainer(gfrtm_config(args)).run(phases=tuple(int(p) for p in args.phases.split(",")))
+    print(f"trained weights: {path}")
+    return 0
+
+
+def gfrtm_config(args):
+    """The gfrtm TrainConfig for parsed ``edgevos train gfrtm`` arguments."""
+    from edgevos.train.gfrtm import HELDOUT, TrainConfig
 
     heldout = tuple(s for s in args.heldout.split(",") if s) if args.heldout is not None else HELDOUT
     args.out = args.out or "runs/gfrtm"
@@ -68,17 +80,16 @@ def main(args) -> int:
                       lr1=args.lr1, lr2=args.lr2, m1=args.m1, m2=args.m2, ep_T=args.ep_T,
                       epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
                       max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init)
-    path = Trainer(cfg).run(phases=tuple(int(p) for p in args.phases.split(",")))
-    print(f"trained weights: {path}")
-    return 0
+    return cfg
 
 
-def _main_slowfast(args) -> int:
+def slowfast_config(args):
+    """The slowfast TrainConfig for parsed ``edgevos train slowfast`` arguments."""
     from edgevos.programs.slowfast import check_preset
 
     check_preset(args.preset)  # a wrong name fails before torch loads
     from edgevos.train.gfrtm import HELDOUT
-    from edgevos.train.slowfast import TrainConfig, Trainer
+    from edgevos.train.slowfast import TrainConfig
 
     heldout = tuple(s for s in args.heldout.split(",") if s) if args.heldout is not None else HELDOUT
     cfg = TrainConfig(out=args.out or f"runs/slowfast-{args.preset}", davis=tuple(args.davis), heldout=heldout,
@@ -87,7 +98,5 @@ def _main_slowfast(args) -> int:
                       freeze=args.freeze, fast_gray=args.fast_gray, steps=args.steps, batch=args.batch or 2,
                       clip_len=args.clip_len, lr=args.lr, random_scale=args.random_scale, m1=args.m1, m2=args.m2,
                       ep_T=args.ep_T, epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
-                      max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init)
-    path = Trainer(cfg).run()
-    print(f"trained weights: {path}")
-    return 0
+                      max_frames_per_sequence=args.max_frames)
+    return cfg
