@@ -93,7 +93,7 @@ def io_cpu_costs(args, frames, mask, out_dir: Path) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", required=True)
-    ap.add_argument("--source", default=f"file://{DEFAULT_CLIP}")
+    ap.add_argument("--source", default=f"file://{os.path.relpath(DEFAULT_CLIP)}")
     ap.add_argument("--sinks", nargs="*", default=["file://{out}/overlay.mp4", "masks://{out}/masks"])
     ap.add_argument("--box", default=None, help="x,y,w,h of the object (default: centre third of the frame)")
     ap.add_argument("--frames", type=int, default=80)
