@@ -43,6 +43,10 @@ def _check_first_mask(mask, rgb: np.ndarray) -> np.ndarray:
     return m
 
 
+#: GIL switch interval while a pipeline runs (Python's default is 5 ms)
+SWITCH_INTERVAL_S = 0.001
+
+
 def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frames: Optional[int] = None,
                  warmup: int = 10, status: Optional[Callable[[str], None]] = None, status_every: float = 0.5,
                  power=None, handle_signals: bool = True, stop_event: Optional[threading.Event] = None) -> dict:
@@ -59,6 +63,10 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
 
     stats = RunStats(warmup)
     state = {"stopped_by": None}
+    # the sink and source threads hand the GIL back within 1 ms instead of Python's default
+    # 5 ms, so the inference loop does not stall behind a writer thread (restored on return)
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(old_switch, SWITCH_INTERVAL_S))
     stop_event = stop_event or threading.Event()
 
     def on_signal(signum, _frame):
@@ -140,6 +148,7 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
         power_summary = power.stop(frames=len(stats.steady())) if power is not None else None
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        sys.setswitchinterval(old_switch)
     if pending is not None:
         raise pending
     stopped_by = state["stopped_by"] or "end of stream"

@@ -394,3 +394,33 @@ def test_software_source_pipelines_parse(Gst, uri):
     assert (p.get_by_name("leak") is not None) == live
     assert sink.get_property("drop") is live
     assert sink.get_property("max-buffers") == (1 if live else 4)
+
+
+def _decoder_threads(src):
+    from edgevos.runtime.sources import gst
+
+    found = []
+    it = src._pipeline.iterate_recurse()
+    while True:
+        ok, el = it.next()
+        if ok != gst().IteratorResult.OK:
+            break
+        f = el.get_factory()
+        if f is not None and f.get_name().startswith("avdec_"):
+            found.append(el.get_property("max-threads"))
+    return found
+
+
+def test_software_decoder_threads_default_to_one_and_are_settable(Gst, clip):
+    from edgevos.runtime.sources import open_source
+
+    src = open_source(f"file://{clip}")
+    next(iter(src))  # the decoder exists once the stream is typed
+    assert _decoder_threads(src) == [1]
+    src.close()
+    src = open_source(f"file://{clip}?decode-threads=0")
+    next(iter(src))
+    assert _decoder_threads(src) == [0]
+    src.close()
+    with pytest.raises(InputError, match="decode-threads"):
+        open_source(f"file://{clip}?decode-threads=many")

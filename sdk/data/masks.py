@@ -99,6 +99,48 @@ def read_mask(path) -> np.ndarray:
     raise DataError(f"mask {path} has unsupported PNG mode {mode!r}; use an indexed or grayscale PNG")
 
 
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+_PLTE = _chunk(b"PLTE", DAVIS_PALETTE.astype(np.uint8).tobytes())
+
+
+def encode_indexed_png(ids: np.ndarray) -> bytes:
+    """An (H, W) uint8 id map as an indexed PNG with the DAVIS palette.
+
+    OpenCV encodes the pixels as an 8-bit grayscale PNG (zlib level 1, with the
+    GIL released, so a writer thread does not stall inference); an 8-bit
+    palette image stores exactly the same IDAT bytes, so the result is that file
+    with colour type 3 in IHDR and a PLTE chunk added.  Pillow, OpenCV and the
+    DAVIS tools read it back as the same ids.
+    """
+    import struct
+    import zlib
+
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(ids, dtype=np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise DataError("OpenCV could not encode the mask as PNG")
+    raw = buf.tobytes()
+    if raw[:8] != _PNG_SIG or raw[12:16] != b"IHDR":
+        raise DataError("unexpected PNG layout from OpenCV's encoder")
+    (n,) = struct.unpack(">I", raw[8:12])
+    ihdr = bytearray(raw[16:16 + n])
+    if ihdr[8] != 8 or ihdr[9] != 0:
+        raise DataError(f"expected an 8-bit grayscale PNG from OpenCV, got bit depth {ihdr[8]} colour type {ihdr[9]}")
+    ihdr[9] = 3  # palette
+    rest = raw[16 + n + 4:]  # after IHDR's CRC
+    return raw[:8] + _chunk(b"IHDR", bytes(ihdr)) + _PLTE + rest
+
+
 def write_mask(path, mask: np.ndarray) -> None:
     """Write an id map as an indexed PNG with the DAVIS palette.
 
@@ -106,7 +148,6 @@ def write_mask(path, mask: np.ndarray) -> None:
     place with ``os.replace``, so readers never see a half-written mask.
     Missing parent folders are created.
     """
-    from PIL import Image
 
     arr = np.asarray(mask)
     if arr.ndim != 2:
@@ -123,14 +164,11 @@ def write_mask(path, mask: np.ndarray) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.fromarray(arr)  # "L"; putpalette turns it into "P" keeping the values
-    image.putpalette(DAVIS_PALETTE.reshape(-1).tolist())
+    data = encode_indexed_png(arr)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            # level 1: masks are mostly flat, so this is nearly as small as the default
-            # level and several times faster (it runs once per frame in the runtime)
-            image.save(fh, format="PNG", compress_level=1)
+            fh.write(data)
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; masks are ordinary files
         os.replace(tmp, path)
     except BaseException:
