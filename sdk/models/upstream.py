@@ -116,9 +116,7 @@ def _safe_load(path: Path):
     """``torch.load(weights_only=True)``; the training loops also pickle their statistics
     (``defaultdict(lib.utils.AverageMeter)``): those two names load as inert empty values,
     nothing else outside tensors and plain containers is accepted."""
-    import pickle
-
-    import torch
+    from edgevos.models.weights import safe_load
 
     class _Discarded:  # stands for a training-statistics object; its state is dropped
         def __setstate__(self, state):
@@ -128,18 +126,9 @@ def _safe_load(path: Path):
         return collections.OrderedDict()
 
     allowed = [(_Discarded, "lib.utils.AverageMeter"), (_empty_dict, "collections.defaultdict")]
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"refused to load '{path}': it holds Python objects other than tensors and plain containers "
-            f"({last}); its code was never executed. Save its state dict alone from a trusted copy "
-            f"(torch.save(ckpt['model'], 'state.pth')) and import that"
-        ) from None
-    except Exception as exc:
-        raise InputError(f"cannot read '{path}' as a PyTorch checkpoint: {exc}") from exc
+    return safe_load(path, "upstream checkpoint",
+                     "Save its state dict alone from a trusted copy (torch.save(ckpt['model'], 'state.pth')) "
+                     "and import that", safe_globals=allowed)
 
 
 def _unwrap(obj, source: str) -> Dict[str, "object"]:

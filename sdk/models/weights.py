@@ -32,24 +32,36 @@ def resolve(family: str, weights) -> Path:
     return candidate
 
 
-def load_checkpoint(family: str, weights) -> dict:
-    import torch
-
-    path = resolve(family, weights)
+def safe_load(path, what: str, fix: str, safe_globals=()):
+    """``torch.load(weights_only=True)`` with errors that say what happened: a file with
+    Python objects beyond tensors and plain containers is refused (its code never runs;
+    ``fix`` says what to do instead); anything unreadable names the file.
+    ``safe_globals``: extra (object, name) pairs allowed while unpickling."""
     import pickle
 
+    import torch
+
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(safe_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's text suggests weights_only=False, i.e. running the file's code: never do that
         first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"refused to load checkpoint '{path}': it holds Python objects other than tensors and plain "
-            f"containers ({first}); its code was never executed. Use a state-dict checkpoint saved by edgevos "
-            f"(edgevos.models.weights.save_checkpoint) from a source you trust"
+            f"refused to load {what} '{path}': it holds Python objects other than tensors and plain "
+            f"containers ({first}); its code was never executed. {fix}"
         ) from None
     except Exception as exc:
-        raise InputError(f"cannot load checkpoint '{path}': {exc}. It must be a state-dict checkpoint saved by edgevos") from exc
+        raise InputError(f"cannot load {what} '{path}': {exc}. {fix}") from exc
+
+
+def load_checkpoint(family: str, weights) -> dict:
+    import torch
+
+    path = resolve(family, weights)
+    ckpt = safe_load(path, "checkpoint",
+                     "Use a state-dict checkpoint saved by edgevos (edgevos.models.weights.save_checkpoint) "
+                     "from a source you trust")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise InputError(f"'{path}' is not an edgevos checkpoint (no 'state_dict')")
     if ckpt.get("family", family) != family:
