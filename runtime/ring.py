@@ -1,10 +1,13 @@
 """Preallocated ring buffers that hand out contiguous windows without copying.
 
-The mirrored-buffer trick: storage holds ``2 * capacity`` slots and every item
-is written twice, at ``i`` and ``i + capacity``.  The last ``k`` items then
-always sit contiguously at ``[head + capacity - k, head + capacity)``, so
-``window(k)`` is a plain numpy slice (a view), and ``window(k, stride)`` is a
-strided slice of it (still a view).  ``push`` is O(1): two slot copies.
+A sliding buffer: storage holds ``SLACK * capacity`` slots and items are written
+one after another; the last ``k`` items always sit contiguously at
+``[end - k, end)``, so ``window(k)`` is a plain numpy slice (a view), and
+``window(k, stride)`` a strided slice of it (still a view).  When the write
+position reaches the end of the storage, the newest ``capacity - 1`` items move
+to the front (one block copy).  ``push`` is O(1): one slot copy, plus the move
+amortised over ``(SLACK - 1) * capacity + 1`` pushes, so about 1.3 slot copies per
+push with ``SLACK = 4`` (a mirrored buffer, which writes every item twice, needs 2).
 
 A streaming model keeps one buffer per pathway (and per cached activation)::
 
@@ -26,6 +29,9 @@ from edgevos.errors import InputError
 
 Shape = Tuple[int, ...]
 
+#: storage slots per capacity slot (see the module docs)
+SLACK = 4
+
 
 class RingBuffer:
     """Fixed-capacity FIFO of equally shaped arrays with zero-copy windows.
@@ -44,8 +50,8 @@ class RingBuffer:
         self.capacity = int(capacity)
         self.item_shape: Shape = shape
         self.dtype = np.dtype(dtype)
-        self._data = np.zeros((2 * self.capacity,) + shape, dtype=self.dtype)
-        self._head = 0  # slot the next push writes (in [0, capacity))
+        self._data = np.zeros((SLACK * self.capacity,) + shape, dtype=self.dtype)
+        self._end = 0  # one past the latest item; the next push writes here
         self._count = 0
         self.pushes = 0  # total pushes since creation / clear
 
@@ -58,17 +64,21 @@ class RingBuffer:
                 f"ring buffer item has shape {a.shape} but the buffer holds {self.item_shape}: "
                 "push arrays of the buffer's item shape"
             )
-        h = self._head
-        self._data[h] = a
-        self._data[h + self.capacity] = a
-        self._head = h + 1 if h + 1 < self.capacity else 0
+        end = self._end
+        if end == len(self._data):  # slide: keep the newest capacity - 1 items at the front
+            keep = self.capacity - 1
+            if keep:
+                self._data[:keep] = self._data[end - keep:end]
+            end = keep
+        self._data[end] = a
+        self._end = end + 1
         if self._count < self.capacity:
             self._count += 1
         self.pushes += 1
 
     def clear(self) -> None:
         """Forget every item (storage is kept, not reallocated)."""
-        self._head = 0
+        self._end = 0
         self._count = 0
         self.pushes = 0
 
@@ -89,7 +99,7 @@ class RingBuffer:
         """The most recent item (a view)."""
         if self._count == 0:
             raise InputError("ring buffer is empty: push an item before reading 'latest'")
-        return self._data[self._head + self.capacity - 1]
+        return self._data[self._end - 1]
 
     def window(self, k: int, stride: int = 1) -> np.ndarray:
         """The last ``k`` items taken every ``stride``-th, oldest first; a view.
@@ -108,7 +118,7 @@ class RingBuffer:
                 f"{self._count} (capacity {self.capacity}): push more items first or ask for a "
                 "smaller window"
             )
-        end = self._head + self.capacity  # one past the latest item
+        end = self._end  # one past the latest item
         return self._data[end - span:end:int(stride)]
 
     def __iter__(self) -> Iterator[np.ndarray]:

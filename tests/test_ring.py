@@ -88,8 +88,24 @@ def test_ring_buffers_from_specs():
         rings.push({"fast": np.full((2, 3, 4), i, np.float32), "slow": np.full(5, i, np.float16)})
     assert rings["fast"].window(3, stride=3)[:, 0, 0, 0].tolist() == [3, 6, 9]
     assert rings["slow"].window(3)[:, 0].tolist() == [7, 8, 9]
-    assert rings.nbytes == 2 * (8 * 24 * 4 + 3 * 5 * 2)
+    from edgevos.runtime.ring import SLACK
+
+    assert rings.nbytes == SLACK * (8 * 24 * 4 + 3 * 5 * 2)
     with pytest.raises(InputError, match="no ring buffer named 'mid'"):
         rings["mid"]
     rings.clear()
     assert len(rings["fast"]) == 0
+
+
+def test_capacity_one_and_slides_keep_order():
+    """Capacity 1 (nothing to keep when the storage slides) and many slides in a row."""
+    rb = RingBuffer(1, (3,), "float32")
+    for i in range(25):
+        rb.push(np.full(3, i, np.float32))
+        assert len(rb) == 1 and rb.latest[0] == i and rb.window(1)[0, 0] == i
+    rb = RingBuffer(3, (), "int64")
+    for i in range(100):
+        rb.push(np.int64(i))
+        if i >= 2:
+            assert rb.window(3).tolist() == [i - 2, i - 1, i]
+            assert rb.window(2, 2).tolist() == [i - 2, i]
