@@ -1,8 +1,8 @@
 """rtsp:// output end to end: the overlay video is pushed with rtspclientsink (RTSP
 RECORD) to a local gst-rtsp-server, which writes what it receives to a file that
 is decoded again."""
-import socket
-import threading
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -11,7 +11,29 @@ import pytest
 pytestmark = pytest.mark.gst
 
 
+SERVER = r"""
+import sys
+import gi
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import GLib, Gst, GstRtspServer
+Gst.init(None)
+server = GstRtspServer.RTSPServer()
+server.set_address("127.0.0.1")
+server.set_service("0")
+factory = GstRtspServer.RTSPMediaFactory()
+factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
+# MPEG-TS needs no closing index, so the file is readable whatever the teardown order
+factory.set_launch("( rtph264depay name=depay0 ! h264parse ! mpegtsmux ! filesink location=%s )" % sys.argv[1])
+server.get_mount_points().add_factory("/out", factory)
+server.attach(None)
+print(server.get_bound_port(), flush=True)
+GLib.MainLoop().run()
+"""
+
+
 def _server_or_skip(out_path):
+    """A gst-rtsp-server in RECORD mode in its own process (its own GLib loop and GIL)."""
     try:
         from edgevos.runtime.sources import gst, has_element
 
@@ -24,26 +46,14 @@ def _server_or_skip(out_path):
         import gi
 
         gi.require_version("GstRtspServer", "1.0")
-        from gi.repository import GLib, GstRtspServer
     except (ImportError, ValueError) as exc:
         pytest.skip(f"gst-rtsp-server typelib is not installed (Debian: gir1.2-gst-rtsp-server-1.0): {exc}")
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = GstRtspServer.RTSPServer()
-    server.set_address("127.0.0.1")
-    server.set_service(str(port))
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
-    # MPEG-TS needs no closing index, so the file is readable whatever the teardown order
-    factory.set_launch(f"( rtph264depay name=depay0 ! h264parse ! mpegtsmux ! filesink location={out_path} )")
-    server.get_mount_points().add_factory("/out", factory)
-    ctx = GLib.MainContext.new()
-    server.attach(ctx)
-    loop = GLib.MainLoop.new(ctx, False)
-    threading.Thread(target=loop.run, daemon=True).start()
-    return port, loop
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(out_path)], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    if not line.isdigit():
+        proc.kill()
+        pytest.fail(f"the RTSP server did not start (said {line!r})")
+    return int(line), proc
 
 
 def test_rtsp_output_reaches_a_server_and_decodes(tmp_path):
@@ -52,7 +62,7 @@ def test_rtsp_output_reaches_a_server_and_decodes(tmp_path):
     from edgevos.runtime.sources import open_source
 
     got = tmp_path / "received.ts"
-    port, loop = _server_or_skip(got)
+    port, server = _server_or_skip(got)
     try:
         sink = open_sink(f"rtsp://127.0.0.1:{port}/out", fps=25)
         n = 40
@@ -67,7 +77,8 @@ def test_rtsp_output_reaches_a_server_and_decodes(tmp_path):
             time.sleep(0.1)
         time.sleep(0.5)
     finally:
-        loop.quit()
+        server.terminate()
+        server.wait(timeout=10)
     frames = [f.rgb for f in open_source(f"file://{got}")]
     assert len(frames) >= n - 2, f"server received {len(frames)} of {n} frames"
     assert frames[0].shape == (240, 320, 3)
