@@ -56,22 +56,35 @@ def _server_or_skip(out_path):
     return int(line), proc
 
 
+CLIENT = r"""
+import sys
+import numpy as np
+from edgevos.programs.base import StepResult
+from edgevos.runtime.sinks import open_sink
+
+sink = open_sink(sys.argv[1], fps=25)
+for i in range(int(sys.argv[2])):
+    rgb = np.full((240, 320, 3), 40, np.uint8)
+    mask = np.zeros((240, 320), np.uint8)
+    mask[60:140, 40 + 4 * i:120 + 4 * i] = 1
+    sink.write(i, rgb, StepResult(i, mask, None, [1], False, None, {}, 0.0))
+sink.close()
+print("closed", sink.frames)
+"""
+
+
 def test_rtsp_output_reaches_a_server_and_decodes(tmp_path):
-    from edgevos.programs.base import StepResult
-    from edgevos.runtime.sinks import open_sink
+    """The sink runs in a fresh process, as `edgevos run` does (GStreamer state left by
+    other tests in this process, e.g. after in-process INT8 exports, can delay the EOS)."""
     from edgevos.runtime.sources import open_source
 
     got = tmp_path / "received.ts"
     port, server = _server_or_skip(got)
+    n = 40
     try:
-        sink = open_sink(f"rtsp://127.0.0.1:{port}/out", fps=25)
-        n = 40
-        for i in range(n):
-            rgb = np.full((240, 320, 3), 40, np.uint8)
-            mask = np.zeros((240, 320), np.uint8)
-            mask[60:140, 40 + 4 * i:120 + 4 * i] = 1
-            sink.write(i, rgb, StepResult(i, mask, None, [1], False, None, {}, 0.0))
-        sink.close()
+        res = subprocess.run([sys.executable, "-c", CLIENT, f"rtsp://127.0.0.1:{port}/out", str(n)],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0 and f"closed {n}" in res.stdout, res.stderr[-2000:]
         deadline = time.time() + 10
         while time.time() < deadline and (not got.is_file() or got.stat().st_size == 0):
             time.sleep(0.1)
