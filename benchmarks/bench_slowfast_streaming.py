@@ -72,7 +72,7 @@ def bench_preset(preset, size, frames, backbone, reps, weights=None):
 
 
 def bench_gate(weights, davis, names, tau, size, max_frames):
-    from edgevos.data import DavisDataset
+    from edgevos.data import DavisDataset, FirstFrames
     from edgevos.evaluate_model import run_sequence
     from edgevos.models.registry import get_family
     from edgevos.runtime.session import Session
@@ -84,22 +84,8 @@ def bench_gate(weights, davis, names, tau, size, max_frames):
         jf, slow, n = [], 0, 0
         for name in names:
             seq = ds[name]
-
-            class Clip:
-                def __init__(self, s, k):
-                    self.s, self.k, self.name = s, k, s.name
-
-                def __len__(self):
-                    return self.k
-
-                def frame(self, i):
-                    return self.s.frame(i)
-
-                def mask(self, i):
-                    return self.s.mask(i)
-
             sess = Session.from_model(m, family="slowfast", tau=t)
-            out = run_sequence(sess, Clip(seq, min(len(seq), max_frames)))
+            out = run_sequence(sess, FirstFrames(seq, min(len(seq), max_frames)))
             st = out["eval"]["stats"]
             jf += [(v["J-Mean"] + v["F-Mean"]) / 2 for v in st.values()]
             slow += sess.program.slow_runs

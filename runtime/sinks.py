@@ -157,7 +157,29 @@ def video_sink_description(uri: URI, location: Optional[str] = None) -> str:
     return f"{head} ! {mux} ! filesink location={_q(location or uri.path)}"
 
 
-class VideoSink(Sink):
+class _QueuedSink(Sink):
+    """A sink whose work runs in one background thread fed by ``self._queue``
+    (None ends it).  The first error stops the work and is kept in ``self._error``
+    for the next write or close to raise."""
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    self._handle(item)
+            except BaseException as exc:  # reported on the next write/close
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _handle(self, item) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class VideoSink(_QueuedSink):
     """Overlay video to a file, the display or an RTSP server (GStreamer appsrc).
 
     The pipeline starts on the first ``write`` (it needs the frame size).  Frames
@@ -173,8 +195,11 @@ class VideoSink(Sink):
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self.overlay = overlay
         self.alpha = alpha
-        self.eos_timeout = eos_timeout
-        self.rtsp_eos_timeout = min(eos_timeout, 5.0)
+        # a network push has nothing to finalize on our side: every frame was handed to
+        # rtspclientsink long before close(), and some servers never acknowledge the end of
+        # the RECORD session, so its EOS may not come back.  Wait briefly and only warn.
+        self.eos_required = uri.scheme != "rtsp"
+        self.eos_timeout = eos_timeout if self.eos_required else min(eos_timeout, 5.0)
         self._pipeline = None
         self._src = None
         self._size = None  # (H, W) of the frames written
@@ -264,18 +289,8 @@ class VideoSink(Sink):
         self._queue.put((int(frame_index), rgb, mask, lines))
         self.frames += 1
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if self._error is None:
-                    self._encode(*item)
-            except BaseException as exc:  # reported on the next write/close
-                self._error = exc
-            finally:
-                self._queue.task_done()
+    def _handle(self, item) -> None:
+        self._encode(*item)
 
     def _raise_error(self) -> None:
         if self._error is not None:
@@ -343,15 +358,18 @@ class VideoSink(Sink):
 
         Gst = gst()
         err = None
-        msg_timeout = False
         try:
             self._src.end_of_stream()
             bus = self._pipeline.get_bus()
-            timeout = self.rtsp_eos_timeout if self.uri.scheme == "rtsp" else self.eos_timeout
-            msg = bus.timed_pop_filtered(int(timeout * Gst.SECOND), Gst.MessageType.EOS | Gst.MessageType.ERROR)
-            if msg is None:
-                msg_timeout = True
-                err = f"end of stream not reached within {timeout:.0f} s"
+            msg = bus.timed_pop_filtered(int(self.eos_timeout * Gst.SECOND),
+                                         Gst.MessageType.EOS | Gst.MessageType.ERROR)
+            if msg is None and not self.eos_required:
+                import warnings
+
+                warnings.warn(f"{self.uri}: the receiver did not acknowledge the end of the stream within "
+                              f"{self.eos_timeout:.0f} s; {self._pushed} frames were sent", RuntimeWarning)
+            elif msg is None:
+                err = f"end of stream not reached within {self.eos_timeout:.0f} s"
             elif msg.type == Gst.MessageType.ERROR:
                 e, _ = msg.parse_error()
                 err = redact(e.message)
@@ -361,15 +379,6 @@ class VideoSink(Sink):
             self._pipeline = self._src = None
         if pending is not None and err is None:
             err = f"a frame failed before the end: {pending}"
-        if err is not None and pending is None and msg_timeout and self.uri.scheme == "rtsp":
-            # a network push has nothing to finalize on our side: every frame was handed to
-            # rtspclientsink long before; some servers never acknowledge the end of the
-            # RECORD session, so its EOS does not come back.  Say so, do not fail the run.
-            import warnings
-
-            warnings.warn(f"{self.uri}: the server did not acknowledge the end of the stream within "
-                          f"{self.rtsp_eos_timeout:.0f} s; {self._pushed} frames were sent", RuntimeWarning)
-            err = None
         if self._tmp is not None:
             if err is None:
                 umask = os.umask(0)
@@ -401,7 +410,7 @@ def _writer():
     return write_mask
 
 
-class MaskSink(Sink):
+class MaskSink(_QueuedSink):
     """DAVIS-layout indexed PNGs, written atomically by one background thread."""
 
     def __init__(self, uri: URI, queue_size: int = 16):
@@ -420,19 +429,9 @@ class MaskSink(Sink):
     def path_for(self, frame_index: int) -> Path:
         return self.dir / f"{int(frame_index):05d}.png"
 
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if self._error is None:
-                    self._write_mask(self.path_for(item[0]), item[1])
-                    self.written += 1
-            except BaseException as exc:  # reported on the next write/close
-                self._error = exc
-            finally:
-                self._queue.task_done()
+    def _handle(self, item) -> None:
+        self._write_mask(self.path_for(item[0]), item[1])
+        self.written += 1
 
     def _raise_error(self) -> None:
         if self._error is not None:

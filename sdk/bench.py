@@ -146,23 +146,6 @@ def matrix(families, backends, precisions, taus):
 
 
 # ----------------------------------------------------------------------------- sources
-class _Clip:
-    """The first ``n`` frames of a sequence (VideoSequence interface)."""
-
-    def __init__(self, seq, n: Optional[int]):
-        self.seq, self.name = seq, seq.name
-        self.n = len(seq) if n is None else min(int(n), len(seq))
-
-    def __len__(self):
-        return self.n
-
-    def frame(self, i):
-        return self.seq.frame(i)
-
-    def mask(self, i):
-        return self.seq.mask(i)
-
-
 def open_bench_sequences(source: str, names=(), frames: Optional[int] = None, init_mask: Optional[str] = None):
     """(sequences, has_ground_truth, description) for a DAVIS folder, davis://ROOT, test://, or a video + mask."""
     from edgevos import data
@@ -209,7 +192,7 @@ def open_bench_sequences(source: str, names=(), frames: Optional[int] = None, in
         seq = VideoFileSequence(path, Path(init_mask), frames)
         return [seq], False, f"{path.name} ({len(seq)} frames, first-frame mask {Path(init_mask).name})"
     ds = data.DavisDataset(path, sequences=list(names) or None)
-    seqs = [_Clip(ds[n], frames) for n in ds.sequences]
+    seqs = [data.FirstFrames(ds[n], frames) for n in ds.sequences]
     return seqs, True, f"DAVIS {path} ({len(seqs)} sequences)"
 
 

@@ -163,7 +163,8 @@ def test_bench_run_writes_matrix_plots_and_error_rows(tmp_path, tiny_weights):
 def test_run_row_energy_from_tegrastats(tmp_path, tiny_weights):
     """With a tegrastats stream (a stand-in printing VDD_IN 5 W) a row reports avg watts and
     energy per frame over its steady frames: 5 W / FPS."""
-    from edgevos.bench import _Clip, run_row
+    from edgevos.bench import run_row
+    from edgevos.data import FirstFrames
     from edgevos.data import SyntheticConfig, make_sequence
     from edgevos.models.registry import get_family
     from edgevos.runtime.power import PowerMonitor
@@ -174,7 +175,7 @@ def test_run_row_energy_from_tegrastats(tmp_path, tiny_weights):
     fake.chmod(0o755)
     model = get_family("gfrtm").build(weights=str(tiny_weights), input_size=(128, 224))
     seq = make_sequence(SyntheticConfig(height=120, width=224, num_frames=8, num_objects=1, seed=0))
-    row = run_row(lambda: Session.from_model(model, tau=1.0, threads=1), [_Clip(seq, None)], warmup=2,
+    row = run_row(lambda: Session.from_model(model, tau=1.0, threads=1), [FirstFrames(seq)], warmup=2,
                   power=PowerMonitor(command=[str(fake)]))
     assert row["avg_watts"] == pytest.approx(5.0, rel=0.05)
     assert row["energy_per_frame_j"] == pytest.approx(5.0 / row["fps"], rel=0.1)

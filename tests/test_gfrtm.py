@@ -181,25 +181,11 @@ def test_unknown_family_lists_valid_ones():
 
 
 def test_real_davis_sequence_end_to_end(davis_root, mobilenet_weights):
-    from edgevos.data import DavisDataset
+    from edgevos.data import DavisDataset, FirstFrames
     from edgevos.evaluate_model import run_sequence
 
     m = get_family("gfrtm").build(input_size=(128, 224), backbone_weights=mobilenet_weights)
-
-    class Clip:  # the first 6 frames of a real sequence
-        def __init__(self, seq, n):
-            self.seq, self.n, self.name = seq, n, seq.name
-
-        def __len__(self):
-            return self.n
-
-        def frame(self, i):
-            return self.seq.frame(i)
-
-        def mask(self, i):
-            return self.seq.mask(i)
-
-    seq = Clip(DavisDataset(davis_root)["bear"], 6)
+    seq = FirstFrames(DavisDataset(davis_root)["bear"], 6)
     out = run_sequence(Session.from_model(m, tau=0.7, num_augmentations=1), seq)
     assert len(out["masks"]) == 6 and out["masks"][0].shape == (480, 854)
     assert out["eval"]["object_ids"] == [1]

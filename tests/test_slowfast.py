@@ -277,23 +277,10 @@ def test_every_preset_exports(preset, as2d, tmp_path):
 
 
 def test_real_davis_sequence_streams_through_a_session(davis_root):
-    from edgevos.data import DavisDataset
+    from edgevos.data import DavisDataset, FirstFrames
     from edgevos.evaluate_model import run_sequence
 
-    class Clip:  # the first frames of a real sequence
-        def __init__(self, seq, n):
-            self.seq, self.n, self.name = seq, n, seq.name
-
-        def __len__(self):
-            return self.n
-
-        def frame(self, i):
-            return self.seq.frame(i)
-
-        def mask(self, i):
-            return self.seq.mask(i)
-
     m = get_family("slowfast").build(input_size=(128, 224), preset="3-7")
-    out = run_sequence(Session.from_model(m, family="slowfast", tau=0.5), Clip(DavisDataset(davis_root)["bear"], 5))
+    out = run_sequence(Session.from_model(m, family="slowfast", tau=0.5), FirstFrames(DavisDataset(davis_root)["bear"], 5))
     assert len(out["masks"]) == 5 and out["masks"][0].shape == (480, 854)
     assert out["eval"]["object_ids"] == [1]

@@ -71,6 +71,21 @@ class VideoSequence:
         return f"{type(self).__name__}(name={self.name!r}, frames={len(self)})"
 
 
+class FirstFrames(VideoSequence):
+    """The first ``n`` frames of another sequence (all of them when ``n`` is None)."""
+
+    def __init__(self, seq, n: Optional[int] = None):
+        self.seq, self.name = seq, seq.name
+        names = list(getattr(seq, "frame_names", None) or [f"{k:05d}" for k in range(len(seq))])
+        self.frame_names = names if n is None else names[: max(0, int(n))]
+
+    def frame(self, i: int) -> np.ndarray:
+        return self.seq.frame(i)
+
+    def mask(self, i: int) -> Optional[np.ndarray]:
+        return self.seq.mask(i)
+
+
 class DavisSequence(VideoSequence):
     """One sequence of a DAVIS-layout folder; files are read on demand."""
 

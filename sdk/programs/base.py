@@ -182,6 +182,22 @@ class ObjectSetMixin:
     its forced step left behind).
     """
 
+    #: what start() needs, for the error when step() comes first
+    START_HINT = "the first frame and its mask"
+
+    def _begin_step(self, frame: np.ndarray):
+        """The common head of ``step``: checks, frame counter, timer, model input.
+        Returns (t0, frame, timer, x)."""
+        if not self.objects:
+            raise InputError(f"step() called before start(): give {self.START_HINT} to start()")
+        t0 = time.perf_counter()
+        frame = check_frame(frame, self.frame_hw)
+        self.frame_index += 1
+        timer = Timer()
+        with timer.section("preprocess"):
+            x = to_input(frame, self.input_size)
+        return t0, frame, timer, x
+
     @property
     def tau(self) -> float:
         return self._tau

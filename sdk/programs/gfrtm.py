@@ -159,14 +159,7 @@ class GfrtmProgram(ObjectSetMixin):
                           (time.perf_counter() - t0) * 1e3)
 
     def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
-        if not self.objects:
-            raise InputError("step() called before start(): give the first frame and its mask to start()")
-        t0 = time.perf_counter()
-        frame = check_frame(frame, self.frame_hw)
-        self.frame_index += 1
-        timer = Timer()
-        with timer.section("preprocess"):
-            x = to_input(frame, self.input_size)
+        t0, frame, timer, x = self._begin_step(frame)
         feats = self._encode(x, timer, high=False)
 
         # ---- reuse gate (skipped entirely at tau = 1)

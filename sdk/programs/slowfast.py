@@ -73,6 +73,7 @@ class ObjectState:
 
 class SlowFastProgram(ObjectSetMixin):
     family = "slowfast"
+    START_HINT = "the first frame (and its mask)"
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None):
         from edgevos.runtime.ring import RingBuffer
@@ -242,14 +243,7 @@ class SlowFastProgram(ObjectSetMixin):
         return self._finish([out["logits"]], False, None, timer, t0)
 
     def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
-        if not self.objects:
-            raise InputError("step() called before start(): give the first frame (and its mask) to start()")
-        t0 = time.perf_counter()
-        frame = check_frame(frame, self.frame_hw)
-        self.frame_index += 1
-        timer = Timer()
-        with timer.section("preprocess"):
-            x = to_input(frame, self.input_size)
+        t0, frame, timer, x = self._begin_step(frame)
         stem, fast = self._encode(x, timer, first=False)
 
         # ---- reuse gate on the fast pathway (skipped entirely at tau = 1)
