@@ -36,16 +36,48 @@ class Backend:
                 f"backend '{self.name}' has no stage '{stage}'; it has {sorted(self.specs)}"
             ) from None
 
-    def run(self, stage: str, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def run(self, stage: str, feeds: Mapping[str, np.ndarray],
+            out: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+        """Run one stage.  ``out`` names outputs to write into given arrays (e.g. ring-buffer
+        slots from ``RingBuffer.reserve()``): C-contiguous, writable, of the output's shape and
+        dtype; the returned dict then holds those very arrays."""
         spec = self.spec(stage)
         spec.check_feeds(feeds)
+        if out:
+            check_out(spec, out)
         t0 = time.perf_counter()
-        out = self._run(spec, feeds)
+        res = self._run_into(spec, feeds, out) if out else self._run(spec, feeds)
         self.last_ms[stage] = (time.perf_counter() - t0) * 1e3
-        return out
+        return res
 
     def _run(self, spec: StageSpec, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def _run_into(self, spec: StageSpec, feeds: Mapping[str, np.ndarray],
+                  out: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Outputs into ``out``; backends that can write there directly override this."""
+        res = self._run(spec, feeds)
+        for name, dst in out.items():
+            np.copyto(dst, res[name])
+            res[name] = dst
+        return res
+
+
+def check_out(spec: StageSpec, out: Mapping[str, np.ndarray]) -> None:
+    """``out`` arrays must be writable C-contiguous buffers of the stage outputs' shapes and dtypes."""
+    outputs = {t.name: t for t in spec.outputs}
+    for name, a in out.items():
+        t = outputs.get(name)
+        if t is None:
+            raise InputError(f"stage '{spec.name}' has no output '{name}' to write into; outputs: {spec.output_names}")
+        if not isinstance(a, np.ndarray) or tuple(a.shape) != tuple(t.shape) or a.dtype != np.dtype(t.dtype):
+            raise InputError(
+                f"stage '{spec.name}' output '{name}' is {t.dtype}{list(t.shape)}: the array to write it into is "
+                f"{getattr(a, 'dtype', type(a).__name__)}{list(getattr(a, 'shape', ()))}"
+            )
+        if not (a.flags.c_contiguous and a.flags.writeable):
+            raise InputError(f"stage '{spec.name}' output '{name}': the array to write it into must be writable and "
+                             "C-contiguous (a ring slot from reserve() is)")
 
 
 class TorchBackend(Backend):

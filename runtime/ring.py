@@ -1,13 +1,27 @@
 """Preallocated ring buffers that hand out contiguous windows without copying.
 
-A sliding buffer: storage holds ``SLACK * capacity`` slots and items are written
-one after another; the last ``k`` items always sit contiguously at
-``[end - k, end)``, so ``window(k)`` is a plain numpy slice (a view), and
-``window(k, stride)`` a strided slice of it (still a view).  When the write
-position reaches the end of the storage, the newest ``capacity - 1`` items move
-to the front (one block copy).  ``push`` is O(1): one slot copy, plus the move
-amortised over ``(SLACK - 1) * capacity + 1`` pushes, so about 1.3 slot copies per
-push with ``SLACK = 4`` (a mirrored buffer, which writes every item twice, needs 2).
+Two storage layouts, the same interface:
+
+* **mirrored** (Linux, the default there): ``M > capacity`` slots of shared
+  memory mapped twice, back to back, so slot ``i`` and slot ``i + M`` are the
+  same bytes.  Any run of up to ``M`` consecutive items is then contiguous in
+  the doubled view, across the wrap-around: ``window(k)`` is a plain numpy
+  slice, ``push`` writes one slot, and nothing is ever moved.  ``M`` is the
+  smallest count above ``capacity`` whose bytes fill whole memory pages.
+* **sliding** (everywhere): ``SLACK * capacity`` slots written one after
+  another; when the write position reaches the end, the newest ``capacity``
+  items move to the front (one block copy every ``(SLACK - 1) * capacity``
+  pushes, a third of a slot copy per push with ``SLACK = 4``).
+
+In both, the last ``k`` items sit contiguously at ``[end - k, end)``, so
+``window(k)`` is a view and ``window(k, stride)`` a strided view of it.
+
+A producer can write the next item in place, so an item is never copied at all:
+``reserve()`` hands out the slot the next item goes to (a writable, contiguous
+view; the windows over the items already held stay valid while it is filled),
+``commit()`` adds it.  The runtime binds that slot as the output buffer of the
+stage that computes the item (ONNX Runtime I/O binding), so pushing a feature map
+costs no copy; ``push(item)`` is reserve + copy + commit for everything else.
 
 A streaming model keeps one buffer per pathway (and per cached activation)::
 
@@ -15,13 +29,18 @@ A streaming model keeps one buffer per pathway (and per cached activation)::
         "fast": (8, (64, 60, 108), "float32"),
         "slow": (3, (512, 15, 27), "float32"),
     })
-    rings["fast"].push(feat)                 # once per frame
+    rings["fast"].push(feat)                 # once per frame (or reserve() ... commit())
     x = rings["fast"].window(8)              # (8, 64, 60, 108), oldest first
     s = rings["fast"].window(3, stride=3)    # frames t-6, t-3, t
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Mapping, Sequence, Tuple, Union
+import ctypes
+import math
+import mmap
+import os
+import sys
+from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,8 +48,81 @@ from edgevos.errors import InputError
 
 Shape = Tuple[int, ...]
 
-#: storage slots per capacity slot (see the module docs)
+#: storage slots per capacity slot of the sliding layout (see the module docs)
 SLACK = 4
+LAYOUTS = ("auto", "mirrored", "sliding")
+
+
+class _Mirror:
+    """``nbytes`` of shared memory mapped twice at adjacent addresses (Linux memfd + mmap).
+
+    Exposes the doubled range through ``__array_interface__``; numpy views keep
+    this object alive, and the mapping is released when the last one goes.
+    """
+
+    _libc = None
+
+    def __init__(self, nbytes: int, dtype: np.dtype, shape: Shape):
+        libc = _Mirror._lib()
+        self.addr, self.size = None, 2 * nbytes
+        fd = os.memfd_create("edgevos-ring", 0)
+        try:
+            os.ftruncate(fd, nbytes)
+            prot_rw, shared, private, fixed, anon = 3, 1, 2, 0x10, 0x20
+            base = libc.mmap(None, self.size, 0, private | anon, -1, 0)  # reserve 2 x nbytes of address space
+            if base in (None, ctypes.c_void_p(-1).value):
+                raise OSError(ctypes.get_errno(), "mmap reserve failed")
+            self.addr = base
+            for off in (0, nbytes):
+                got = libc.mmap(base + off, nbytes, prot_rw, shared | fixed, fd, 0)
+                if got != base + off:
+                    raise OSError(ctypes.get_errno(), "mmap of the shared half failed")
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(fd)  # the mappings keep the memory
+        self.__array_interface__ = {
+            "shape": shape, "typestr": dtype.str, "data": (base, False), "version": 3,
+        }
+
+    @classmethod
+    def _lib(cls):
+        if cls._libc is None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_long)
+            libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+            cls._libc = libc
+        return cls._libc
+
+    def close(self):
+        if self.addr is not None:
+            self._libc.munmap(self.addr, self.size)
+            self.addr = None
+
+    def __del__(self):
+        self.close()
+
+
+def mirrored_slots(capacity: int, item_nbytes: int) -> int:
+    """Slots of a mirrored ring: the fewest above ``capacity`` whose bytes are whole pages."""
+    step = mmap.PAGESIZE // math.gcd(item_nbytes, mmap.PAGESIZE)
+    return -(-(capacity + 1) // step) * step
+
+
+def _mirrored_storage(capacity: int, shape: Shape, dtype: np.dtype) -> Optional[np.ndarray]:
+    """The doubled ``(2M,) + shape`` view of a mirrored ring, or None where it cannot be made."""
+    item = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not sys.platform.startswith("linux") or not hasattr(os, "memfd_create") or item == 0:
+        return None
+    m = mirrored_slots(capacity, item)
+    try:
+        mirror = _Mirror(m * item, dtype, (2 * m,) + shape)
+    except OSError:
+        return None
+    return np.asarray(mirror)
 
 
 class RingBuffer:
@@ -41,7 +133,7 @@ class RingBuffer:
     caller that needs the data later must copy it.
     """
 
-    def __init__(self, capacity: int, item_shape: Sequence[int], dtype="float32"):
+    def __init__(self, capacity: int, item_shape: Sequence[int], dtype="float32", layout: str = "auto"):
         if int(capacity) != capacity or capacity < 1:
             raise InputError(f"ring buffer capacity must be a positive integer, got {capacity!r}")
         shape = tuple(int(s) for s in item_shape)
@@ -50,36 +142,77 @@ class RingBuffer:
         self.capacity = int(capacity)
         self.item_shape: Shape = shape
         self.dtype = np.dtype(dtype)
-        self._data = np.zeros((SLACK * self.capacity,) + shape, dtype=self.dtype)
-        self._end = 0  # one past the latest item; the next push writes here
+        if layout not in LAYOUTS:
+            raise InputError(f"ring buffer layout '{layout}' is unknown: use one of {list(LAYOUTS)}")
+        data = _mirrored_storage(self.capacity, shape, self.dtype) if layout != "sliding" else None
+        if data is None and layout == "mirrored":
+            raise InputError("a mirrored ring buffer needs Linux shared memory (memfd_create, mmap) and a "
+                             "non-empty item: use layout='sliding' or 'auto'")
+        self.layout = "mirrored" if data is not None else "sliding"
+        if data is None:
+            data = np.zeros((SLACK * self.capacity,) + shape, dtype=self.dtype)
+        self._data = data
+        self._slots = len(data) // 2 if self.layout == "mirrored" else len(data)  # distinct slots
+        self._end = 0  # one past the latest item; the next push writes here (mirrored: at end - M)
+        self._slot_views = [data[i, ...] for i in range(self._slots)]  # views (also of 0-d items)
+        self._windows: Dict[tuple, np.ndarray] = {}  # (k, stride, lag, end) -> view, when full
         self._count = 0
+        self._reserved = False
         self.pushes = 0  # total pushes since creation / clear
 
     # -- writing -------------------------------------------------------------
+    def reserve(self) -> np.ndarray:
+        """The slot the next item goes to: a writable, C-contiguous view.
+
+        Fill it, then :meth:`commit`.  Windows over the items already held (and
+        views of them, e.g. ``latest``) stay valid while the slot is filled.
+        Calling ``reserve`` again before ``commit`` returns the same slot.
+        """
+        end = self._end
+        if self.layout == "mirrored":
+            self._reserved = True
+            return self._slot_views[end % self._slots]
+        if end == len(self._data):  # slide: the newest items (up to capacity) move to the front
+            keep = self._count
+            if keep:
+                self._data[:keep] = self._data[end - keep:end]
+            self._end = end = keep
+        self._reserved = True
+        return self._slot_views[end]
+
+    def commit(self) -> None:
+        """Add the item written into the slot from :meth:`reserve`; the oldest falls out when full."""
+        if not self._reserved:
+            raise InputError("ring buffer commit() without a reserved slot: call reserve() and fill it first")
+        self._reserved = False
+        end = self._end + 1
+        if self.layout == "mirrored":  # keep end in (M, 2M]: the held items end there contiguously
+            end = end % self._slots + self._slots
+        self._end = end
+        if self._count < self.capacity:
+            self._count += 1
+        self.pushes += 1
+
     def push(self, item) -> None:
-        """Append one item (copied in); the oldest falls out when full."""
+        """Append one item (copied in); the oldest falls out when full.
+
+        ``item`` may be a view of this buffer (e.g. ``latest``): the slide in
+        :meth:`reserve` never writes where the held items are.
+        """
         a = np.asarray(item)
         if a.shape != self.item_shape:
             raise InputError(
                 f"ring buffer item has shape {a.shape} but the buffer holds {self.item_shape}: "
                 "push arrays of the buffer's item shape"
             )
-        end = self._end
-        if end == len(self._data):  # slide: keep the newest capacity - 1 items at the front
-            keep = self.capacity - 1
-            if keep:
-                self._data[:keep] = self._data[end - keep:end]
-            end = keep
-        self._data[end] = a
-        self._end = end + 1
-        if self._count < self.capacity:
-            self._count += 1
-        self.pushes += 1
+        self.reserve()[...] = a
+        self.commit()
 
     def clear(self) -> None:
         """Forget every item (storage is kept, not reallocated)."""
         self._end = 0
         self._count = 0
+        self._reserved = False
         self.pushes = 0
 
     # -- reading -------------------------------------------------------------
@@ -92,7 +225,8 @@ class RingBuffer:
 
     @property
     def nbytes(self) -> int:
-        return self._data.nbytes
+        """Bytes of memory held (a mirrored ring's two views share theirs)."""
+        return self._slots * (self._data.nbytes // len(self._data)) if len(self._data) else 0
 
     @property
     def latest(self) -> np.ndarray:
@@ -101,25 +235,41 @@ class RingBuffer:
             raise InputError("ring buffer is empty: push an item before reading 'latest'")
         return self._data[self._end - 1]
 
-    def window(self, k: int, stride: int = 1) -> np.ndarray:
+    def window(self, k: int, stride: int = 1, lag: int = 0) -> np.ndarray:
         """The last ``k`` items taken every ``stride``-th, oldest first; a view.
 
-        ``window(k, s)[-1]`` is always the latest item; ``window(k, s)[i]`` is
-        the item pushed ``(k - 1 - i) * s`` pushes before it.
+        ``window(k, s)[-1]`` is the latest item; ``window(k, s)[i]`` is the item
+        pushed ``(k - 1 - i) * s`` pushes before it.  ``lag`` ends the window that
+        many pushes before the latest (``window(k, s, lag=s - 1)`` is the ``k``
+        items at ``t - k*s, ..., t - s`` when the latest is ``t - 1``).
+
+        Once the buffer is full the views are cached per write position (a
+        streaming step asks for the same windows every frame): a lookup, not a
+        new numpy view.
         """
+        full = self._count == self.capacity
+        if full:
+            v = self._windows.get((k, stride, lag, self._end))
+            if v is not None:
+                return v
         if int(k) != k or k < 1:
             raise InputError(f"window size must be a positive integer, got {k!r}")
         if int(stride) != stride or stride < 1:
             raise InputError(f"window stride must be a positive integer, got {stride!r}")
-        span = (int(k) - 1) * int(stride) + 1
+        if int(lag) != lag or lag < 0:
+            raise InputError(f"window lag must be a non-negative integer, got {lag!r}")
+        span = (int(k) - 1) * int(stride) + 1 + int(lag)
         if span > self._count:
             raise InputError(
-                f"window of {k} items at stride {stride} spans {span} items but the buffer holds "
+                f"window of {k} items at stride {stride} (lag {lag}) spans {span} items but the buffer holds "
                 f"{self._count} (capacity {self.capacity}): push more items first or ask for a "
                 "smaller window"
             )
-        end = self._end  # one past the latest item
-        return self._data[end - span:end:int(stride)]
+        end = self._end - int(lag)  # one past the window's last item
+        v = self._data[end - span + int(lag):end:int(stride)]
+        if full:
+            self._windows[(k, stride, lag, self._end)] = v
+        return v
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._count:
@@ -128,8 +278,78 @@ class RingBuffer:
     def __repr__(self) -> str:
         return (
             f"RingBuffer(capacity={self.capacity}, item_shape={self.item_shape}, "
-            f"dtype={self.dtype.name}, len={self._count})"
+            f"dtype={self.dtype.name}, len={self._count}, layout={self.layout})"
         )
+
+
+class StridedRing:
+    """A ring read at one fixed stride, with those windows contiguous (no gather copy).
+
+    Items go to ``stride`` lanes by push count (item ``t`` to lane ``t mod
+    stride``), each lane a :class:`RingBuffer` of ``k`` items, so the ``k`` items
+    ``t, t - stride, ..., t - (k - 1) * stride`` are consecutive in one lane: a
+    contiguous view that a stage can take as its input as is, where a strided
+    view of a plain ring would be copied first.  Same interface as
+    :class:`RingBuffer` for the windows it can serve (``lag < stride``).
+    """
+
+    def __init__(self, k: int, stride: int, item_shape: Sequence[int], dtype="float32", layout: str = "auto"):
+        if int(stride) != stride or stride < 1:
+            raise InputError(f"strided ring stride must be a positive integer, got {stride!r}")
+        self.k, self.stride = int(k), int(stride)
+        self.lanes = [RingBuffer(k, item_shape, dtype, layout) for _ in range(self.stride)]
+        self.capacity = self.k * self.stride
+        self.item_shape, self.dtype, self.layout = self.lanes[0].item_shape, self.lanes[0].dtype, self.lanes[0].layout
+        self.pushes = 0
+
+    def reserve(self) -> np.ndarray:
+        return self.lanes[self.pushes % self.stride].reserve()
+
+    def commit(self) -> None:
+        self.lanes[self.pushes % self.stride].commit()
+        self.pushes += 1
+
+    def push(self, item) -> None:
+        self.lanes[self.pushes % self.stride].push(item)
+        self.pushes += 1
+
+    def clear(self) -> None:
+        for lane in self.lanes:
+            lane.clear()
+        self.pushes = 0
+
+    def __len__(self) -> int:
+        return min(self.pushes, self.capacity)
+
+    @property
+    def full(self) -> bool:
+        return self.pushes >= self.capacity
+
+    @property
+    def nbytes(self) -> int:
+        return sum(lane.nbytes for lane in self.lanes)
+
+    @property
+    def latest(self) -> np.ndarray:
+        if not self.pushes:
+            raise InputError("ring buffer is empty: push an item before reading 'latest'")
+        return self.lanes[(self.pushes - 1) % self.stride].latest
+
+    def window(self, k: int, stride: int, lag: int = 0) -> np.ndarray:
+        """The ``k`` items ending ``lag`` pushes before the latest, every ``stride``-th: a contiguous view."""
+        if stride != self.stride or not 0 <= lag < self.stride:
+            raise InputError(
+                f"this ring serves windows at stride {self.stride} with lag 0..{self.stride - 1}; "
+                f"asked for stride {stride}, lag {lag}: use a RingBuffer for other reads"
+            )
+        if self.pushes - lag <= 0:
+            raise InputError(f"window ends {lag} pushes before the latest but the buffer holds {len(self)}: "
+                             "push more items first")
+        return self.lanes[(self.pushes - 1 - lag) % self.stride].window(k)
+
+    def __repr__(self) -> str:
+        return (f"StridedRing(k={self.k}, stride={self.stride}, item_shape={self.item_shape}, "
+                f"dtype={self.dtype.name}, len={len(self)}, layout={self.layout})")
 
 
 SpecValue = Union[Tuple[int, Sequence[int], str], Tuple[int, Sequence[int]]]

@@ -64,7 +64,8 @@ class _StageEngine:
             self.device[name] = int(dptr)
             self.context.set_tensor_address(name, int(dptr))
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def run(self, feeds: Mapping[str, np.ndarray], out: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+        """Outputs are copied out of the page-locked staging buffers, into ``out``'s arrays where given."""
         cudart = self.cudart
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
@@ -78,7 +79,16 @@ class _StageEngine:
             host = self.host[name]
             _check(cudart.cudaMemcpyAsync(host.ctypes.data, self.device[name], host.nbytes, d2h, self.stream), "D2H copy")
         _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return {name: self.host[name].copy() for name in self.spec.output_names}
+        out = out or {}
+        res = {}
+        for name in self.spec.output_names:
+            dst = out.get(name)
+            if dst is None:
+                res[name] = self.host[name].copy()
+            else:
+                np.copyto(dst, self.host[name])
+                res[name] = dst
+        return res
 
     def free(self):
         for p in self.device.values():
@@ -156,6 +166,9 @@ class TrtBackend(Backend):
 
     def _run(self, spec, feeds):
         return self.engines[spec.name].run(feeds)
+
+    def _run_into(self, spec, feeds, out):
+        return self.engines[spec.name].run(feeds, out)
 
     def close(self):
         for e in self.engines.values():

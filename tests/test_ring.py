@@ -2,15 +2,18 @@ import numpy as np
 import pytest
 
 from edgevos.errors import InputError
-from edgevos.runtime.ring import RingBuffer, RingBuffers
+from edgevos.runtime.ring import SLACK, RingBuffer, RingBuffers, StridedRing, mirrored_slots
+
+LAYOUTS = ["mirrored", "sliding"]
 
 
 def _item(i, shape=(2, 3)):
     return np.full(shape, i, dtype=np.float32)
 
 
-def test_wraparound_over_many_pushes_keeps_last_items_in_order():
-    rb = RingBuffer(5, (2, 3), "float32")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_wraparound_over_many_pushes_keeps_last_items_in_order(layout):
+    rb = RingBuffer(5, (2, 3), "float32", layout=layout)
     for i in range(1, 38):  # 7+ full wraps
         rb.push(_item(i))
         n = min(i, 5)
@@ -22,8 +25,9 @@ def test_wraparound_over_many_pushes_keeps_last_items_in_order():
     assert rb.full and rb.pushes == 37
 
 
-def test_stride_sampling_matches_reference_list():
-    rb = RingBuffer(9, (4,), "int32")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_stride_sampling_matches_reference_list(layout):
+    rb = RingBuffer(9, (4,), "int32", layout=layout)
     history = []
     for i in range(50):
         rb.push(np.full(4, i, np.int32))
@@ -37,10 +41,15 @@ def test_stride_sampling_matches_reference_list():
             expect = history[-span::s]
             np.testing.assert_array_equal(rb.window(k, s)[:, 0], expect)
             assert rb.window(k, s)[-1, 0] == i  # always ends at the latest item
+            for lag in (1, s - 1):
+                if span + lag <= len(rb):
+                    np.testing.assert_array_equal(rb.window(k, s, lag=lag)[:, 0], history[-span - lag::s][:k])
+                    assert rb.window(k, s, lag=lag)[-1, 0] == i - lag
 
 
-def test_windows_are_views_not_copies():
-    rb = RingBuffer(8, (3, 5, 7), "float32")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_windows_are_views_not_copies(layout):
+    rb = RingBuffer(8, (3, 5, 7), "float32", layout=layout)
     for i in range(13):
         rb.push(_item(i, (3, 5, 7)))
     w = rb.window(8)
@@ -70,8 +79,9 @@ def test_errors_for_bad_use():
         RingBuffer(0, (2,))
 
 
-def test_clear_and_iteration():
-    rb = RingBuffer(3, (), "int64")
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_clear_and_iteration(layout):
+    rb = RingBuffer(3, (), "int64", layout=layout)
     for i in range(7):
         rb.push(i)
     assert [int(x) for x in rb] == [4, 5, 6]
@@ -88,24 +98,113 @@ def test_ring_buffers_from_specs():
         rings.push({"fast": np.full((2, 3, 4), i, np.float32), "slow": np.full(5, i, np.float16)})
     assert rings["fast"].window(3, stride=3)[:, 0, 0, 0].tolist() == [3, 6, 9]
     assert rings["slow"].window(3)[:, 0].tolist() == [7, 8, 9]
-    from edgevos.runtime.ring import SLACK
-
-    assert rings.nbytes == SLACK * (8 * 24 * 4 + 3 * 5 * 2)
+    fast, slow = rings["fast"], rings["slow"]
+    slots = [SLACK * 8 if fast.layout == "sliding" else mirrored_slots(8, 96),
+             SLACK * 3 if slow.layout == "sliding" else mirrored_slots(3, 10)]
+    assert rings.nbytes == slots[0] * 96 + slots[1] * 10
     with pytest.raises(InputError, match="no ring buffer named 'mid'"):
         rings["mid"]
     rings.clear()
     assert len(rings["fast"]) == 0
 
 
-def test_capacity_one_and_slides_keep_order():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_capacity_one_and_slides_keep_order(layout):
     """Capacity 1 (nothing to keep when the storage slides) and many slides in a row."""
-    rb = RingBuffer(1, (3,), "float32")
+    rb = RingBuffer(1, (3,), "float32", layout=layout)
     for i in range(25):
         rb.push(np.full(3, i, np.float32))
         assert len(rb) == 1 and rb.latest[0] == i and rb.window(1)[0, 0] == i
-    rb = RingBuffer(3, (), "int64")
+    rb = RingBuffer(3, (), "int64", layout=layout)
     for i in range(100):
         rb.push(np.int64(i))
         if i >= 2:
             assert rb.window(3).tolist() == [i - 2, i - 1, i]
             assert rb.window(2, 2).tolist() == [i - 2, i]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reserve_commit_writes_in_place_and_keeps_windows_valid(layout):
+    """A producer writes the next item into reserve()'s slot; the held items' window is untouched."""
+    rb = RingBuffer(4, (2, 3), "float32", layout=layout)
+    history = []
+    for i in range(1, 60):
+        if len(rb) == 4:
+            before = rb.window(4)  # what a stage reads while it writes the next item
+            expect = before.copy()
+        slot = rb.reserve()
+        assert slot.flags["C_CONTIGUOUS"] and slot.flags["WRITEABLE"] and slot.shape == (2, 3)
+        assert np.shares_memory(rb.reserve(), slot)  # the same slot until commit
+        slot[...] = i
+        if len(rb) == 4:
+            np.testing.assert_array_equal(before, expect)
+            assert not np.shares_memory(slot, before)
+        rb.commit()
+        history.append(i)
+        if i % 3 == 0:
+            rb.push(rb.latest)  # an item of the ring itself
+            history.append(i)
+        n = min(len(history), 4)
+        assert len(rb) == n and rb.latest[0, 0] == i
+        np.testing.assert_array_equal(rb.window(n)[:, 0, 0], history[-n:])
+    with pytest.raises(InputError, match="without a reserved slot"):
+        rb.commit()
+
+
+def test_mirrored_layout_has_contiguous_windows_across_the_wrap_and_never_moves_items():
+    rb = RingBuffer(5, (3, 7), "float32", layout="mirrored")
+    m = mirrored_slots(5, 3 * 7 * 4)
+    assert m > 5 and (m * 3 * 7 * 4) % 4096 == 0
+    assert rb.nbytes == m * 3 * 7 * 4
+    first = None
+    for i in range(3 * m + 2):  # wraps the physical storage three times
+        slot = rb.reserve()
+        slot[...] = i
+        rb.commit()
+        if first is None:
+            first = rb.latest
+        w = rb.window(len(rb))
+        assert w.flags["C_CONTIGUOUS"], f"window not contiguous after {i + 1} pushes"
+        np.testing.assert_array_equal(w[:, 0, 0], np.arange(i - len(rb) + 1, i + 1))
+    # the first slot was rewritten in place by later items: nothing is moved or reallocated
+    assert first[0, 0] == ((3 * m + 1) // m) * m
+    del rb
+    np.testing.assert_array_equal(w[:, 0, 0], np.arange(3 * m + 2 - 5, 3 * m + 2))  # views outlive the ring
+
+
+def test_layout_choice_and_errors():
+    assert RingBuffer(2, (4,), layout="sliding").layout == "sliding"
+    assert RingBuffer(2, (4,)).layout in LAYOUTS
+    with pytest.raises(InputError, match="layout 'ring' is unknown"):
+        RingBuffer(2, (4,), layout="ring")
+    assert RingBuffer(2, (0,)).layout == "sliding"  # empty items: nothing to map
+    with pytest.raises(InputError, match="mirrored ring buffer needs"):
+        RingBuffer(2, (0,), layout="mirrored")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_strided_ring_windows_are_contiguous_and_match_a_plain_ring(layout):
+    """k items at stride s, ending 0..s-1 pushes before the latest: same items as a plain ring, no copy."""
+    k, s = 2, 3
+    strided = StridedRing(k, s, (4, 5), "float32", layout=layout)
+    plain = RingBuffer(k * s, (4, 5), "float32", layout=layout)
+    for i in range(40):
+        slot = strided.reserve()
+        if strided.full:  # the window the stage reads while the new item is written (lag s - 1)
+            w = strided.window(k, s, lag=s - 1)
+            np.testing.assert_array_equal(w, plain.window(k, s, lag=s - 1))
+            assert w.flags["C_CONTIGUOUS"] and not np.shares_memory(w, slot)
+        slot[...] = i
+        strided.commit()
+        plain.push(np.full((4, 5), i, np.float32))
+        assert strided.latest[0, 0] == i and len(strided) == len(plain)
+        for lag in range(s):
+            if (k - 1) * s + 1 + lag <= len(plain):
+                np.testing.assert_array_equal(strided.window(k, s, lag=lag), plain.window(k, s, lag=lag))
+        if i % 4 == 0:
+            strided.push(strided.latest)
+            plain.push(plain.latest)
+    with pytest.raises(InputError, match="serves windows at stride 3"):
+        strided.window(2, 1)
+    strided.clear()
+    assert len(strided) == 0 and not strided.full

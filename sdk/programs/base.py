@@ -31,17 +31,22 @@ class Timer:
     def add(self, name: str, ms: float):
         self.ms[name] = self.ms.get(name, 0.0) + ms
 
-    def section(self, name: str):
-        timer = self
+    def section(self, name: str) -> "_Section":
+        """``with timer.section(name):`` adds the block's milliseconds to ``name``."""
+        return _Section(self, name)
 
-        class _S:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
 
-            def __exit__(self, *exc):
-                timer.add(name, (time.perf_counter() - self.t0) * 1e3)
+class _Section:
+    __slots__ = ("timer", "name", "t0")
 
-        return _S()
+    def __init__(self, timer: Timer, name: str):
+        self.timer, self.name = timer, name
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timer.add(self.name, (time.perf_counter() - self.t0) * 1e3)
 
 
 _BLAS = None

@@ -6,13 +6,18 @@ reuse gate (tau < 1) -> either ``slow_body`` + ``mask_decoder`` per object
 
 State (all explicit, inspectable):
 
-* ``rings``: one :class:`~edgevos.runtime.ring.RingBuffer` per temporal layer,
+* ``rings``: one ring buffer per temporal layer (a :class:`~edgevos.runtime.ring.StridedRing`
+  where it is read at a stride, so that window is contiguous as well),
   holding that layer's input at past frames (``k - 1`` items read at stride
   ``alpha`` for slow layers, so capacity ``(k - 1) * stride``).  Fast-layer and
   lateral rings are pushed every frame; slow-layer rings on computed frames,
   and on reused frames the last computed item is pushed again (the reused
   frame's slow activations *are* the previous ones), so slow rings stay
-  aligned with time.
+  aligned with time.  Items are never copied into a ring: at the start of a
+  step every ring reserves its next slot and the stage that computes the item
+  writes it there (``backend.run(..., out=...)``; ONNX Runtime binds the slot
+  as the output buffer), then the slots are committed.  Only a reused frame's
+  slow items are copies (of the previous item).
 * per object: reference template (semi-supervised), previous probability map
   (stride 4, updated every frame), the stride-8 decoder state ``r8`` of the last
   computed frame.
@@ -76,7 +81,7 @@ class SlowFastProgram(ObjectSetMixin):
     START_HINT = "the first frame (and its mask)"
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None):
-        from edgevos.runtime.ring import RingBuffer
+        from edgevos.runtime.ring import RingBuffer, StridedRing
 
         self.backend = backend
         self.config = dict(config)
@@ -108,8 +113,27 @@ class SlowFastProgram(ObjectSetMixin):
                 else:
                     self.ring_source[key] = ("fast_in", "fast_in")
                 self.ring_read[key] = (n, stride)
-                rings[key] = RingBuffer(n * stride, t.shape[1:], t.dtype)
+                # strided reads (slow layers) get lanes, so their windows are contiguous stage inputs too
+                rings[key] = (StridedRing(n, stride, t.shape[1:], t.dtype) if stride > 1
+                              else RingBuffer(n, t.shape[1:], t.dtype))
         self.rings = rings
+        # stage -> [(output name, ring key)]: outputs written straight into a reserved ring slot
+        self._ring_outputs: Dict[str, List[Tuple[str, str]]] = {}
+        self._extra_copies: List[Tuple[str, str]] = []  # (ring key, ring key) when two rings hold one output
+        by_output: Dict[str, str] = {}
+        for key, (kind, name) in self.ring_source.items():
+            if name in by_output:
+                self._extra_copies.append((key, by_output[name]))
+            else:
+                by_output[name] = key
+        for spec in backend.specs.values():
+            pairs = [(n, by_output[n]) for n in spec.output_names if n in by_output]
+            if pairs:
+                self._ring_outputs[spec.name] = pairs
+        # slow-layer rings fed by the slow body: a reused frame repeats their last item
+        self._repeat_on_reuse = [k for k, (kind, _) in self.ring_source.items() if kind == "new" and k.startswith("slow_")]
+        self._slots: Dict[str, np.ndarray] = {}
+        self._hist: Dict[str, np.ndarray] = {}
         self.objects: List[ObjectState] = []
         self.frame_hw = None
         self.frame_index = -1
@@ -117,31 +141,38 @@ class SlowFastProgram(ObjectSetMixin):
 
     # ------------------------------------------------------------------ helpers
     def _run(self, stage: str, feeds: Dict[str, np.ndarray], timer: Timer):
-        out = self.backend.run(stage, feeds)
+        pairs = self._ring_outputs.get(stage)
+        into = {name: self._slots[key] for name, key in pairs} if pairs and self._slots else None
+        out = self.backend.run(stage, feeds, into)
         timer.add(stage, self.backend.last_ms[stage])
         return out
 
+    def _reserve(self, windows: bool = True):
+        """Every ring's next slot, for the stages of this frame to write into, and (``windows``)
+        the history windows the stages read, ``{hist input name: view}``."""
+        self._slots = {key: ring.reserve()[None] for key, ring in self.rings.items()}  # (1, ...): a stage output
+        if windows:
+            self._hist = {"hist_" + key: self._window(key) for key in self.rings}
+
+    def _commit(self, slow, fill=False):
+        """Add this frame's items.  A reused frame repeats the slow rings' last computed item;
+        ``fill`` (first frame) repeats every item to a full constant past."""
+        slots = self._slots
+        for key, src in self._extra_copies:
+            slots[key][...] = slots[src]
+        if slow is None:  # reused frame: its slow activations are the previous ones
+            for key in self._repeat_on_reuse:
+                slots[key][0] = self.rings[key].latest
+        for ring in self.rings.values():
+            ring.commit()
+            if fill:
+                for _ in range(ring.capacity - 1):
+                    ring.push(ring.latest)
+        self._slots, self._hist = {}, {}
+
     def _window(self, key: str) -> np.ndarray:
         n, stride = self.ring_read[key]
-        return self.rings[key].window(n * stride)[::stride]  # a view: t - n*stride .. t - stride
-
-    def _item(self, key, fast_in, fast, slow):
-        kind, name = self.ring_source[key]
-        if kind == "fast_in":
-            return fast_in[0]
-        if kind == "lateral":
-            return fast[name][0]
-        return (fast if name in fast else slow)[name][0]
-
-    def _push(self, keys, fast_in, fast, slow, fill=False):
-        for key in keys:
-            ring = self.rings[key]
-            if slow is None and self.ring_source[key][0] == "new" and key.startswith("slow_"):
-                item = np.array(ring.latest)  # reused frame: its slow activations are the previous ones
-            else:
-                item = self._item(key, fast_in, fast, slow)
-            for _ in range(ring.capacity if fill else 1):
-                ring.push(item)
+        return self.rings[key].window(n, stride, lag=stride - 1)  # a view: t - n*stride .. t - stride
 
     def _encode(self, x: np.ndarray, timer: Timer, first: bool):
         stem = self._run("frame_stem", {"image": x}, timer)
@@ -150,7 +181,7 @@ class SlowFastProgram(ObjectSetMixin):
             fast = self._run("fast_body_init", feeds, timer)
         else:
             for t in self.backend.spec("fast_body").inputs[1:]:
-                feeds[t.name] = self._window(t.name[len("hist_"):])
+                feeds[t.name] = self._hist[t.name]
             fast = self._run("fast_body", feeds, timer)
         return stem, fast
 
@@ -161,7 +192,7 @@ class SlowFastProgram(ObjectSetMixin):
         if first:
             return self._run("slow_body_init", feeds, timer)
         for t in self.backend.spec("slow_body").inputs[5:]:
-            feeds[t.name] = self._window(t.name[len("hist_"):])
+            feeds[t.name] = self._hist[t.name]
         return self._run("slow_body", feeds, timer)
 
     def _decode(self, slow, fast, o: ObjectState, timer: Timer):
@@ -218,14 +249,16 @@ class SlowFastProgram(ObjectSetMixin):
             x = to_input(frame, self.input_size)
             h, w = self.input_size
             mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if mask is not None else None
-        stem, fast = self._encode(x, timer, first=True)
-        slow = self._slow(stem, fast, timer, first=True)
         with timer.section("rings"):
             for r in self.rings.values():
                 r.clear()
-            self._push(self.rings, stem["fast_in"], fast, slow, fill=True)
-        self._fast8_prev = fast["fast8"]
+            self._reserve(windows=False)
+        stem, fast = self._encode(x, timer, first=True)
+        slow = self._slow(stem, fast, timer, first=True)
+        self._fast8_prev = fast["fast8"].copy()  # fast8 sits in a ring slot, rewritten some frames later
         self._last = (slow, fast)
+        with timer.section("rings"):
+            self._commit(slow, fill=True)
         self.objects = []
         if self.semi:
             for obj_id in ids:
@@ -244,6 +277,8 @@ class SlowFastProgram(ObjectSetMixin):
 
     def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
         t0, frame, timer, x = self._begin_step(frame)
+        with timer.section("rings"):
+            self._reserve()
         stem, fast = self._encode(x, timer, first=False)
 
         # ---- reuse gate on the fast pathway (skipped entirely at tau = 1)
@@ -272,10 +307,10 @@ class SlowFastProgram(ObjectSetMixin):
                 out = self._decode(slow, fast, o, timer)
                 logits.append(out["logits"])
                 o.r8 = out["r8"]
-            self._fast8_prev = fast["fast8"]
-            self._last = (slow, fast)
+            self._fast8_prev = fast["fast8"].copy()
+            self._last = (slow, fast)  # (views of this frame's ring slots: valid for this step)
         with timer.section("rings"):
-            self._push(self.rings, stem["fast_in"], fast, slow)
+            self._commit(slow)
         return self._finish(logits, reuse, p_gate, timer, t0)
 
     def add_objects(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
