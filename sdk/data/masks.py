@@ -9,7 +9,7 @@ grayscale 0/255 image; :func:`read_mask` maps its 255 to object 1.
 from __future__ import annotations
 
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -112,11 +112,23 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 _PLTE = _chunk(b"PLTE", DAVIS_PALETTE.astype(np.uint8).tobytes())
 
 
+def _png_params(cv2) -> list:
+    """zlib level 1, run-length strategy, no row filter: an id map is long runs of a few values, so
+    the row filters buy nothing and choosing them per row is most of the time (measured on a DAVIS
+    480p mask: 2.55 ms -> 0.45 ms, 4.7 kB -> 1.7 kB)."""
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if hasattr(cv2, "IMWRITE_PNG_STRATEGY_RLE"):
+        params += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    if hasattr(cv2, "IMWRITE_PNG_FILTER_NONE"):  # OpenCV >= 4.10
+        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    return params
+
+
 def encode_indexed_png(ids: np.ndarray) -> bytes:
     """An (H, W) uint8 id map as an indexed PNG with the DAVIS palette.
 
-    OpenCV encodes the pixels as an 8-bit grayscale PNG (zlib level 1, with the
-    GIL released, so a writer thread does not stall inference); an 8-bit
+    OpenCV encodes the pixels as an 8-bit grayscale PNG (see ``_png_params``, with
+    the GIL released, so a writer thread does not stall inference); an 8-bit
     palette image stores exactly the same IDAT bytes, so the result is that file
     with colour type 3 in IHDR and a PLTE chunk added.  Pillow, OpenCV and the
     DAVIS tools read it back as the same ids.
@@ -126,7 +138,7 @@ def encode_indexed_png(ids: np.ndarray) -> bytes:
 
     import cv2
 
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(ids, dtype=np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(ids, dtype=np.uint8), _png_params(cv2))
     if not ok:
         raise DataError("OpenCV could not encode the mask as PNG")
     raw = buf.tobytes()
@@ -163,13 +175,23 @@ def write_mask(path, mask: np.ndarray) -> None:
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = encode_indexed_png(arr)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    # a temporary name of this process and thread (no random-name search: this runs once a frame in
+    # a writer thread, next to inference); O_CREAT with 0o666 leaves the mode to the umask
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; masks are ordinary files
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -177,15 +199,6 @@ def write_mask(path, mask: np.ndarray) -> None:
         except FileNotFoundError:
             pass
         raise
-
-
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _umask_mode()
 
 
 def object_ids(mask: np.ndarray) -> list[int]:
