@@ -7,7 +7,11 @@ writes the sinks (overlay mp4 + DAVIS masks by default) through
 Target ratio (pipeline / bare) >= 0.95.  Prints a table and writes JSON.
 
     python benchmarks/bench_pipeline.py --bundle BUNDLE [--source file://clip.mp4]
-        [--frames 80] [--warmup 10] [--repeats 3] [--threads 1] [--tau 1.0]
+        [--frames 80] [--warmup 10] [--repeats 3] [--threads 1] [--tau 1.0] [--pin-inference 0]
+
+``--pin-inference CORES`` adds a third run per repeat: the pipeline with
+inference pinned to those cores and every GStreamer / sink thread on the
+others (``edgevos run --pin-inference``); the bare loop stays unpinned.
 """
 from __future__ import annotations
 
@@ -47,16 +51,24 @@ def bare_fps(args, frames, mask) -> float:
     return (len(ends) - 1 - w) / (ends[-1] - ends[w])
 
 
-def pipeline_fps(args, mask, out_dir: Path) -> dict:
+def pipeline_fps(args, mask, out_dir: Path, pin=None) -> dict:
     from edgevos.runtime.cli import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
     shutil.rmtree(out_dir, ignore_errors=True)
+    split = None
+    if pin:
+        from edgevos.runtime.affinity import CoreSplit, parse_cores
+
+        split = CoreSplit(parse_cores(pin))
+    session = _session(args)
+    if split is not None:
+        split.mark_inference()
     src = open_source(args.source)
     sinks = [open_sink(u.replace("{out}", str(out_dir)), fps=src.fps) for u in args.sinks]
-    summary = run_pipeline(src, sinks, _session(args), first_mask=mask, max_frames=args.frames,
-                           warmup=args.warmup, handle_signals=False)
+    summary = run_pipeline(src, sinks, session, first_mask=mask, max_frames=args.frames,
+                           warmup=args.warmup, handle_signals=False, core_split=split)
     summary.pop("_stats", None)
     return summary
 
@@ -103,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--tau", type=float, default=1.0)
+    ap.add_argument("--pin-inference", metavar="CORES", default=None,
+                    help="also run the pipeline with inference pinned to these cores (e.g. 0)")
     ap.add_argument("--out", default="runs/bench_pipeline.json")
     args = ap.parse_args(argv)
 
@@ -128,15 +142,28 @@ def main(argv=None) -> int:
         for r in range(args.repeats):
             b = bare_fps(args, frames, mask)
             p = pipeline_fps(args, mask, Path(tmp) / f"run{r}")
-            rows.append({"bare_fps": round(b, 3), "pipeline_fps": p["fps"], "ratio": round(p["fps"] / b, 4),
-                         "sink_ms_p50": p["latency_ms"]["sink"]["p50"], "wait_ms_p50": p["latency_ms"]["wait"]["p50"],
-                         "step_ms_p50": p["latency_ms"]["step"]["p50"], "frames": p["frames"]})
-    print(f"{'repeat':>6} {'bare FPS':>9} {'pipeline FPS':>13} {'ratio':>7} {'step p50':>9} {'sinks p50':>10} {'wait p50':>9}")
+            row = {"bare_fps": round(b, 3), "pipeline_fps": p["fps"], "ratio": round(p["fps"] / b, 4),
+                   "sink_ms_p50": p["latency_ms"]["sink"]["p50"], "wait_ms_p50": p["latency_ms"]["wait"]["p50"],
+                   "step_ms_p50": p["latency_ms"]["step"]["p50"], "frames": p["frames"]}
+            if args.pin_inference:
+                q = pipeline_fps(args, mask, Path(tmp) / f"pin{r}", pin=args.pin_inference)
+                row.update({"pinned_fps": q["fps"], "pinned_ratio": round(q["fps"] / b, 4),
+                            "pinned_step_ms_p50": q["latency_ms"]["step"]["p50"],
+                            "pinned_wait_ms_p50": q["latency_ms"]["wait"]["p50"], "affinity": q["affinity"]})
+            rows.append(row)
+    pin = bool(args.pin_inference)
+    print(f"{'repeat':>6} {'bare FPS':>9} {'pipeline FPS':>13} {'ratio':>7} {'step p50':>9} {'sinks p50':>10} {'wait p50':>9}"
+          + (f" {'pinned FPS':>11} {'ratio':>7} {'step p50':>9} {'wait p50':>9}" if pin else ""))
     for i, r in enumerate(rows):
         print(f"{i:6d} {r['bare_fps']:9.2f} {r['pipeline_fps']:13.2f} {r['ratio']:7.3f} {r['step_ms_p50']:9.2f} "
-              f"{r['sink_ms_p50']:10.2f} {r['wait_ms_p50']:9.2f}")
+              f"{r['sink_ms_p50']:10.2f} {r['wait_ms_p50']:9.2f}"
+              + (f" {r['pinned_fps']:11.2f} {r['pinned_ratio']:7.3f} {r['pinned_step_ms_p50']:9.2f} "
+                 f"{r['pinned_wait_ms_p50']:9.2f}" if pin else ""))
     med = statistics.median(r["ratio"] for r in rows)
     print(f"median ratio pipeline/bare: {med:.3f} (target >= 0.95)")
+    med_pin = statistics.median(r["pinned_ratio"] for r in rows) if pin else None
+    if pin:
+        print(f"median ratio pinned pipeline/bare: {med_pin:.3f} (inference on core(s) {args.pin_inference})")
     with tempfile.TemporaryDirectory(prefix="edgevos-io-") as tmp:
         io = io_cpu_costs(args, frames, mask, Path(tmp))
     step = statistics.median(r["step_ms_p50"] for r in rows)
@@ -156,6 +183,7 @@ def main(argv=None) -> int:
         "bundle": str(args.bundle), "source": args.source, "sinks": args.sinks, "frames": args.frames,
         "warmup": args.warmup, "backend": args.backend, "threads": args.threads, "tau": args.tau,
         "machine": platform.machine(), "repeats": rows, "median_ratio": round(med, 4),
+        "pin_inference": args.pin_inference, "median_ratio_pinned": round(med_pin, 4) if pin else None,
         "io_cpu_ms_per_frame": {k: round(v, 3) for k, v in io.items()}, "bare_step_ms": round(bare_ms, 3),
         "step_ms_p50_in_pipeline": round(step, 3), "cores": cores,
     }, indent=2))

@@ -49,13 +49,17 @@ SWITCH_INTERVAL_S = 0.001
 
 def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frames: Optional[int] = None,
                  warmup: int = 10, status: Optional[Callable[[str], None]] = None, status_every: float = 0.5,
-                 power=None, handle_signals: bool = True, stop_event: Optional[threading.Event] = None) -> dict:
+                 power=None, handle_signals: bool = True, stop_event: Optional[threading.Event] = None,
+                 core_split=None) -> dict:
     """Run ``session`` over ``source`` and write ``sinks``; returns the summary dict.
 
     ``first_mask``: (H, W) ids, a callable ``rgb -> mask`` (e.g. GrabCut from a
     box), or None to use ``source.first_mask`` (test://, davis://).
     ``power``: a :class:`~edgevos.runtime.power.PowerMonitor` (started here).
     ``handle_signals``: in the main thread, SIGINT/SIGTERM end the run cleanly.
+    ``core_split``: a :class:`~edgevos.runtime.affinity.CoreSplit` (inference on its
+    cores, every other thread off them), applied as the source and sinks start
+    their threads and restored on return.
     The summary has ``stopped_by``, ``exit_code`` and ``error`` besides the stats;
     sinks and the source are closed in every case.
     """
@@ -86,6 +90,8 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
     dropped_seen = 0
     t_prev = time.perf_counter()
     try:
+        if core_split is not None:
+            core_split.apply()
         it = iter(source)
         while True:
             if stop_event.is_set():
@@ -125,6 +131,8 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
             ))
             dropped_seen = dropped
             t_prev = t2
+            if core_split is not None and len(stats) in (1, warmup):  # sinks start their threads on frame 0
+                core_split.apply()
             if status is not None and t2 - last_status >= status_every:
                 status(stats.status_line())
                 last_status = t2
@@ -146,6 +154,8 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
         except Exception as exc:
             close_errors.append(f"{source}: {exc}")
         power_summary = power.stop(frames=len(stats.steady())) if power is not None else None
+        if core_split is not None:
+            core_split.restore()
         for sig, handler in old.items():
             signal.signal(sig, handler)
         sys.setswitchinterval(old_switch)
@@ -161,6 +171,7 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
         "stopped_by": stopped_by,
         "error": error,
         "reconnects": int(getattr(source, "reconnects", 0)),
+        "affinity": core_split.describe() if core_split is not None else None,
         "exit_code": EXIT_CODES.get(stopped_by, 1) if not error else (EXIT_CODES.get(stopped_by, 1) or 1),
     })
     summary["_stats"] = stats
@@ -220,6 +231,8 @@ def add_arguments(p) -> None:
     p.add_argument("--tau", type=float, default=None, help="reuse-gate threshold (1 = never reuse)")
     p.add_argument("--max-reuse", type=int, default=None, help="force a full step after this many reuses")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+    p.add_argument("--pin-inference", metavar="CORES", default=None,
+                   help="Linux: run inference on these cores (e.g. 0 or 0,1) and decoding/encoding/writing on the others")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--init-mask", help="first-frame mask PNG (ids; DAVIS layout)")
     g.add_argument("--init-box", action="append", help="x,y,w,h of an object in the first frame (GrabCut); repeat per object")
@@ -273,7 +286,14 @@ def main(args) -> int:
     for name in ("precision", "tau", "threads", "max_reuse"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
+    split = None
+    if args.pin_inference is not None:
+        from edgevos.runtime.affinity import CoreSplit, parse_cores
+
+        split = CoreSplit(parse_cores(args.pin_inference))
     session = Session.from_bundle(args.bundle, **kwargs)
+    if split is not None:
+        split.mark_inference()  # the backend's intra-op threads
 
     options = {"reconnect": args.reconnect}
     if args.timeout is not None:
@@ -291,7 +311,7 @@ def main(args) -> int:
     show, tty = _status_printer()
     power = None if args.no_power else PowerMonitor()
     summary = run_pipeline(source, sinks, session, first_mask=first_mask, max_frames=args.max_frames,
-                           warmup=args.warmup, status=None if args.quiet else show, power=power)
+                           warmup=args.warmup, status=None if args.quiet else show, power=power, core_split=split)
     stats = summary.pop("_stats")
     if tty and not args.quiet:
         sys.stderr.write("\n")
