@@ -8,7 +8,8 @@ Two measurements, both printed as tables and written to one JSON file:
   reached).  Hot caches: a lower bound.
 * **in situ** (``--bundle``, a SlowFast bundle): ``Session.step`` over real
   frames; the step program times its ring work (reserve the slots the stages
-  write into, take the history windows, commit) as the ``rings`` section of
+  write into, take the history windows, commit; with mirrored rings a lookup in
+  the per-frame binding table built at ``start``) as the ``rings`` section of
   each step.  One session per layout, stepped in turn on the same frames, so
   machine load hits both alike.  The share is mean ring time / mean step time;
   the issue's target is < 1 %.

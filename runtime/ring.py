@@ -193,6 +193,19 @@ class RingBuffer:
             self._count += 1
         self.pushes += 1
 
+    def advance(self) -> None:
+        """Add the item at the next slot without a :meth:`reserve` call: for a producer that
+        keeps the slot views it was handed for each :attr:`period` position (a streaming
+        program's per-frame binding table) and fills them itself."""
+        self._reserved = True
+        self.commit()
+
+    @property
+    def period(self) -> Optional[int]:
+        """Pushes after which a full mirrored ring is back in the same state (its slot and
+        window views repeat); None for the sliding layout."""
+        return self._slots if self.layout == "mirrored" else None
+
     def push(self, item) -> None:
         """Append one item (copied in); the oldest falls out when full.
 
@@ -308,6 +321,15 @@ class StridedRing:
     def commit(self) -> None:
         self.lanes[self.pushes % self.stride].commit()
         self.pushes += 1
+
+    def advance(self) -> None:
+        self.lanes[self.pushes % self.stride].advance()
+        self.pushes += 1
+
+    @property
+    def period(self) -> Optional[int]:
+        p = self.lanes[0].period
+        return None if p is None else self.stride * p
 
     def push(self, item) -> None:
         self.lanes[self.pushes % self.stride].push(item)

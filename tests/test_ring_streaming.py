@@ -95,3 +95,31 @@ def test_out_arrays_are_checked(bundle):
     res = s.backend.run("frame_stem", feeds, {t.name: dst})
     assert res[t.name] is dst
     np.testing.assert_array_equal(dst, s.backend.run("frame_stem", feeds)[t.name])
+
+
+def test_binding_table_covers_a_full_period_and_wraps(bundle, monkeypatch):
+    """The per-frame binding table: built at start without moving the rings, and right past its wrap-around."""
+    from edgevos.runtime import ring as ring_mod
+    from edgevos.runtime.session import Session
+
+    fast = Session.from_bundle(bundle, precision="fp32", tau=1.0, threads=1)
+    prog = fast.program
+    assert prog._period and all(r.layout == "mirrored" for r in prog.rings.values())
+    monkeypatch.setattr(ring_mod, "_mirrored_storage", lambda *a: None)
+    plain = Session.from_bundle(bundle, precision="fp32", tau=1.0, threads=1)
+    assert not plain.program._period
+    frames, mask = _frames(24)
+    fast.start(frames[0], mask)
+    plain.start(frames[0], mask)
+    assert len(prog._table) == prog._period
+    for key, ring in prog.rings.items():  # building the table left every ring as the fill left it
+        assert ring.pushes == ring.capacity
+        np.testing.assert_array_equal(_items(ring), _items(plain.program.rings[key]))
+    for i in range(prog._period + 12):
+        f = frames[1 + i % (len(frames) - 1)]
+        a, b = fast.step(f), plain.step(f)
+        if i % 7 == 0 or i >= prog._period - 2:
+            np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
+    assert prog._steps == prog._period + 12
+    for key, ring in prog.rings.items():
+        np.testing.assert_array_equal(_items(ring), _items(plain.program.rings[key]))

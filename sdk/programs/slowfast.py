@@ -30,6 +30,7 @@ This module is torch-free.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -51,6 +52,9 @@ from edgevos.programs.base import (
 
 #: preset name -> (slow frames, fast frames)
 PRESETS: Dict[str, Tuple[int, int]] = {"1-1": (1, 1), "3-3": (3, 3), "7-7": (7, 7), "1-7": (1, 7), "3-7": (3, 7)}
+
+#: most positions kept in the per-frame binding table (see SlowFastProgram._reserve)
+TABLE_LIMIT = 4096
 
 #: lateral ring key -> the fast feature it holds
 LATERAL_SOURCE = {"lat_stem": "fast_stem", "lat_res2": "fast4", "lat_res3": "fast8", "lat_res4": "fast16"}
@@ -134,6 +138,14 @@ class SlowFastProgram(ObjectSetMixin):
         self._repeat_on_reuse = [k for k, (kind, _) in self.ring_source.items() if kind == "new" and k.startswith("slow_")]
         self._slots: Dict[str, np.ndarray] = {}
         self._hist: Dict[str, np.ndarray] = {}
+        self._ring_list = list(self.rings.values())
+        periods = [r.period for r in self._ring_list]
+        # common period of the rings' states (mirrored layout); 0: no binding table (sliding rings)
+        self._period = math.lcm(*periods) if periods and all(periods) else 0
+        self._table: Dict[int, tuple] = {}
+        self._steps = 0  # steps since start(): every ring advanced this many times since its fill
+        self._bound = False
+        self._repeat_src: List[tuple] = []
         self.objects: List[ObjectState] = []
         self.frame_hw = None
         self.frame_index = -1
@@ -149,10 +161,36 @@ class SlowFastProgram(ObjectSetMixin):
 
     def _reserve(self, windows: bool = True):
         """Every ring's next slot, for the stages of this frame to write into, and (``windows``)
-        the history windows the stages read, ``{hist input name: view}``."""
+        the history windows the stages read, ``{hist input name: view}``.
+
+        After ``start`` every ring advances once per step, so with mirrored rings the whole
+        binding (slots, windows, the items a reused frame repeats) is a function of the
+        step count modulo the rings' common period: :meth:`_build_table` lists it once
+        and a step looks its entry up (the per-frame binding table of a static pipeline).
+        """
+        if windows and self._table:
+            self._slots, self._hist, self._repeat_src = self._table[self._steps % self._period]
+            self._bound = True
+            return
         self._slots = {key: ring.reserve()[None] for key, ring in self.rings.items()}  # (1, ...): a stage output
+        self._bound = False
         if windows:
             self._hist = {"hist_" + key: self._window(key) for key in self.rings}
+            self._repeat_src = [(self._slots[k], self.rings[k].latest) for k in self._repeat_on_reuse]
+
+    def _build_table(self) -> None:
+        """Bindings for every position of one period, by stepping the (full) rings through it
+        without writing an item: after a whole period every ring is back where it was."""
+        counters = [(r, r.pushes) for ring in self._ring_list for r in [ring, *getattr(ring, "lanes", [])]]
+        for k in range(self._period):
+            slots = {key: ring.reserve()[None] for key, ring in self.rings.items()}
+            hist = {"hist_" + key: self._window(key) for key in self.rings}
+            repeat = [(slots[key], self.rings[key].latest) for key in self._repeat_on_reuse]
+            self._table[k] = (slots, hist, repeat)
+            for ring in self._ring_list:
+                ring.commit()
+        for r, n in counters:
+            r.pushes = n
 
     def _commit(self, slow, fill=False):
         """Add this frame's items.  A reused frame repeats the slow rings' last computed item;
@@ -161,14 +199,21 @@ class SlowFastProgram(ObjectSetMixin):
         for key, src in self._extra_copies:
             slots[key][...] = slots[src]
         if slow is None:  # reused frame: its slow activations are the previous ones
-            for key in self._repeat_on_reuse:
-                slots[key][0] = self.rings[key].latest
-        for ring in self.rings.values():
-            ring.commit()
-            if fill:
-                for _ in range(ring.capacity - 1):
-                    ring.push(ring.latest)
+            for dst, latest in self._repeat_src:
+                dst[0] = latest
+        if self._bound:
+            for ring in self._ring_list:
+                ring.advance()
+        else:
+            for ring in self._ring_list:
+                ring.commit()
+                if fill:
+                    for _ in range(ring.capacity - 1):
+                        ring.push(ring.latest)
+        self._steps = 0 if fill else self._steps + 1
         self._slots, self._hist = {}, {}
+        if fill and self._period and not self._table and self._period <= TABLE_LIMIT:
+            self._build_table()
 
     def _window(self, key: str) -> np.ndarray:
         n, stride = self.ring_read[key]
