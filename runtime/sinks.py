@@ -89,7 +89,8 @@ def _pick_encoder() -> str:
     from edgevos.runtime.sources import has_element
 
     if has_element("x264enc"):
-        return "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60"
+        # constant quality (CRF 21): no bitrate target to chase, and the same frames give the same file
+        return "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 pass=qual quantizer=21"
     if has_element("openh264enc"):
         return "openh264enc"
     if has_element("avenc_h264"):

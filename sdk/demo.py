@@ -29,7 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", default="256x448", help="model input HxW (default 256x448)")
     p.add_argument("--tau", default="1,0.7", help="reuse-gate thresholds to run (default 1,0.7)")
     p.add_argument("--precision", default="int8-cpu", choices=["fp32", "int8-cpu", "int8-trt"])
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime threads (default: 1 when inference is pinned, else all cores)")
+    p.add_argument("--pin-inference", metavar="CORES", default="auto",
+                   help="Linux: inference on these cores, decoding/encoding/writing on the others (as edgevos run "
+                        "--pin-inference); 'auto' (default): the last core with one inference thread when there are "
+                        "two or more cores; 'none': no pinning")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--rebuild", action="store_true", help="re-export the bundle even if one exists")
 
@@ -94,6 +99,22 @@ def export_bundle(out: Path, weights: str, input_size, precision: str, rebuild: 
     return bundle
 
 
+def _pinning(text, threads):
+    """(cores to pin inference to or None, inference threads) for --pin-inference."""
+    if not text or text == "none":
+        return None, threads
+    import os
+
+    from edgevos.runtime.affinity import parse_cores
+
+    if text == "auto":
+        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if len(allowed) < 2 or not os.path.isdir("/proc/self/task") or (threads or 1) > 1:
+            return None, threads
+        return {allowed[-1]}, 1
+    return parse_cores(text), threads
+
+
 def main(args) -> int:
     import numpy as np
 
@@ -117,14 +138,24 @@ def main(args) -> int:
     print(f"[demo] 3/3 GStreamer runtime: file://{clip.name} -> overlay MP4 + masks, ONNX Runtime {args.precision}")
     gts = [seq.mask(i) for i in range(len(seq))]
     rows = []
+    pin, threads = _pinning(args.pin_inference, args.threads)
+    if pin:
+        print(f"[demo]     inference pinned to core(s) {sorted(pin)}, {threads} thread(s); I/O on the others")
     for tau in taus:
         tag = f"tau{tau:g}"
+        split = None
+        if pin:
+            from edgevos.runtime.affinity import CoreSplit
+
+            split = CoreSplit(pin)
         session = Session.from_bundle(bundle, backend="onnxruntime", precision=args.precision, tau=tau,
-                                      threads=args.threads)
+                                      threads=threads)
+        if split is not None:
+            split.mark_inference()
         source = open_source(f"file://{clip.resolve()}")
         sinks = [open_sink(f"file://{(out / f'overlay_{tag}.mp4').resolve()}", fps=25),
                  open_sink(f"masks://{(out / f'masks_{tag}').resolve()}")]
-        summary = run_pipeline(source, sinks, session, first_mask=gts[0], warmup=5, status=None)
+        summary = run_pipeline(source, sinks, session, first_mask=gts[0], warmup=5, status=None, core_split=split)
         if summary.get("error"):
             print(f"[demo] run at tau={tau:g} ended with an error: {summary['error']}")
         masks_dir = out / f"masks_{tag}"
@@ -154,6 +185,7 @@ def main(args) -> int:
         print(f"speed-up tau={rows[-1]['tau']:g} vs tau={rows[0]['tau']:g}: {rows[-1]['fps'] / rows[0]['fps']:.2f}x "
               f"(J&F {100 * (rows[-1]['J&F'] - rows[0]['J&F']):+.1f} points)")
     (out / "demo.json").write_text(json.dumps({"rows": rows, "clip": str(clip), "bundle": str(bundle),
+                                               "pin_inference": sorted(pin) if pin else None, "threads": threads,
                                                "seconds": time.perf_counter() - t0}, indent=2))
     print(f"wrote {out / 'demo.json'}; overlays and masks in {out}")
     worst = min(r["J"] for r in rows)

@@ -111,3 +111,17 @@ def test_run_pipeline_keeps_inference_on_its_core_and_the_mask_writer_off_it(tmp
     assert session.writer_cores and all(c == allowed - {core} for c in session.writer_cores[1:])
     assert len(list((tmp_path / "m").glob("*.png"))) == 12
     assert thread_affinity() == allowed  # restored
+
+
+def test_demo_pinning_choice():
+    from edgevos.demo import _pinning
+
+    assert _pinning("none", None) == (None, None) and _pinning(None, 2) == (None, 2)
+    assert _pinning("0,1", 2) == ({0, 1}, 2)
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    auto = _pinning("auto", None)
+    if len(allowed) >= 2 and sys.platform.startswith("linux"):
+        assert auto == ({allowed[-1]}, 1)  # one inference thread on the last core
+        assert _pinning("auto", 2) == (None, 2)  # two inference threads: nothing to split on 2 cores
+    else:
+        assert auto == (None, None)
