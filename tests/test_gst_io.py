@@ -424,3 +424,23 @@ def test_software_decoder_threads_default_to_one_and_are_settable(Gst, clip):
     src.close()
     with pytest.raises(InputError, match="decode-threads"):
         open_source(f"file://{clip}?decode-threads=many")
+
+
+@pytest.mark.parametrize("hw", [(240, 432), (480, 854), (10, 6)])
+def test_i420_buffers_have_gstreamer_plane_strides(hw):
+    """Frames go to the encoder as I420 in GStreamer's default layout: rows padded to 4 bytes per plane."""
+    import cv2
+
+    from edgevos.runtime.sinks import i420_bytes
+
+    h, w = hw
+    rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ref = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420).reshape(-1)
+    data = np.frombuffer(i420_bytes(rgb), np.uint8)
+    sy, sc = (w + 3) // 4 * 4, (w // 2 + 3) // 4 * 4
+    assert data.size == sy * h + 2 * sc * (h // 2)
+    np.testing.assert_array_equal(data[:sy * h].reshape(h, sy)[:, :w], ref[:h * w].reshape(h, w))
+    c = (h // 2) * (w // 2)
+    for k in range(2):
+        plane = data[sy * h + k * sc * (h // 2):][:sc * (h // 2)].reshape(h // 2, sc)[:, :w // 2]
+        np.testing.assert_array_equal(plane, ref[h * w + k * c:h * w + (k + 1) * c].reshape(h // 2, w // 2))
