@@ -5,9 +5,12 @@ an (H, W) uint8 id map, and optionally ``.reused``, ``.p_gate``,
 ``.total_ms``, ``.stage_ms``) and ``close()``, which finalizes the output and
 is idempotent; sinks are context managers.
 
-* ``file://out.mp4`` / ``file://out.mkv``: overlay video.  ``appsrc !
-  videoconvert ! x264enc ! mp4mux|matroskamux ! filesink`` (openh264enc or the
-  FFmpeg encoder when x264 is missing).  The file is written under a temporary
+* ``file://out.mp4`` / ``file://out.mkv``: overlay video.  ``appsrc (I420) !
+  ENCODER ! h264parse ! mp4mux|matroskamux ! filesink``, ENCODER the Jetson's
+  NVENC (``nvv4l2h264enc`` through ``nvvidconv``) where it exists, else x264enc,
+  openh264enc or the FFmpeg encoder; an encoder that fails to start (an Orin
+  Nano lists nvv4l2h264enc but has no NVENC) falls back to the next with a
+  warning, and ``?encoder=NAME`` picks one.  The file is written under a temporary
   name and renamed into place once the muxer has finished (EOS reached the
   file), so ``out.mp4`` only ever exists as a playable file.
 * ``masks://DIR[?seq=NAME]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
@@ -26,6 +29,7 @@ import queue
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -85,22 +89,44 @@ def _prepare_dir(path: Path, uri: URI) -> None:
 # ----------------------------------------------------------------------------
 # GStreamer video sinks
 # ----------------------------------------------------------------------------
-def _pick_encoder() -> str:
+#: encoder name (``?encoder=`` of a video sink URI) -> GStreamer chain from I420 frames to H.264
+ENCODERS = {
+    # Jetson NVENC (Orin NX/AGX, Xavier): into NVMM with the VIC, constant-quality-like VBR
+    "nvv4l2h264enc": "nvvidconv ! video/x-raw(memory:NVMM),format=NV12 ! nvv4l2h264enc control-rate=0 "
+                     "bitrate=8000000 iframeinterval=60 insert-sps-pps=true",
+    # constant quality (CRF 21): no bitrate target to chase, and the same frames give the same file
+    "x264enc": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 pass=qual quantizer=21",
+    "openh264enc": "openh264enc",
+    "avenc_h264": "avenc_h264",
+    "avenc_h264_omx": "avenc_h264_omx",
+}
+HARDWARE_ENCODERS = ("nvv4l2h264enc",)
+
+
+def encoder_candidates(uri: Optional[URI] = None) -> list:
+    """Encoder names to try, best first: the one asked for (``?encoder=NAME``), else the
+    hardware encoder where its elements exist, then the software ones that are installed."""
     from edgevos.runtime.sources import has_element
 
-    if has_element("x264enc"):
-        # constant quality (CRF 21): no bitrate target to chase, and the same frames give the same file
-        return "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 pass=qual quantizer=21"
-    if has_element("openh264enc"):
-        return "openh264enc"
-    if has_element("avenc_h264"):
-        return "avenc_h264"
-    if has_element("avenc_h264_omx"):
-        return "avenc_h264_omx"
-    raise SourceError(
-        "no H.264 encoder found (x264enc, openh264enc, avenc_h264): install "
-        "gstreamer1.0-plugins-ugly (x264enc) or gstreamer1.0-plugins-bad (openh264enc)"
-    )
+    asked = uri.query.get("encoder") if uri is not None else None
+    if asked:
+        if asked not in ENCODERS:
+            raise InputError(f"{uri}: encoder '{asked}' is unknown: choose one of {sorted(ENCODERS)}")
+        if not has_element(asked):
+            raise SourceError(f"{uri}: encoder '{asked}' is not installed here")
+        return [asked]
+    names = [n for n in ENCODERS if has_element(n) and (n not in HARDWARE_ENCODERS or has_element("nvvidconv"))]
+    if not names:
+        raise SourceError(
+            "no H.264 encoder found (nvv4l2h264enc, x264enc, openh264enc, avenc_h264): install "
+            "gstreamer1.0-plugins-ugly (x264enc) or gstreamer1.0-plugins-bad (openh264enc)"
+        )
+    return names
+
+
+def _pick_encoder() -> str:
+    """The first candidate's chain (see :func:`encoder_candidates`)."""
+    return ENCODERS[encoder_candidates()[0]]
 
 
 def display_sink() -> str:
@@ -130,16 +156,18 @@ def display_sink() -> str:
     )
 
 
-def video_sink_description(uri: URI, location: Optional[str] = None) -> str:
-    """The gst-launch description (after ``appsrc name=src``) for a video sink URI."""
+def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Optional[str] = None) -> str:
+    """The gst-launch description (after ``appsrc name=src``) for a video sink URI, with
+    ``encoder`` (a name in :data:`ENCODERS`; default: the first candidate)."""
     from edgevos.runtime.sources import _q, has_element
 
     if uri.scheme == "display":
         return f"videoconvert ! {display_sink()}"
-    enc = _pick_encoder()
+    name = encoder or encoder_candidates(uri)[0]
+    enc = ENCODERS[name]
     parse = " ! h264parse" if has_element("h264parse") else ""
-    if not parse and not enc.startswith("x264enc"):
-        raise SourceError(f"{uri}: encoder '{enc.split()[0]}' needs h264parse (gstreamer1.0-plugins-bad)")
+    if not parse and name != "x264enc":
+        raise SourceError(f"{uri}: encoder '{name}' needs h264parse (gstreamer1.0-plugins-bad)")
     head = f"videoconvert ! video/x-raw,format=I420 ! {enc}{parse}"
     if uri.scheme == "rtsp":
         if not has_element("rtspclientsink"):
@@ -228,6 +256,7 @@ class VideoSink(_QueuedSink):
         self._t_last = None
         self._rate = None
         self._pushed = 0
+        self.encoder: Optional[str] = None  # the encoder that started (see encoder_candidates)
         self._queue: "queue.Queue" = queue.Queue(maxsize=4)
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
@@ -251,18 +280,36 @@ class VideoSink(_QueuedSink):
         # frames arrive as I420, converted by OpenCV in the writer thread (~0.1 ms at 480p against
         # ~1 ms for videoconvert's RGB -> I420); videoconvert then passes them through to the encoder
         caps = f"video/x-raw,format=I420,width={w},height={h},framerate={num}/{den}"
-        desc = (f"appsrc name=src format=time is-live=false block=true do-timestamp=false "
-                f"max-bytes={4 * w * h * 3} caps={caps} ! " + video_sink_description(self.uri, location))
+        head = (f"appsrc name=src format=time is-live=false block=true do-timestamp=false "
+                f"max-bytes={4 * w * h * 3} caps={caps} ! ")
+        names = [None] if self.uri.scheme == "display" else encoder_candidates(self.uri)
+        failures = []
+        for name in names:  # a listed hardware encoder can still fail to open (an Orin Nano has no NVENC)
+            err = self._try_start(Gst, head + video_sink_description(self.uri, location, name))
+            if err is None:
+                self.encoder = name
+                if failures:
+                    warnings.warn(f"{self.uri}: {'; '.join(failures)}; encoding with {name}", RuntimeWarning,
+                                  stacklevel=2)
+                self._size = (h, w)
+                return
+            failures.append(f"{name or 'the display sink'} did not start ({err})")
+        raise SourceError(f"{self.uri}: cannot start the output: {'; '.join(failures)}")
+
+    def _try_start(self, Gst, desc: str) -> Optional[str]:
+        """Build and start one output pipeline; None when it runs, else the reason."""
         try:
-            self._pipeline = Gst.parse_launch(desc)
+            pipeline = Gst.parse_launch(desc)
         except Exception as exc:
-            raise SourceError(f"{self.uri}: cannot build the output pipeline: {redact(str(exc))}") from exc
-        self._src = self._pipeline.get_by_name("src")
-        self._size = (h, w)
-        if self._pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+            return redact(str(exc))
+        self._pipeline = pipeline
+        self._src = pipeline.get_by_name("src")
+        if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             err = self._bus_error(0.5)
-            self._pipeline.set_state(Gst.State.NULL)
-            raise SourceError(f"{self.uri}: cannot start the output: {err or 'state change failed'}")
+            pipeline.set_state(Gst.State.NULL)
+            self._pipeline = self._src = None
+            return err or "state change failed"
+        return None
 
     def _bus_error(self, timeout_s: float = 0.0) -> Optional[str]:
         from edgevos.runtime.sources import gst

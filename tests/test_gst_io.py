@@ -444,3 +444,39 @@ def test_i420_buffers_have_gstreamer_plane_strides(hw):
     for k in range(2):
         plane = data[sy * h + k * sc * (h // 2):][:sc * (h // 2)].reshape(h // 2, sc)[:, :w // 2]
         np.testing.assert_array_equal(plane, ref[h * w + k * c:h * w + (k + 1) * c].reshape(h // 2, w // 2))
+
+
+def test_encoder_choice_hardware_first_and_fallback(tmp_path, monkeypatch):
+    """NVENC is tried first where its elements exist; one that cannot start falls back to the next
+    encoder with a warning and the file is still written; ?encoder= picks one or fails clearly."""
+    _gst_or_skip()
+    from edgevos.runtime import sinks as S
+    from edgevos.runtime import sources
+    from edgevos.runtime.sinks import encoder_candidates, open_sink
+    from edgevos.runtime.sources import open_source
+
+    real = sources.has_element
+    jetson = lambda name: name in ("nvv4l2h264enc", "nvvidconv") or real(name)  # noqa: E731
+    monkeypatch.setattr(sources, "has_element", jetson)
+    names = encoder_candidates()
+    assert names[0] == "nvv4l2h264enc" and "x264enc" in names
+    # here the NVENC chain cannot be built (no such elements): the sink must fall back, not fail
+    frames = [np.full((48, 64, 3), (40 * i) % 255, np.uint8) for i in range(6)]
+    with pytest.warns(RuntimeWarning, match="nvv4l2h264enc did not start.*encoding with x264enc"):
+        with open_sink(f"file://{tmp_path / 'a.mp4'}", fps=10, overlay=False) as sink:
+            for i, f in enumerate(frames):
+                sink.write(i, f, None)
+    assert sink.encoder == "x264enc"
+    src = open_source(f"file://{tmp_path / 'a.mp4'}")
+    assert len([f for f in src]) == 6
+    src.close()
+    monkeypatch.setattr(sources, "has_element", real)
+    with pytest.raises(InputError, match="encoder 'h265' is unknown"):
+        open_sink(f"file://{tmp_path / 'b.mp4'}?encoder=h265")
+    if not real("nvv4l2h264enc"):
+        with pytest.raises(SourceError, match="encoder 'nvv4l2h264enc' is not installed"):
+            open_sink(f"file://{tmp_path / 'b.mp4'}?encoder=nvv4l2h264enc")
+    with open_sink(f"file://{tmp_path / 'c.mkv'}?encoder=x264enc", fps=10, overlay=False) as sink:
+        sink.write(0, frames[0], None)
+    assert sink.encoder == "x264enc" and (tmp_path / "c.mkv").stat().st_size > 0
+    assert S.ENCODERS["x264enc"].startswith("x264enc")
