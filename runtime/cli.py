@@ -50,7 +50,7 @@ SWITCH_INTERVAL_S = 0.001
 def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frames: Optional[int] = None,
                  warmup: int = 10, status: Optional[Callable[[str], None]] = None, status_every: float = 0.5,
                  power=None, handle_signals: bool = True, stop_event: Optional[threading.Event] = None,
-                 core_split=None) -> dict:
+                 core_split=None, prefetch: int = 3) -> dict:
     """Run ``session`` over ``source`` and write ``sinks``; returns the summary dict.
 
     ``first_mask``: (H, W) ids, a callable ``rgb -> mask`` (e.g. GrabCut from a
@@ -60,6 +60,8 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
     ``core_split``: a :class:`~edgevos.runtime.affinity.CoreSplit` (inference on its
     cores, every other thread off them), applied as the source and sinks start
     their threads and restored on return.
+    ``prefetch``: frames a lossless source (file, test://, davis://) is read ahead
+    in a background thread (0: in this thread); live sources are read here.
     The summary has ``stopped_by``, ``exit_code`` and ``error`` besides the stats;
     sinks and the source are closed in every case.
     """
@@ -89,10 +91,13 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
     last_status = 0.0
     dropped_seen = 0
     t_prev = time.perf_counter()
+    prefetcher = None
     try:
+        from edgevos.runtime.sources import frames_of
+
+        it, prefetcher = frames_of(source, prefetch)
         if core_split is not None:
-            core_split.apply()
-        it = iter(source)
+            core_split.apply()  # after the frame reader thread started
         while True:
             if stop_event.is_set():
                 break
@@ -144,6 +149,8 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
         state["stopped_by"] = state["stopped_by"] or type(exc).__name__
     finally:
         close_errors = []
+        if prefetcher is not None:
+            prefetcher.close()
         for sink in sinks:
             try:
                 sink.close()

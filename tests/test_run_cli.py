@@ -295,3 +295,51 @@ def test_disk_full_while_writing_masks_stops_the_run_cleanly(tmp_path):
     assert s["frames"] < 200  # stopped early, not after the whole stream
     assert len(list((tmp_path / "m").glob("*.png"))) == 5 and not list((tmp_path / "m").glob("*.tmp"))
     assert log.closed and len((tmp_path / "s.jsonl").read_text().splitlines()) >= 5
+
+
+def test_prefetcher_keeps_order_forwards_errors_and_closes(tmp_path):
+    """Frames read ahead in a background thread: same frames in the same order, a source error
+    raised after the frames before it, and close() ends a reader blocked on a full queue."""
+    import threading
+
+    from edgevos.errors import SourceError
+    from edgevos.runtime.sources import Frame, Prefetcher, Source, frames_of, open_source
+    from edgevos.runtime.uri import parse_uri
+
+    src = open_source("test://?frames=12&size=32x48&seed=4")
+    want = [f.rgb.copy() for f in open_source("test://?frames=12&size=32x48&seed=4")]
+    it, p = frames_of(src)
+    got = [f.rgb for f in it]
+    assert p is not None and len(got) == 12 and all((a == b).all() for a, b in zip(got, want))
+    p.close()
+
+    class Broken(Source):
+        def __iter__(self):
+            for i in range(3):
+                yield Frame(i, None, np.zeros((4, 4, 3), np.uint8))
+            raise SourceError("file is truncated after frame 2")
+
+    seen = []
+    with pytest.raises(SourceError, match="truncated after frame 2"):
+        for f in Prefetcher(Broken(parse_uri("test://"))):
+            seen.append(f.index)
+    assert seen == [0, 1, 2]
+
+    class Endless(Source):
+        def __iter__(self):
+            i = 0
+            while not self._stop.is_set():
+                yield Frame(i, None, np.zeros((4, 4, 3), np.uint8))
+                i += 1
+
+    p = Prefetcher(Endless(parse_uri("test://")), depth=2)
+    next(iter(p))
+    time.sleep(0.2)  # the reader now waits on a full queue
+    p.close()
+    assert not p._thread.is_alive() and not any(t.name == "edgevos-frames" and t is p._thread
+                                                for t in threading.enumerate())
+    live = Endless(parse_uri("test://"))
+    live.live = True
+    it, p = frames_of(live)
+    assert p is None  # a live source keeps its latest-frame policy in the caller's thread
+    live.stop()
