@@ -40,6 +40,7 @@ import math
 import mmap
 import os
 import sys
+import weakref
 from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -53,35 +54,35 @@ SLACK = 4
 LAYOUTS = ("auto", "mirrored", "sliding")
 
 
+_PROT_RW, _MAP_SHARED, _MAP_PRIVATE, _MAP_FIXED, _MAP_ANON = 3, 1, 2, 0x10, 0x20
+
+
 class _Mirror:
     """``nbytes`` of shared memory mapped twice at adjacent addresses (Linux memfd + mmap).
 
     Exposes the doubled range through ``__array_interface__``; numpy views keep
     this object alive, and the mapping is released when the last one goes.
+    The memory is shared only between the two views: a forked child gets its own
+    copy at the same addresses (``_remap_after_fork``), as it would for ordinary
+    process memory, instead of writing into the parent's rings.
     """
 
     _libc = None
+    _live: "weakref.WeakSet[_Mirror]" = weakref.WeakSet()
 
     def __init__(self, nbytes: int, dtype: np.dtype, shape: Shape):
         libc = _Mirror._lib()
-        self.addr, self.size = None, 2 * nbytes
-        fd = os.memfd_create("edgevos-ring", 0)
+        self.addr, self.size, self.half = None, 2 * nbytes, nbytes
         try:
-            os.ftruncate(fd, nbytes)
-            prot_rw, shared, private, fixed, anon = 3, 1, 2, 0x10, 0x20
-            base = libc.mmap(None, self.size, 0, private | anon, -1, 0)  # reserve 2 x nbytes of address space
+            base = libc.mmap(None, self.size, 0, _MAP_PRIVATE | _MAP_ANON, -1, 0)  # reserve 2 x nbytes
             if base in (None, ctypes.c_void_p(-1).value):
                 raise OSError(ctypes.get_errno(), "mmap reserve failed")
             self.addr = base
-            for off in (0, nbytes):
-                got = libc.mmap(base + off, nbytes, prot_rw, shared | fixed, fd, 0)
-                if got != base + off:
-                    raise OSError(ctypes.get_errno(), "mmap of the shared half failed")
+            self._map_halves()
         except BaseException:
             self.close()
             raise
-        finally:
-            os.close(fd)  # the mappings keep the memory
+        _Mirror._live.add(self)
         self.__array_interface__ = {
             "shape": shape, "typestr": dtype.str, "data": (base, False), "version": 3,
         }
@@ -97,6 +98,20 @@ class _Mirror:
             cls._libc = libc
         return cls._libc
 
+    def _map_halves(self, contents: Optional[bytes] = None) -> None:
+        """Map one new memfd at both halves (MAP_FIXED over what is there), optionally filled."""
+        fd = os.memfd_create("edgevos-ring", 0)
+        try:
+            os.ftruncate(fd, self.half)
+            if contents:
+                os.pwrite(fd, contents, 0)
+            for off in (0, self.half):
+                got = self._libc.mmap(self.addr + off, self.half, _PROT_RW, _MAP_SHARED | _MAP_FIXED, fd, 0)
+                if got != self.addr + off:
+                    raise OSError(ctypes.get_errno(), "mmap of a ring half failed")
+        finally:
+            os.close(fd)  # the mappings keep the memory
+
     def close(self):
         if self.addr is not None:
             self._libc.munmap(self.addr, self.size)
@@ -104,6 +119,17 @@ class _Mirror:
 
     def __del__(self):
         self.close()
+
+
+def _remap_after_fork() -> None:
+    """In a forked child: every mirrored ring gets private memory with the same contents."""
+    for m in list(_Mirror._live):
+        if m.addr is not None:
+            m._map_halves(ctypes.string_at(m.addr, m.half))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_remap_after_fork)
 
 
 def mirrored_slots(capacity: int, item_nbytes: int) -> int:

@@ -208,3 +208,30 @@ def test_strided_ring_windows_are_contiguous_and_match_a_plain_ring(layout):
         strided.window(2, 1)
     strided.clear()
     assert len(strided) == 0 and not strided.full
+
+
+def test_mirrored_ring_is_not_shared_with_a_forked_child():
+    """A forked child writes into its own copy of a mirrored ring, never into the parent's."""
+    import os
+
+    rb = RingBuffer(3, (1024,), "float32", layout="mirrored")
+    for i in range(5):
+        rb.push(np.full(1024, i, np.float32))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            ok = rb.window(3)[:, 0].tolist() == [2, 3, 4]  # the parent's items are there
+            for i in range(10, 20):
+                rb.push(np.full(1024, i, np.float32))
+            ok = ok and rb.window(3)[:, 0].tolist() == [17, 18, 19] and rb.window(3).flags["C_CONTIGUOUS"]
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert got == b"1", "the child did not see the parent's items, or its own pushes broke its ring"
+    assert rb.window(3)[:, 0].tolist() == [2, 3, 4]  # untouched by the child
+    rb.push(np.full(1024, 5, np.float32))
+    assert rb.window(3)[:, 0].tolist() == [3, 4, 5]
