@@ -239,7 +239,8 @@ def add_arguments(p) -> None:
     p.add_argument("--max-reuse", type=int, default=None, help="force a full step after this many reuses")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
     p.add_argument("--pin-inference", metavar="CORES", default=None,
-                   help="Linux: run inference on these cores (e.g. 0 or 0,1) and decoding/encoding/writing on the others")
+                   help="Linux: run inference on these cores (e.g. 0 or 0,1) and decoding/encoding/writing on the "
+                        "others; --threads defaults to the number of these cores")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--init-mask", help="first-frame mask PNG (ids; DAVIS layout)")
     g.add_argument("--init-box", action="append", help="x,y,w,h of an object in the first frame (GrabCut); repeat per object")
@@ -298,6 +299,8 @@ def main(args) -> int:
         from edgevos.runtime.affinity import CoreSplit, parse_cores
 
         split = CoreSplit(parse_cores(args.pin_inference))
+        if args.threads is None and args.backend != "tensorrt":
+            kwargs["threads"] = len(split.cores)  # one intra-op thread per inference core, not one per machine core
     session = Session.from_bundle(args.bundle, **kwargs)
     if split is not None:
         split.mark_inference()  # the backend's intra-op threads

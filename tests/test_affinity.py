@@ -125,3 +125,32 @@ def test_demo_pinning_choice():
         assert _pinning("auto", 2) == (None, 2)  # two inference threads: nothing to split on 2 cores
     else:
         assert auto == (None, None)
+
+
+@linux_2cores
+def test_cli_run_pin_inference_sets_one_thread_per_core_and_reports_it(monkeypatch, tmp_path, capsys):
+    """`edgevos run ... --pin-inference N`: the session gets one intra-op thread per pinned core, the
+    run's log records the split, and every thread is unpinned again afterwards."""
+    import json
+
+    import edgevos.runtime.session as session_mod
+    from edgevos.cli import main
+
+    seen = {}
+
+    def fake_from_bundle(cls, *a, **k):
+        seen.update(k)
+        return _RecordingSession()
+
+    monkeypatch.setattr(session_mod.Session, "from_bundle", classmethod(fake_from_bundle))
+    core = max(os.sched_getaffinity(0))
+    log = tmp_path / "run.json"
+    code = main(["run", "test://?frames=8&size=48x64", f"masks://{tmp_path / 'm'}", "--bundle", str(tmp_path),
+                 "--pin-inference", str(core), "--log", str(log), "--quiet", "--no-power"])
+    assert code == 0, capsys.readouterr().out
+    assert seen["threads"] == 1
+    assert json.loads(log.read_text())["summary"]["affinity"]["inference_cores"] == [core]
+    assert thread_affinity() == os.sched_getaffinity(0) and len(os.sched_getaffinity(0)) >= 2
+    capsys.readouterr()
+    assert main(["run", "test://", "--bundle", str(tmp_path), "--pin-inference", "first"]) != 0
+    assert "--pin-inference 'first': give core numbers like 0" in capsys.readouterr().err
