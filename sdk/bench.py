@@ -230,9 +230,9 @@ class _CallCounter:
         self._backend = backend
         self.counts: Dict[str, int] = {}
 
-    def run(self, stage, feeds):
+    def run(self, stage, feeds, out=None):
         self.counts[stage] = self.counts.get(stage, 0) + 1
-        return self._backend.run(stage, feeds)
+        return self._backend.run(stage, feeds, out)
 
     def __getattr__(self, name):
         return getattr(self._backend, name)

@@ -123,3 +123,15 @@ def test_binding_table_covers_a_full_period_and_wraps(bundle, monkeypatch):
     assert prog._steps == prog._period + 12
     for key, ring in prog.rings.items():
         np.testing.assert_array_equal(_items(ring), _items(plain.program.rings[key]))
+
+
+def test_bench_row_streams_slowfast_through_the_call_counter(bundle):
+    """`edgevos bench` wraps the backend to count stage calls: the wrapper must pass the ring slots on."""
+    from edgevos.bench import run_row
+    from edgevos.data import SyntheticConfig, make_sequence
+    from edgevos.runtime.session import Session
+
+    seq = make_sequence(SyntheticConfig(height=96, width=144, num_frames=8, num_objects=1, seed=2))
+    row = run_row(lambda: Session.from_bundle(bundle, precision="fp32", threads=1), [seq], warmup=1)
+    assert row["frames"] == 8 and row["fps"] > 0
+    assert row["stage_calls_per_frame"]["fast_body"] == 1 and "rings" in row["stage_ms"]
