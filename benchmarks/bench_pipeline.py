@@ -62,9 +62,7 @@ def pipeline_fps(args, mask, out_dir: Path, pin=None) -> dict:
         from edgevos.runtime.affinity import CoreSplit, parse_cores
 
         split = CoreSplit(parse_cores(pin))
-    session = _session(args)
-    if split is not None:
-        split.mark_inference()
+    session = split.build(lambda: _session(args)) if split is not None else _session(args)
     src = open_source(args.source)
     sinks = [open_sink(u.replace("{out}", str(out_dir)), fps=src.fps) for u in args.sinks]
     summary = run_pipeline(src, sinks, session, first_mask=mask, max_frames=args.frames,

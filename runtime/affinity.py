@@ -7,9 +7,8 @@ inference core now and then and stretch single steps.  ``CoreSplit`` pins the
 inference threads to chosen cores and every other thread of the process to
 the remaining ones, and puts everything back afterwards::
 
-    split = CoreSplit({0})                  # before the session is built
-    session = Session.from_bundle(...)      # its thread pool counts as inference
-    split.mark_inference()
+    split = CoreSplit({0})
+    session = split.build(lambda: Session.from_bundle(...))  # its thread pool counts as inference
     ...                                     # start the source and sinks
     split.apply()                           # again whenever threads were started
     split.restore()
@@ -79,6 +78,12 @@ class CoreSplit:
     def mark_inference(self) -> None:
         """Threads started since construction (a backend's intra-op pool) count as inference."""
         self.inference |= set(_threads()) - self._before
+
+    def build(self, make):
+        """``make()`` (e.g. building a session), with the threads it starts counted as inference."""
+        result = make()
+        self.mark_inference()
+        return result
 
     def apply(self) -> int:
         """Pin every current thread; returns how many were (re)pinned."""

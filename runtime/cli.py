@@ -301,9 +301,8 @@ def main(args) -> int:
         split = CoreSplit(parse_cores(args.pin_inference))
         if args.threads is None and args.backend != "tensorrt":
             kwargs["threads"] = len(split.cores)  # one intra-op thread per inference core, not one per machine core
-    session = Session.from_bundle(args.bundle, **kwargs)
-    if split is not None:
-        split.mark_inference()  # the backend's intra-op threads
+    make = lambda: Session.from_bundle(args.bundle, **kwargs)  # noqa: E731
+    session = split.build(make) if split is not None else make()  # the backend's threads count as inference
 
     options = {"reconnect": args.reconnect}
     if args.timeout is not None:

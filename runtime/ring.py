@@ -181,7 +181,6 @@ class RingBuffer:
         self._slots = len(data) // 2 if self.layout == "mirrored" else len(data)  # distinct slots
         self._end = 0  # one past the latest item; the next push writes here (mirrored: at end - M)
         self._slot_views = [data[i, ...] for i in range(self._slots)]  # views (also of 0-d items)
-        self._windows: Dict[tuple, np.ndarray] = {}  # (k, stride, lag, end) -> view, when full
         self._count = 0
         self._reserved = False
         self.pushes = 0  # total pushes since creation / clear
@@ -281,16 +280,7 @@ class RingBuffer:
         pushed ``(k - 1 - i) * s`` pushes before it.  ``lag`` ends the window that
         many pushes before the latest (``window(k, s, lag=s - 1)`` is the ``k``
         items at ``t - k*s, ..., t - s`` when the latest is ``t - 1``).
-
-        Once the buffer is full the views are cached per write position (a
-        streaming step asks for the same windows every frame): a lookup, not a
-        new numpy view.
         """
-        full = self._count == self.capacity
-        if full:
-            v = self._windows.get((k, stride, lag, self._end))
-            if v is not None:
-                return v
         if int(k) != k or k < 1:
             raise InputError(f"window size must be a positive integer, got {k!r}")
         if int(stride) != stride or stride < 1:
@@ -305,10 +295,7 @@ class RingBuffer:
                 "smaller window"
             )
         end = self._end - int(lag)  # one past the window's last item
-        v = self._data[end - span + int(lag):end:int(stride)]
-        if full:
-            self._windows[(k, stride, lag, self._end)] = v
-        return v
+        return self._data[end - span + int(lag):end:int(stride)]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._count:

@@ -124,11 +124,6 @@ def encoder_candidates(uri: Optional[URI] = None) -> list:
     return names
 
 
-def _pick_encoder() -> str:
-    """The first candidate's chain (see :func:`encoder_candidates`)."""
-    return ENCODERS[encoder_candidates()[0]]
-
-
 def display_sink() -> str:
     """The video sink element for ``display://``, chosen from the session's display.
 

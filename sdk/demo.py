@@ -148,10 +148,9 @@ def main(args) -> int:
             from edgevos.runtime.affinity import CoreSplit
 
             split = CoreSplit(pin)
-        session = Session.from_bundle(bundle, backend="onnxruntime", precision=args.precision, tau=tau,
-                                      threads=threads)
-        if split is not None:
-            split.mark_inference()
+        make = lambda: Session.from_bundle(bundle, backend="onnxruntime", precision=args.precision,  # noqa: E731
+                                           tau=tau, threads=threads)
+        session = split.build(make) if split is not None else make()
         source = open_source(f"file://{clip.resolve()}")
         sinks = [open_sink(f"file://{(out / f'overlay_{tag}.mp4').resolve()}", fps=25),
                  open_sink(f"masks://{(out / f'masks_{tag}').resolve()}")]

@@ -172,21 +172,26 @@ class SlowFastProgram(ObjectSetMixin):
             self._slots, self._hist, self._repeat_src = self._table[self._steps % self._period]
             self._bound = True
             return
-        self._slots = {key: ring.reserve()[None] for key, ring in self.rings.items()}  # (1, ...): a stage output
         self._bound = False
         if windows:
-            self._hist = {"hist_" + key: self._window(key) for key in self.rings}
-            self._repeat_src = [(self._slots[k], self.rings[k].latest) for k in self._repeat_on_reuse]
+            self._slots, self._hist, self._repeat_src = self._bindings()
+        else:
+            self._slots = {key: ring.reserve()[None] for key, ring in self.rings.items()}
+
+    def _bindings(self) -> tuple:
+        """(slots, windows, repeats) at the rings' current position: every ring's reserved slot as a
+        (1, ...) stage output, the history windows by input name, and (slot, previous item) pairs
+        of the slow rings a reused frame repeats."""
+        slots = {key: ring.reserve()[None] for key, ring in self.rings.items()}
+        hist = {"hist_" + key: self._window(key) for key in self.rings}
+        return slots, hist, [(slots[key], self.rings[key].latest) for key in self._repeat_on_reuse]
 
     def _build_table(self) -> None:
         """Bindings for every position of one period, by stepping the (full) rings through it
         without writing an item: after a whole period every ring is back where it was."""
         counters = [(r, r.pushes) for ring in self._ring_list for r in [ring, *getattr(ring, "lanes", [])]]
         for k in range(self._period):
-            slots = {key: ring.reserve()[None] for key, ring in self.rings.items()}
-            hist = {"hist_" + key: self._window(key) for key in self.rings}
-            repeat = [(slots[key], self.rings[key].latest) for key in self._repeat_on_reuse]
-            self._table[k] = (slots, hist, repeat)
+            self._table[k] = self._bindings()
             for ring in self._ring_list:
                 ring.commit()
         for r, n in counters:
