@@ -83,7 +83,8 @@ class TargetModelConfig:
     num_augmentations: int = 5
     precond_project: float = 1e-4
     precond_filter: float = 1e-2
-    min_fg_pixels: int = 10
+    min_fg_pixels: int = 10  # counted at image resolution: one label cell covers label_stride**2 pixels
+    label_stride: int = 16  # image pixels per label cell along each axis (the features' stride)
     first_sample_weight: float = 2.0
     refit_solver: str = "normal"
 
@@ -113,18 +114,20 @@ class TargetModelConfig:
 # --------------------------------------------------------------------------- helpers
 
 
-def hinge_weights(label: np.ndarray, tf: float = 0.1, min_fg_pixels: int = 10) -> np.ndarray:
+def hinge_weights(label: np.ndarray, tf: float = 0.1, min_fg_pixels: int = 10, pixel_area: float = 1.0) -> np.ndarray:
     """FRTM's "hinge" pixel weights for one label map (h, w) -> (h, w) float32.
 
     ``af`` is the fraction of foreground (> 0.5) pixels; fewer than
-    ``min_fg_pixels`` foreground pixels count as ``af = tf``.  If ``af < tf``
+    ``min_fg_pixels`` foreground *image* pixels count as ``af = tf`` (a label
+    cell covers ``pixel_area`` image pixels: ``stride**2`` for a stride-16 map, so
+    small objects keep their weighting as in FRTM, which counts at image resolution).  If ``af < tf``
     foreground pixels weigh ``tf / af`` and background ``(1 - tf) / (1 - af)``,
     so the object carries a share ``tf`` of the total weight; otherwise all weigh 1.
     """
     fg = np.asarray(label) > 0.5
     n_fg = int(fg.sum())
     af = n_fg / fg.size
-    if n_fg < min_fg_pixels:
+    if n_fg * pixel_area < min_fg_pixels:
         af = tf
     if af >= tf:
         return np.ones(fg.shape, np.float32)
@@ -261,7 +264,7 @@ def init_objective(project: np.ndarray, filter: np.ndarray, feats: Sequence[np.n
     n, c, h, w = x.shape
     z = np.matmul(p, x.reshape(n, c, h * w)).reshape(n, -1, h, w)
     s = _score(f, z)
-    pw = np.stack([hinge_weights(a, cfg.tf, cfg.min_fg_pixels) for a in y])
+    pw = np.stack([hinge_weights(a, cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2) for a in y])
     a = np.asarray(sample_weights, np.float64).reshape(n, 1, 1)
     data = float(np.sum(a * pw * (s.astype(np.float64) - y) ** 2))
     return data + cfg.reg_project * float(np.sum(p.astype(np.float64) ** 2)) + \
@@ -342,7 +345,7 @@ class TargetModel:
         c, k = self.in_channels, cfg.proj_dim
         x = np.stack(xs).reshape(n, c, h * w)
         y = np.stack(ys).reshape(n, h * w)
-        pw = np.stack([hinge_weights(a, cfg.tf, cfg.min_fg_pixels) for a in ys]).reshape(n, h * w)
+        pw = np.stack([hinge_weights(a, cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2) for a in ys]).reshape(n, h * w)
         a = np.ones(n, np.float64)
         a[0] = cfg.first_sample_weight
         a /= a.sum()
@@ -544,7 +547,7 @@ class TargetModel:
     def update(self, feats: np.ndarray, soft_label: np.ndarray) -> bool:
         """Add (features, soft mask) to the memory and refit the filter on every ``update_every``-th call.
 
-        The sample is added only if at least ``min_fg_pixels`` label pixels are > 0.5.
+        The sample is added only if its label cells > 0.5 cover at least ``min_fg_pixels`` image pixels.
         The refit happens on calls ``update_every``, ``2 * update_every``, ... if a
         sample was added since the previous refit.  Returns whether the filter was refit.
         """
@@ -553,10 +556,10 @@ class TargetModel:
         x = _check_feats(feats, "features", self.in_channels, self.hw)
         y = _check_label(soft_label, "soft label", self.hw)
         self.num_calls += 1
-        if int((y > 0.5).sum()) >= self.cfg.min_fg_pixels:
+        if int((y > 0.5).sum()) * self.cfg.label_stride ** 2 >= self.cfg.min_fg_pixels:
             h, w = self.hw
             z = (self.project @ x.reshape(self.in_channels, h * w)).reshape(-1, h, w)
-            self._add_sample(z, y, hinge_weights(y, self.cfg.tf, self.cfg.min_fg_pixels))
+            self._add_sample(z, y, hinge_weights(y, self.cfg.tf, self.cfg.min_fg_pixels, self.cfg.label_stride ** 2))
             if self._s is not None:
                 self._flush_pending(limit=1)  # spread the first-frame Gram products over early frames
         if self.num_calls % self.cfg.update_every == 0 and self._dirty:
@@ -671,7 +674,7 @@ class TargetModel:
 
 def fit_filter_lstsq(z: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray, reg_filter: float = 1e-2,
                      pixel_weights: Optional[np.ndarray] = None, tf: float = 0.1,
-                     min_fg_pixels: int = 10) -> np.ndarray:
+                     min_fg_pixels: int = 10, pixel_area: float = 1.0) -> np.ndarray:
     """Exact minimiser of the filter-only objective (float64 normal equations).
 
     ``z`` (n, K, h, w) projected features, ``labels`` (n, h, w), ``sample_weights`` (n,);
@@ -684,7 +687,7 @@ def fit_filter_lstsq(z: np.ndarray, labels: np.ndarray, sample_weights: np.ndarr
     if y.shape != (n, h, w):
         raise InputError(f"labels have shape {y.shape} but z is {z.shape}: pass (n, h, w) labels")
     if pixel_weights is None:
-        pixel_weights = np.stack([hinge_weights(a, tf, min_fg_pixels) for a in y])
+        pixel_weights = np.stack([hinge_weights(a, tf, min_fg_pixels, pixel_area) for a in y])
     a = np.asarray(sample_weights, np.float64)
     s_mat = reg_filter * np.eye(9 * k)
     rhs = np.zeros(9 * k)
@@ -700,12 +703,39 @@ def fit_filter_lstsq(z: np.ndarray, labels: np.ndarray, sample_weights: np.ndarr
 # --------------------------------------------------------------------------- augmentation
 
 
+def _cut_and_paste(img: np.ndarray, m: np.ndarray, rng) -> Tuple[np.ndarray, np.ndarray]:
+    """The object cut out, its hole filled from the surrounding background, pasted at a random offset.
+
+    The offset keeps the object's bounding box inside the frame; the hole is
+    inpainted at quarter resolution (cheap, and only its blur is needed).
+    """
+    import cv2
+
+    h, w = m.shape
+    ys, xs = np.nonzero(m)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    dy = int(rng.integers(-y0, h - y1 + 1))
+    dx = int(rng.integers(-x0, w - x1 + 1))
+    small = cv2.resize(img, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
+    hole = cv2.resize(m, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+    hole = cv2.dilate(hole, np.ones((3, 3), np.uint8))
+    filled = cv2.resize(cv2.inpaint(small, hole, 3, cv2.INPAINT_TELEA), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = np.where(m[..., None] > 0, filled, img)
+    moved = np.zeros_like(m)
+    moved[y0 + dy:y1 + dy, x0 + dx:x1 + dx] = m[y0:y1, x0:x1]
+    src = img[y0:y1, x0:x1]
+    region = out[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+    region[m[y0:y1, x0:x1] > 0] = src[m[y0:y1, x0:x1] > 0]
+    return out, moved
+
+
 def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int = 0
                         ) -> List[Tuple[np.ndarray, np.ndarray]]:
     """``n`` augmented copies of the first frame for the target model's initial memory.
 
-    Cycles through FRTM-style transforms: horizontal flip, small shift, small
-    rotation, small scale change, Gaussian blur (then random combinations).
+    Cycles through FRTM-style transforms: horizontal flip, object cut-and-paste
+    (the object moved over its inpainted background), rotation (up to 30 degrees),
+    scale change (0.7-1.3), Gaussian blur, then random combinations with shifts.
     ``image`` is uint8 (H, W, 3), ``mask`` (H, W) binary; returns a list of
     (uint8 image (H, W, 3), uint8 mask (H, W) in {0, 1}) of the same size.
     A transform that would push the object out of the frame is replaced by a flip.
@@ -725,18 +755,21 @@ def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int =
         raise InputError(f"mask (shape {m.shape}) is empty: the first mask must contain the object")
     h, w = m.shape
     rng = np.random.default_rng(seed)
-    kinds = ["flip", "shift", "rotate", "scale", "blur"]
+    kinds = ["flip", "cutpaste", "rotate", "scale", "blur"]
     out = []
     for i in range(int(n)):
         kind = kinds[i] if i < len(kinds) else "combo"
         flip = kind == "flip" or (kind == "combo" and rng.random() < 0.5)
-        angle = rng.uniform(-15, 15) if kind in ("rotate", "combo") else 0.0
-        scale = rng.uniform(0.85, 1.15) if kind in ("scale", "combo") else 1.0
-        shift = rng.uniform(-0.08, 0.08, 2) * (w, h) if kind in ("shift", "combo") else np.zeros(2)
-        sigma = rng.uniform(0.5, 2.0) if kind in ("blur", "combo") else 0.0
+        paste = kind == "cutpaste" or (kind == "combo" and rng.random() < 0.3)
+        angle = rng.uniform(-30, 30) if kind in ("rotate", "combo") else 0.0
+        scale = rng.uniform(0.7, 1.3) if kind in ("scale", "combo") else 1.0
+        shift = rng.uniform(-0.15, 0.15, 2) * (w, h) if kind == "combo" else np.zeros(2)
+        sigma = rng.uniform(0.5, 3.0) if kind in ("blur", "combo") else 0.0
         im_a, m_a = img, m
         if flip:
             im_a, m_a = im_a[:, ::-1], m_a[:, ::-1]
+        if paste:
+            im_a, m_a = _cut_and_paste(np.ascontiguousarray(im_a), np.ascontiguousarray(m_a), rng)
         if angle or scale != 1.0 or shift.any():
             mat = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
             mat[:, 2] += shift

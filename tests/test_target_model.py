@@ -158,7 +158,7 @@ def test_classify_separates_foreground_from_background():
 
 
 def test_memory_weights_capacity_and_replacement():
-    cfg = TargetModelConfig(proj_dim=K, memory_size=8, learning_rate=0.1, update_every=100)
+    cfg = TargetModelConfig(proj_dim=K, memory_size=8, learning_rate=0.1, update_every=100, label_stride=1)
     feats, labels = _samples(12, seed=4)
     tm = TargetModel(cfg, C)
     tm.initialize(feats[0], labels[0], feats[1:3], labels[1:3])
@@ -280,3 +280,39 @@ def test_augment_first_frame_shapes_and_determinism():
 def test_import_does_not_load_torch():
     code = "import edgevos.target_model, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_small_objects_are_counted_at_image_resolution():
+    """A stride-16 label cell covers 256 image pixels: an object of 3 cells (768 px, 0.7% of a
+    256x448 frame) keeps FRTM's hinge weighting and enters the memory."""
+    label = np.zeros((16, 28), np.float32)
+    label[5, 5:8] = 1.0
+    w = hinge_weights(label, tf=0.1, min_fg_pixels=10, pixel_area=16 ** 2)
+    af = 3 / label.size
+    np.testing.assert_allclose(w[5, 5], 0.1 / af, rtol=1e-6)
+    np.testing.assert_allclose(w[0, 0], 0.9 / (1 - af), rtol=1e-6)
+    # counted in label cells (the old rule) the same object got no weighting at all
+    np.testing.assert_array_equal(hinge_weights(label, tf=0.1, min_fg_pixels=10, pixel_area=1.0), 1.0)
+
+    feats, labels = _samples(3, seed=2)
+    tm = TargetModel(TargetModelConfig(proj_dim=K, update_every=100), C)
+    tm.initialize(feats[0], labels[0])
+    one_cell = np.zeros((H, W), np.float32)
+    one_cell[3, 3] = 1.0
+    tm.update(feats[1], one_cell)
+    assert tm.num_samples == 2
+
+
+def test_first_frame_augmentations_include_cut_and_paste():
+    from edgevos.target_model import augment_first_frame
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    mask = np.zeros((64, 96), np.uint8)
+    mask[10:20, 10:25] = 1
+    out = augment_first_frame(img, mask, 5, seed=3)
+    im_p, m_p = out[1]  # flip, cut-and-paste, rotate, scale, blur
+    assert m_p.sum() == mask.sum() and not np.array_equal(m_p, mask)  # same object, elsewhere
+    ys, xs = np.nonzero(m_p)
+    np.testing.assert_array_equal(im_p[ys.min():ys.max() + 1, xs.min():xs.max() + 1], img[10:20, 10:25])
+    assert not np.array_equal(im_p[10:20, 10:25], img[10:20, 10:25]) or (ys.min(), xs.min()) == (10, 10)

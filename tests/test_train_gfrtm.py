@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -38,3 +39,88 @@ def test_torchrun_two_processes_average_gradients(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "ddp" / "gfrtm_final.pt").is_file()
     assert len((tmp_path / "ddp" / "train_log.jsonl").read_text().splitlines()) >= 1  # rank 0 only
+
+
+# ---------------------------------------------------------------- training samples as the run time makes them
+def _tiny_trainer(tmp_path, **kw):
+    from edgevos.train.gfrtm import TrainConfig, Trainer
+
+    return Trainer(TrainConfig(out=str(tmp_path / "run"), input_size=(64, 96), synthetic=0, num_augmentations=2, **kw))
+
+
+def _seq(seed, n=8, objects=1):
+    from edgevos.data import SyntheticConfig, make_sequence
+
+    return make_sequence(SyntheticConfig(height=64, width=96, num_frames=n, num_objects=objects, seed=seed,
+                                         name=f"s{seed}"))
+
+
+def test_flipped_samples_are_the_features_of_flipped_frames(tmp_path):
+    """A mirrored feature map is not the feature map of a mirrored image: flipped samples must be encoded."""
+    from edgevos.train.gfrtm import _encode, build_cache, load_cache
+
+    tr = _tiny_trainer(tmp_path)
+    seq = _seq(1)
+    tr.cache = load_cache(build_cache(tr.model, [seq], tr.cfg, tmp_path / "cache", [True]))
+    c = tr.cache[0]
+    from edgevos.train.gfrtm import _resize_frame
+
+    frame = _resize_frame(seq.frame(3), (64, 96))
+    want = _encode(tr.model, np.ascontiguousarray(frame[:, ::-1]))
+    got = [t[0].numpy() for t in tr._feats(c, 3, True)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.astype(np.float32), atol=1e-3)
+    mirrored = c["f8"][3].astype(np.float32)[..., ::-1]
+    assert np.abs(got[1] - mirrored).mean() > 0.05 * np.abs(mirrored).mean()
+    np.testing.assert_array_equal(tr._feats(c, 3, False)[1][0].numpy(), c["f8"][3].astype(np.float32))
+
+
+def _fake_tracks(n_real, n_synth, T=40):
+    from edgevos.train.gfrtm import Track
+
+    z = np.zeros((T, 4, 6), np.float32)
+    return [Track(i, 1, 0, z, False, True) for i in range(n_real)] + \
+        [Track(n_real + i, 1, 0, z, False, False) for i in range(n_synth)]
+
+
+def test_real_sequences_dominate_the_samples(tmp_path):
+    tr = _tiny_trainer(tmp_path, real_share=0.8)
+    tr.teacher = tr.tracks = _fake_tracks(3, 30)  # many more generated tracks than real ones
+    tr.runtime = []
+    real = np.mean([tr._sample(False)[0].real for _ in range(3000)])
+    assert 0.77 < real < 0.83
+
+
+def test_gate_sees_long_gaps(tmp_path):
+    tr = _tiny_trainer(tmp_path)
+    tr.teacher = tr.tracks = _fake_tracks(2, 0, T=80)
+    tr.runtime = []
+    gaps = []
+    for _ in range(2000):
+        _, t, prev, _ = tr._sample(True)
+        assert 0 <= prev < t
+        gaps.append(t - prev)
+    assert max(gaps) >= 20 and np.mean(np.array(gaps) > 5) > 0.5
+
+
+def test_run_time_tracks_update_with_predicted_masks_not_ground_truth(tmp_path, mobilenet_weights):
+    """With a decoder that predicts nothing, run-time tracks never learn from later frames
+    (the ground truth would have taught the target model), and they start at random frames too."""
+    from edgevos.train.gfrtm import _new_target_model, build_cache, load_cache, runtime_tracks, score_tracks
+
+    tr = _tiny_trainer(tmp_path, random_starts=2, backbone_weights=str(mobilenet_weights))
+    tr.cache = load_cache(build_cache(tr.model, [_seq(2, n=12)], tr.cfg, tmp_path / "cache", [True]))
+    with torch.no_grad():
+        tr.model.predict.bias.fill_(-60.0)  # sigmoid ~ 0 everywhere: no update enters the memory
+    rt = runtime_tracks(tr.model, tr.cache, tr.cfg, np.random.default_rng(0))
+    teacher = score_tracks(tr.cache, tr.cfg, tr.model.config.proj_dim)
+    assert {t.flip for t in rt} == {False, True} and any(t.ref > 0 for t in rt)
+    r0 = next(t for t in rt if t.ref == 0 and not t.flip)
+    t0 = next(t for t in teacher if not t.flip)
+    hw16 = r0.scores.shape[1:]
+    frozen = _new_target_model(tr.cache[0], r0.obj_id, False, 0, hw16, tr.cfg, tr.model.config.proj_dim)
+    f16 = tr.cache[0]["f16"].astype(np.float32)
+    assert np.abs(r0.scores[1]).max() > 0.1  # a real score map, not a degenerate one
+    for t in range(1, len(f16)):
+        np.testing.assert_allclose(r0.scores[t], frozen.classify(f16[t]), atol=1e-4)
+    assert np.abs(r0.scores[9:] - t0.scores[9:]).max() > 1e-2  # teacher forcing refits at frame 8

@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ep-T", type=int, default=120, help="epoch at which the margin m reaches m1")
     p.add_argument("--epoch-samples", type=int, default=400, help="samples per epoch for the margin schedule")
     p.add_argument("--phases", default="1,2", help="phases to run")
+    p.add_argument("--max-gap", type=int, default=25, help="gfrtm phase 2: largest gap n between the previous and current frame")
+    p.add_argument("--real-share", type=float, default=0.8, help="gfrtm: share of samples from real (DAVIS) sequences")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=0, help="frames per sequence (0 = all)")
@@ -79,7 +81,8 @@ def gfrtm_config(args):
                       phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, batch=args.batch,
                       lr1=args.lr1, lr2=args.lr2, m1=args.m1, m2=args.m2, ep_T=args.ep_T,
                       epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
-                      max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init)
+                      max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init,
+                      max_gap=args.max_gap, real_share=args.real_share)
     return cfg
 
 

@@ -11,6 +11,18 @@ run time) and its score maps cached too.  Then
   ``max(m2, |P_gate - P_target|)^2 + L2(delta, y'_t - S_{t-n}) + BCE``, with
   ``P_target = max(m, IoU(y_{t-n}, y_t))`` and ``m = min(m1, m1 * epoch / ep_T)``.
 
+Training samples are made as the run time makes them:
+
+* augmented frames are *encoded* (a horizontally flipped frame gets the features
+  of the flipped image; a mirrored feature map is not that);
+* target-model scores come from two kinds of tracks: teacher-forced (updates with
+  ground truth, from frame 0) for the first part of phase 1, then run-time tracks
+  re-made with the current decoder in the loop (updates with *predicted* masks,
+  random start frames), plus score noise, so the decoder learns to repair the
+  scores it will really get;
+* real sequences make up ``real_share`` of the samples (synthetic ones the rest);
+* the gate sees gaps of 1..``max_gap`` frames (the gate reuses long runs at run time).
+
 Data: DAVIS-layout folders (held-out sequences never used) plus synthetic
 sequences.  Progress bars, periodic checkpoints, resume.
 """
@@ -30,7 +42,8 @@ from edgevos.errors import InputError
 from edgevos.train.distributed import average_gradients, init_distributed
 
 # Sequences of ../shared/data/davis2016-train never used for training: validation.
-HELDOUT = ("bear", "car-turn", "dance-jump", "kite-walk", "motocross-bumps")
+# ``soccerball`` adds a small object (0.6-2.6% of the frame).
+HELDOUT = ("bear", "car-turn", "dance-jump", "kite-walk", "motocross-bumps", "soccerball")
 
 
 @dataclass
@@ -54,7 +67,13 @@ class TrainConfig:
     m1: float = 1.0
     m2: float = 0.0
     ep_T: int = 120
-    max_gap: int = 5  # n in (t - n, t) for phase 2
+    max_gap: int = 25  # n in (t - n, t) for phase 2: the gate reuses long runs at run time
+    real_share: float = 0.8  # share of samples from real (DAVIS) sequences; synthetic ones the rest
+    flip: bool = True  # also encode horizontally flipped real frames
+    rescore_at: Tuple[float, ...] = (0.3, 0.65)  # phase-1 fractions at which run-time tracks are re-made
+    runtime_share: float = 0.75  # after the first re-scoring: share of samples on run-time tracks
+    random_starts: int = 2  # run-time tracks per (sequence, object, flip) that start at a random frame
+    score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
     threads: int = 1
     seed: int = 0
@@ -69,6 +88,8 @@ class Track:
     obj_id: int
     ref: int  # reference (first) frame
     scores: np.ndarray  # (T, h16, w16) float32 target-model scores (frame ref holds the label)
+    flip: bool = False  # on the horizontally flipped frames
+    real: bool = True  # from a DAVIS sequence (not a generated one)
 
 
 def _resize_frame(img, hw):
@@ -83,46 +104,69 @@ def _resize_mask(m, hw):
     return cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
 
 
-def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path):
-    """Encode every frame once with the frozen backbone; fp16 on disk, one file per sequence."""
+def _encode(model, img):
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None].astype(np.float32))
+    f4, f8 = model.encode_low(x)
+    f16, f32 = model.encode_high(f8)
+    return [v[0].numpy().astype(np.float16) for v in (f4, f8, f16, f32)]
+
+
+FEATS = ("f4", "f8", "f16", "f32")
+
+
+def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
+    """Encode every frame once with the frozen backbone; fp16 on disk, one file per sequence.
+
+    Real sequences (``real[i]`` true) also get the features of their horizontally
+    flipped frames (``f4_flip`` ...) when ``cfg.flip``: augmentations are encoded,
+    never applied to feature maps.  Each orientation gets its own augmented first
+    frames per object (``aug_f16_{obj}[_flip]``) for the target model's initialisation.
+    """
     import torch
     from tqdm import tqdm
 
     from edgevos.target_model import augment_first_frame
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    real = [True] * len(sequences) if real is None else list(real)
     entries = []
-    for seq in tqdm(sequences, desc="feature cache", unit="seq"):
+    for seq, is_real in tqdm(list(zip(sequences, real)), desc="feature cache", unit="seq"):
         path = cache_dir / f"{seq.name}.npz"
         if path.is_file():
             entries.append(path)
             continue
         n = len(seq) if not cfg.max_frames_per_sequence else min(len(seq), cfg.max_frames_per_sequence)
-        feats = {k: [] for k in ("f4", "f8", "f16", "f32")}
+        flips = (False, True) if (cfg.flip and is_real) else (False,)
+        arrays = {}
         masks = []
+        frames = []
+        for i in range(n):
+            frames.append(_resize_frame(seq.frame(i), cfg.input_size))
+            m = seq.mask(i)
+            masks.append(_resize_mask(m, cfg.input_size) if m is not None else np.zeros(cfg.input_size, np.uint8))
         with torch.inference_mode():
-            for i in range(n):
-                img = _resize_frame(seq.frame(i), cfg.input_size)
-                m = seq.mask(i)
-                masks.append(_resize_mask(m, cfg.input_size) if m is not None else np.zeros(cfg.input_size, np.uint8))
-                x = torch.from_numpy(img.transpose(2, 0, 1)[None].astype(np.float32))
-                f4, f8 = model.encode_low(x)
-                f16, f32 = model.encode_high(f8)
-                for k, v in zip(("f4", "f8", "f16", "f32"), (f4, f8, f16, f32)):
-                    feats[k].append(v[0].numpy().astype(np.float16))
-            # augmented first frames, per object, for the target model's initialisation
-            img0 = _resize_frame(seq.frame(0), cfg.input_size)
-            aug = {}
-            for obj in [int(i) for i in np.unique(masks[0]) if i not in (0, 255)]:
-                a_f16, a_lab = [], []
-                for img_a, m_a in augment_first_frame(img0, (masks[0] == obj).astype(np.uint8), cfg.num_augmentations, cfg.seed):
-                    x = torch.from_numpy(np.ascontiguousarray(img_a.transpose(2, 0, 1))[None].astype(np.float32))
-                    a_f16.append(model.encode_high(model.encode_low(x)[1])[0][0].numpy().astype(np.float16))
-                    a_lab.append(m_a.astype(np.uint8))
-                aug[f"aug_f16_{obj}"] = np.stack(a_f16) if a_f16 else np.zeros((0,))
-                aug[f"aug_mask_{obj}"] = np.stack(a_lab) if a_lab else np.zeros((0,))
+            for flip in flips:
+                sfx = "_flip" if flip else ""
+                feats = {k: [] for k in FEATS}
+                for img in frames:
+                    for k, v in zip(FEATS, _encode(model, img[:, ::-1] if flip else img)):
+                        feats[k].append(v)
+                arrays.update({k + sfx: np.stack(v) for k, v in feats.items()})
+                # augmented first frames, per object, for the target model's initialisation
+                img0 = frames[0][:, ::-1] if flip else frames[0]
+                m0 = masks[0][:, ::-1] if flip else masks[0]
+                for obj in [int(i) for i in np.unique(m0) if i not in (0, 255)]:
+                    a_f16, a_lab = [], []
+                    for img_a, m_a in augment_first_frame(np.ascontiguousarray(img0), (m0 == obj).astype(np.uint8),
+                                                          cfg.num_augmentations, cfg.seed):
+                        a_f16.append(_encode(model, img_a)[2])
+                        a_lab.append(m_a.astype(np.uint8))
+                    arrays[f"aug_f16_{obj}{sfx}"] = np.stack(a_f16) if a_f16 else np.zeros((0,))
+                    arrays[f"aug_mask_{obj}{sfx}"] = np.stack(a_lab) if a_lab else np.zeros((0,))
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        np.savez(tmp, masks=np.stack(masks), **{k: np.stack(v) for k, v in feats.items()}, **aug)
+        np.savez(tmp, masks=np.stack(masks), real=np.array(bool(is_real)), **arrays)
         os.replace(tmp, path)
         entries.append(path)
     return entries
@@ -132,36 +176,124 @@ def load_cache(entries):
     return [dict(np.load(p)) | {"name": p.stem} for p in entries]
 
 
-def score_tracks(cache, cfg: TrainConfig, proj_dim: int) -> List[Track]:
-    """Fit the online target model per (sequence, object) as at run time; teacher-forced updates."""
-    from tqdm import tqdm
+def _oriented(c, key, flip):
+    """Array ``key`` of cache entry ``c`` for the given orientation (masks are flipped on the fly)."""
+    if key == "masks":
+        return c["masks"][..., ::-1] if flip else c["masks"]
+    return c[key + ("_flip" if flip else "")]
 
-    from edgevos.target_model import TargetModel, TargetModelConfig
+
+def _orientations(c):
+    return (False, True) if "f4_flip" in c else (False,)
+
+
+def _label16(mask, obj, hw16):
     from edgevos.programs.base import resize_map
 
-    tcfg = TargetModelConfig(proj_dim=proj_dim)
+    return resize_map((mask == obj).astype(np.float32), hw16, area=True)
+
+
+def _new_target_model(c, obj, flip, ref, hw16, cfg: TrainConfig, proj_dim: int):
+    """A target model initialised on frame ``ref`` (with the cached augmentations when ``ref`` is 0)."""
+    from edgevos.programs.base import resize_map
+    from edgevos.target_model import TargetModel, TargetModelConfig
+
+    f16 = _oriented(c, "f16", flip)
+    masks = _oriented(c, "masks", flip)
+    tm = TargetModel(TargetModelConfig(proj_dim=proj_dim), in_channels=f16.shape[1], seed=cfg.seed)
+    sfx = "_flip" if flip else ""
+    a_f, a_m = c.get(f"aug_f16_{obj}{sfx}"), c.get(f"aug_mask_{obj}{sfx}")
+    aug_f = aug_l = None
+    if ref == 0 and a_f is not None and a_f.ndim == 4:
+        aug_f = [a.astype(np.float32) for a in a_f]
+        aug_l = [resize_map(m.astype(np.float32), hw16, area=True) for m in a_m]
+    tm.initialize(f16[ref].astype(np.float32), _label16(masks[ref], obj, hw16), aug_f, aug_l)
+    return tm
+
+
+def _objects(c):
+    return [int(i) for i in np.unique(c["masks"][0]) if i not in (0, 255)]
+
+
+def score_tracks(cache, cfg: TrainConfig, proj_dim: int) -> List[Track]:
+    """Teacher-forced tracks: the online target model fitted per (sequence, object, orientation)
+    from frame 0 and updated with the ground truth of every frame."""
+    from tqdm import tqdm
+
     tracks = []
-    for si, c in enumerate(tqdm(cache, desc="target model", unit="seq")):
-        masks, f16 = c["masks"], c["f16"].astype(np.float32)
-        hw16 = f16.shape[-2:]
-        for obj in [int(i) for i in np.unique(masks[0]) if i not in (0, 255)]:
-            lab = lambda m: resize_map((m == obj).astype(np.float32), hw16, area=True)
-            tm = TargetModel(tcfg, in_channels=f16.shape[1], seed=cfg.seed)
-            a_f = c.get(f"aug_f16_{obj}")
-            a_m = c.get(f"aug_mask_{obj}")
-            aug_f = [a.astype(np.float32) for a in a_f] if a_f is not None and a_f.ndim == 4 else None
-            aug_l = [resize_map(m.astype(np.float32), hw16, area=True) for m in a_m] if aug_f else None
-            if (lab(masks[0]) > 0.5).sum() == 0:
-                print(f"skipping object {obj} of {c['name']}: it vanishes at the stride-16 feature resolution")
-                continue
-            tm.initialize(f16[0], lab(masks[0]), aug_f, aug_l)
-            scores = np.zeros((len(masks),) + tuple(hw16), np.float32)
-            scores[0] = lab(masks[0])
-            for t in range(1, len(masks)):
-                scores[t] = tm.classify(f16[t])
-                tm.update(f16[t], lab(masks[t]))
-            tracks.append(Track(si, obj, 0, scores))
+    for si, c in enumerate(tqdm(cache, desc="target model (teacher-forced)", unit="seq")):
+        for flip in _orientations(c):
+            masks, f16 = _oriented(c, "masks", flip), _oriented(c, "f16", flip)
+            hw16 = f16.shape[-2:]
+            for obj in _objects(c):
+                if (_label16(masks[0], obj, hw16) > 0.5).sum() == 0:
+                    continue  # vanishes at the stride-16 resolution: the target model cannot start
+                tm = _new_target_model(c, obj, flip, 0, hw16, cfg, proj_dim)
+                scores = np.zeros((len(masks),) + tuple(hw16), np.float32)
+                scores[0] = _label16(masks[0], obj, hw16)
+                for t in range(1, len(masks)):
+                    f = f16[t].astype(np.float32)
+                    scores[t] = tm.classify(f)
+                    tm.update(f, _label16(masks[t], obj, hw16))
+                tracks.append(Track(si, obj, 0, scores, flip, bool(c.get("real", True))))
     return tracks
+
+
+def runtime_tracks(model, cache, cfg: TrainConfig, rng) -> List[Track]:
+    """Tracks made as at run time: the target model is updated with the decoder's *predicted*
+    soft mask (sigmoid of the logits, area-resized to stride 16), never the ground truth, from
+    frame 0 and from ``cfg.random_starts`` random start frames per (sequence, object, orientation)."""
+    import torch
+    from tqdm import tqdm
+
+    from edgevos.programs.base import resize_map, sigmoid
+
+    tracks = []
+    model.eval()
+    with torch.inference_mode():
+        for si, c in enumerate(tqdm(cache, desc="target model (run-time)", unit="seq")):
+            T = len(c["masks"])
+            for flip in _orientations(c):
+                masks = _oriented(c, "masks", flip)
+                feats = {k: _oriented(c, k, flip) for k in FEATS}
+                hw16 = feats["f16"].shape[-2:]
+                for obj in _objects(c):
+                    starts = [0] + [int(v) for v in rng.integers(1, max(T - 5, 2), cfg.random_starts)] if T > 6 else [0]
+                    for ref in starts:
+                        lab = _label16(masks[ref], obj, hw16)
+                        if (lab > 0.5).sum() == 0:
+                            continue
+                        tm = _new_target_model(c, obj, flip, ref, hw16, cfg, model.config.proj_dim)
+                        scores = np.zeros((T,) + tuple(hw16), np.float32)
+                        scores[ref] = lab
+                        for t in range(ref + 1, T):
+                            f16 = feats["f16"][t].astype(np.float32)
+                            scores[t] = tm.classify(f16)
+                            x = [torch.from_numpy(feats[k][t].astype(np.float32))[None] for k in FEATS]
+                            logits, _ = model.decode_full(*x, torch.from_numpy(scores[t])[None, None])
+                            tm.update(f16, resize_map(sigmoid(logits[0, 0].numpy()), hw16, area=True))
+                        tracks.append(Track(si, obj, ref, scores, flip, bool(c.get("real", True))))
+    return tracks
+
+
+def save_tracks(path: Path, tracks: List[Track]) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    np.savez(tmp, meta=np.array([[t.seq, t.obj_id, t.ref, int(t.flip), int(t.real)] for t in tracks]),
+             **{f"s{i}": t.scores for i, t in enumerate(tracks)})
+    os.replace(tmp, path)
+
+
+def load_tracks(path: Path) -> List[Track]:
+    z = np.load(path, allow_pickle=False)
+    return [Track(int(m[0]), int(m[1]), int(m[2]), z[f"s{i}"], bool(m[3]), bool(m[4])) for i, m in enumerate(z["meta"])]
+
+
+def perturb_score(score: np.ndarray, rng) -> np.ndarray:
+    """A plausible worse score map: gain, offset, noise and a shift of up to one cell."""
+    s = score * rng.uniform(0.6, 1.3) + rng.uniform(-0.3, 0.2) + rng.normal(0.0, 0.15, score.shape)
+    if rng.random() < 0.4:
+        s = np.roll(s, (int(rng.integers(-1, 2)), int(rng.integers(-1, 2))), axis=(0, 1))
+    return s.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -202,6 +334,7 @@ class Trainer:
 
     # -- data
     def sequences(self):
+        """(sequences, real flags): DAVIS-layout sequences (held-out ones excluded), then generated ones."""
         from edgevos.data import DavisDataset, SyntheticConfig, make_sequence
 
         seqs = []
@@ -209,52 +342,72 @@ class Trainer:
             ds = DavisDataset(root)
             names = [n for n in ds.sequences if n not in self.cfg.heldout]
             seqs += [ds[n] for n in names]
+        real = [True] * len(seqs)
         h, w = self.cfg.input_size
         for i in range(self.cfg.synthetic):
             seqs.append(make_sequence(SyntheticConfig(height=h, width=w, num_frames=self.cfg.synthetic_frames,
                                                       num_objects=1 + i % 3, seed=1000 + i,
                                                       speed=2.0 + (i % 5), name=f"synthetic-{i:03d}")))
-        return seqs
+            real.append(False)
+        return seqs, real
 
     def prepare(self):
-        entries = build_cache(self.model, self.sequences(), self.cfg, self.out / "cache")
+        seqs, real = self.sequences()
+        entries = build_cache(self.model, seqs, self.cfg, self.out / "cache", real)
         self.cache = load_cache(entries)
         tracks_path = self.out / "cache" / "tracks.npz"
         if tracks_path.is_file():
-            z = np.load(tracks_path, allow_pickle=False)
-            meta = z["meta"]
-            self.tracks = [Track(int(m[0]), int(m[1]), int(m[2]), z[f"s{i}"]) for i, m in enumerate(meta)]
+            self.teacher = load_tracks(tracks_path)
         else:
-            self.tracks = score_tracks(self.cache, self.cfg, self.model.config.proj_dim)
+            self.teacher = score_tracks(self.cache, self.cfg, self.model.config.proj_dim)
             if self.rank == 0:
-                tmp = tracks_path.with_name(f".tracks.{os.getpid()}.npz")
-                np.savez(tmp, meta=np.array([[t.seq, t.obj_id, t.ref] for t in self.tracks]),
-                         **{f"s{i}": t.scores for i, t in enumerate(self.tracks)})
-                os.replace(tmp, tracks_path)
+                save_tracks(tracks_path, self.teacher)
+        self.tracks = self.teacher
+        self.runtime: List[Track] = []
         self.names = [c["name"] for c in self.cache]
 
-    def _feats(self, c, t, flip):
-        import torch
+    def rescore(self, tag: str):
+        """Re-make the run-time tracks with the current decoder (cached per tag, so a resume reuses them)."""
+        path = self.out / "cache" / f"tracks_runtime_{tag}.npz"
+        if path.is_file():
+            self.runtime = load_tracks(path)
+        else:
+            self.runtime = runtime_tracks(self.model, self.cache, self.cfg, np.random.default_rng(self.cfg.seed + 17))
+            if self.rank == 0:
+                save_tracks(path, self.runtime)
+        self._write({"phase": 1, "rescored": tag, "runtime_tracks": len(self.runtime), "time": time.time()})
 
-        out = []
-        for k in ("f4", "f8", "f16", "f32"):
-            a = c[k][t].astype(np.float32)
-            out.append(a[..., ::-1] if flip else a)
-        return [torch.from_numpy(np.ascontiguousarray(a))[None] for a in out]
+    def _pick_track(self) -> Track:
+        """Real tracks with probability ``real_share``; run-time tracks (once made) with ``runtime_share``."""
+        pool = self.runtime if self.runtime and self.rng.random() < self.cfg.runtime_share else self.teacher
+        real = [t for t in pool if t.real]
+        synth = [t for t in pool if not t.real]
+        use_real = bool(real) and (not synth or self.rng.random() < self.cfg.real_share)
+        group = real if use_real else synth
+        return group[self.rng.integers(len(group))]
 
     def _sample(self, gap: bool):
-        """A (track, t[, prev]) sample with consistent horizontal flip."""
-        tr = self.tracks[self.rng.integers(len(self.tracks))]
+        """A (track, t[, prev]) sample; prev = t - n with n in 1..max_gap (not before the track's start)."""
+        tr = self._pick_track()
         T = len(tr.scores)
-        t = int(self.rng.integers(tr.ref + 1, T))
+        t = int(self.rng.integers(tr.ref + 1, T)) if T > tr.ref + 1 else tr.ref
         prev = max(tr.ref, t - int(self.rng.integers(1, self.cfg.max_gap + 1))) if gap else None
-        return tr, t, prev, bool(self.rng.random() < 0.5)
+        return tr, t, prev, tr.flip
 
-    def _tensor(self, a, flip):
+    def _feats(self, c, t, flip):
+        """Cached features of frame ``t`` in the track's orientation (flipped frames were encoded flipped)."""
         import torch
 
-        a = a[..., ::-1] if flip else a
+        return [torch.from_numpy(_oriented(c, k, flip)[t].astype(np.float32))[None] for k in FEATS]
+
+    def _tensor(self, a, flip=False):
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+
+    def _score(self, tr: Track, t: int):
+        s = tr.scores[t]
+        return perturb_score(s, self.rng) if t != tr.ref and self.rng.random() < self.cfg.score_noise else s
 
     def _init_from(self, path):
         """Take the segmentation network (phase 1) from an edgevos gfrtm checkpoint or a
@@ -314,18 +467,23 @@ class Trainer:
             opt.load_state_dict(opt_state)
         steps = self.cfg.phase1_steps
         sched = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        self._rescored = []
         bar = tqdm(range(start_step, steps), desc="phase 1 (segmentation)", initial=start_step, total=steps)
         for step in bar:
             for g in opt.param_groups:
                 g["lr"] = self.cfg.lr1 * sched(step)
             loss_sum = 0.0
             opt.zero_grad()
+            for k, frac in enumerate(self.cfg.rescore_at):
+                if step >= int(frac * steps) and len(self._rescored) <= k:
+                    self._rescored.append(frac)
+                    self.rescore(f"{k}")
             for _ in range(self.cfg.batch):
                 tr, t, _, flip = self._sample(False)
                 c = self.cache[tr.seq]
                 f4, f8, f16, f32 = self._feats(c, t, flip)
-                score = self._tensor(tr.scores[t], flip)
-                target = self._tensor((c["masks"][t] == tr.obj_id).astype(np.float32), flip)
+                score = self._tensor(self._score(tr, t))
+                target = self._tensor((_oriented(c, "masks", flip)[t] == tr.obj_id).astype(np.float32))
                 logits, _ = m.decode_full(f4, f8, f16, f32, score)
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
                 loss = F.binary_cross_entropy_with_logits(logits, target) / self.cfg.batch
@@ -355,6 +513,8 @@ class Trainer:
                 opt.load_state_dict(opt_state)
             except ValueError:
                 pass
+        if not self.runtime and self.cfg.rescore_at:
+            self.rescore(f"{len(self.cfg.rescore_at) - 1}")
         steps = self.cfg.phase2_steps
         bar = tqdm(range(start_step, steps), desc="phase 2 (reuse gate)", initial=start_step, total=steps)
         for step in bar:
@@ -365,14 +525,15 @@ class Trainer:
             for _ in range(self.cfg.batch):
                 tr, t, prev, flip = self._sample(True)
                 c = self.cache[tr.seq]
+                masks = _oriented(c, "masks", flip)
                 f4, f8, _, _ = self._feats(c, t, flip)
                 p4, p8, p16, p32 = self._feats(c, prev, flip)
                 r4, r8_, _, _ = self._feats(c, tr.ref, flip)
-                s_prev = self._tensor(tr.scores[prev], flip)
-                y_t = (c["masks"][t] == tr.obj_id)
-                y_prev = (c["masks"][prev] == tr.obj_id)
-                y16 = self._tensor(resize_map(y_t.astype(np.float32), tr.scores.shape[1:], area=True), flip)
-                mask8 = self._tensor(resize_map((c["masks"][tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True), flip)
+                s_prev = self._tensor(tr.scores[prev])
+                y_t = (masks[t] == tr.obj_id)
+                y_prev = (masks[prev] == tr.obj_id)
+                y16 = self._tensor(resize_map(y_t.astype(np.float32), tr.scores.shape[1:], area=True))
+                mask8 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True))
                 with torch.no_grad():
                     r8_prev = m.deep_levels(p16, p32, s_prev)
                 template, _ = m.matcher.template(r8_, mask8)
@@ -383,7 +544,7 @@ class Trainer:
                 p_target = max(mgn, mask_iou(y_t, y_prev))
                 l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2)
                 l_delta = F.mse_loss(delta, y16 - s_prev)
-                l_bce = F.binary_cross_entropy_with_logits(logits, self._tensor(y_t.astype(np.float32), flip))
+                l_bce = F.binary_cross_entropy_with_logits(logits, self._tensor(y_t.astype(np.float32)))
                 loss = (l_gp + l_delta + l_bce) / self.cfg.batch
                 loss.backward()
                 logs += [float(loss.detach()), float(l_gp.detach()), float(l_delta.detach()), float(l_bce.detach())]
