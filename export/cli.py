@@ -77,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-float", default="",
                    help="comma-separated stage names or node-name patterns (fnmatch) left in float; prefix one with "
                         "'int8-cpu:' or 'int8-trt:' to apply it to that flavour only")
-    p.add_argument("--input-size", default="480x864", help="model input HxW, multiples of 32 (default 480x864)")
+    p.add_argument("--input-size", default=None,
+                   help="model input HxW, multiples of 32 (default: the size the weights were trained at)")
     p.add_argument("--heldout-sequences", default="", help="comma-separated held-out sequences for the parity report (default: the last 1-2 of the source)")
     p.add_argument("--heldout-frames", type=int, default=30, help="max frames per held-out sequence (default 30)")
     p.add_argument("--tau", type=float, default=None, help="reuse-gate threshold for the step program (default: the config's)")
@@ -100,7 +101,7 @@ def main(args) -> int:
     if bad or not precisions:
         raise InputError(f"--precision {args.precision}: unknown {bad}; choose from {list(PRECISIONS)}")
     precisions = ["fp32"] + [p for p in precisions if p != "fp32"]
-    input_size = _size(args.input_size)
+    input_size = _size(args.input_size) if args.input_size else None
     methods = _methods(getattr(args, "method", None), [p for p in precisions if p != "fp32"])
     if args.calib_frames < 2:
         raise InputError(f"--calib-frames {args.calib_frames}: calibration needs at least 2 frames")
@@ -152,6 +153,7 @@ def main(args) -> int:
         overrides["backbone_weights"] = args.backbone_weights
     t0 = time.perf_counter()
     model = fam.build(weights=args.weights, input_size=input_size, **overrides)
+    input_size = tuple(model.config.input_size)
     specs = model.stage_specs()
     modules = model.stage_modules()
     config = dataclasses.asdict(model.config)

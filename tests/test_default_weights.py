@@ -72,3 +72,14 @@ def test_shipped_slowfast_weights_segment_a_heldout_davis_sequence(davis_root):
     preds = [s.start(seq.frame(0), seq.mask(0)).mask] + [s.step(seq.frame(i)).mask for i in range(1, n)]
     j = evaluate_sequence([seq.mask(i) for i in range(n)], preds)["stats"][1]["J-Mean"]
     assert j >= 0.5, f"J = {j:.3f} on held-out 'bear'"
+
+
+def test_builders_default_to_the_size_the_weights_were_trained_at():
+    pytest.importorskip("torch")
+    from edgevos.models.registry import get_family
+    from edgevos.models.weights import load_checkpoint
+
+    for fam in ("gfrtm", "slowfast"):
+        trained = tuple(load_checkpoint(fam, "default")["config"]["input_size"])
+        assert tuple(get_family(fam).build(weights="default").config.input_size) == trained
+        assert tuple(get_family(fam).build(weights="default", input_size=(64, 128)).config.input_size) == (64, 128)

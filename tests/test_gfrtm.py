@@ -217,3 +217,123 @@ def test_refiner_stride_16_moves_only_the_upsampling(model):
     assert s.program.objects[0].r8.shape[-2:] == (h // 16, w // 16)
     with pytest.raises(InputError, match="refiner_stride"):
         get_family("gfrtm").build(input_size=SIZE, refiner_stride=4)
+
+
+# ---------------------------------------------------------------- v2: per-object gate, live tau, half-resolution reuse
+@pytest.fixture(scope="module")
+def half_model():
+    torch.manual_seed(0)
+    return get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16)
+
+
+def test_half_resolution_reuse_path_stages_and_a_reused_frame_skips_the_full_encoder(half_model):
+    names = [s.name for s in half_model.stage_specs()]
+    assert "encoder_reuse" in names
+    mods = half_model.stage_modules()
+    for spec in half_model.stage_specs():
+        feeds = spec.dummy_feeds()
+        with torch.inference_mode():
+            outs = mods[spec.name](*[torch.from_numpy(feeds[n]) for n in spec.input_names])
+        assert [tuple(o.shape) for o in outs] == [t.shape for t in spec.outputs], spec.name
+    seq = _frames()
+    s = Session.from_model(half_model, tau=0.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    for i in range(1, len(seq)):
+        r = s.step(seq.frame(i))
+        assert r.reused and r.mask.shape == seq.frame(i).shape[:2]
+        assert "encoder_low" not in r.stage_ms and "encoder_high" not in r.stage_ms
+        assert {"encoder_reuse", "gate", "decoder_reuse"} <= set(r.stage_ms)
+    s.tau = 1.0
+    r = s.step(seq.frame(1))
+    assert not r.reused and "encoder_reuse" not in r.stage_ms and "decoder_full" in r.stage_ms
+
+
+class _GateScript:
+    """Wraps a backend: the gate returns scripted probabilities, one per call in order."""
+
+    def __init__(self, backend, values):
+        self.backend, self.values, self.feeds = backend, list(values), []
+
+    def __call__(self, stage, feeds, **kw):
+        out = self._run(stage, feeds, **kw)
+        if stage == "gate":
+            self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
+            out = dict(out, p_gate=np.full((1, 1), self.values.pop(0), np.float32))
+        return out
+
+    def install(self):
+        self._run = self.backend.run
+        self.backend.run = self
+        return self
+
+
+def test_gate_decides_per_object(model):
+    seq = _frames()
+    s = Session.from_model(model, tau=0.5, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    _GateScript(s.program.backend, [0.9, 0.1] * 10).install()
+    r = s.step(seq.frame(1))
+    assert r.reused_objects == [True, False] and not r.reused
+    assert "encoder_high" in r.stage_ms and "decoder_reuse" in r.stage_ms and "decoder_full" in r.stage_ms
+    assert [o.reuse_run for o in s.program.objects] == [1, 0]
+
+
+def test_live_tau_change_never_gates_against_a_stale_embedding(model):
+    seq = _frames(n=6)
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    for i in (1, 2):
+        s.step(seq.frame(i))  # tau 1: no gate, so no embedding of frames 1-2
+    s.tau = 0.0
+    script = _GateScript(s.program.backend, [1.0] * 20).install()
+    assert not s.step(seq.frame(3)).reused  # the embeddings are from frame 0: compute, refresh them
+    r = s.step(seq.frame(4))
+    assert r.reused
+    # frame 4's gate (calls 2, 3) compared against frame 3's embedding (the last computed frame),
+    # which replaced frame 0's (fed to frame 3's gate, calls 0, 1)
+    np.testing.assert_array_equal(script.feeds[2]["prev_embed"], s.program.objects[0].prev_embed)
+    assert not np.array_equal(script.feeds[0]["prev_embed"], script.feeds[2]["prev_embed"])
+
+
+def test_multi_object_target_models_learn_from_the_merged_mask(model, monkeypatch):
+    from edgevos.programs.base import merged_posteriors, resize_maps
+    from edgevos.target_model import TargetModel
+
+    seq = _frames()
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    seen = []
+    monkeypatch.setattr(TargetModel, "update", lambda self, f, label: seen.append(label) or False)
+    r = s.step(seq.frame(1))
+    want = merged_posteriors(resize_maps(r.model_probs, s.program._h16w16))
+    assert len(seen) == 2
+    for got, w in zip(seen, want):
+        np.testing.assert_allclose(got, w, atol=1e-6)
+
+
+def test_merge_is_frtms_log_odds_argmax_and_shares_follow_it():
+    from edgevos.programs.base import merged_posteriors, soft_aggregate
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 4):
+        p = rng.random((k, 17, 23)).astype(np.float32)
+        eps = 1e-7
+        q = np.clip(p, eps, 1 - eps)
+        allp = np.concatenate([np.clip((1 - q).min(0, keepdims=True), eps, 1 - eps), q], 0)
+        ids = list(range(3, 3 + k))
+        want = np.array([0] + ids, np.uint8)[np.log(allp / (1 - allp)).argmax(0)]
+        np.testing.assert_array_equal(soft_aggregate(p, ids), want)
+    # a pixel where object 2 bleeds under a more confident object 1: its share drops below 0.5
+    p = np.array([[[0.9]], [[0.8]]], np.float32)
+    share = merged_posteriors(p)
+    assert share[1, 0, 0] < 0.5 < share[0, 0, 0] and share.sum() <= 1.0
+    np.testing.assert_allclose(merged_posteriors(p[:1]), p[:1])
+
+
+def test_probabilities_come_at_the_frame_size_on_demand(model):
+    seq = _frames()
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    r = s.step(seq.frame(1))
+    assert r.model_probs.shape[1:] != r.mask.shape
+    assert r.probs.shape == (2,) + r.mask.shape

@@ -15,6 +15,23 @@ stage              inputs -> outputs                                  runs on
 ``decoder_reuse``  f4, f8, r8_prev, prev_score, delta -> logits       reused frames
 =================  =================================================  ========================
 
+With ``reuse_scale=2`` (the v2 reuse path) the gate and the reuse path never touch
+the full-resolution encoder: ``encoder_reuse`` encodes a half-resolution copy of the
+frame (image/2 -> h4 at stride 8, h8 at stride 16, same backbone weights), the gate
+matches ``h8`` against a template made the same way, and ``decoder_reuse`` turns the
+translated stride-16 refiner state and ``h4`` into stride-8 logits:
+
+=================  =================================================  ========================
+``encoder_reuse``  image_half -> h4, h8                               every frame (tau < 1)
+``gate_template``  h8, mask16 -> template, embed                      first frame, per object
+``gate``           h8, prev_score, template, prev_embed               every frame, per object
+                   -> p_gate, delta, embed
+``decoder_reuse``  h4, r8_prev, prev_score, delta -> logits           reused objects
+=================  =================================================  ========================
+
+A reused frame then costs the half-resolution encoder (a quarter of ``encoder_low``),
+the gate and a thin stride-8 head.
+
 The online target model (1x1 projection + 3x3 filter on f16) is fitted on the
 host by :mod:`edgevos.target_model` and produces ``score``.  ``decoder_full``
 and ``decoder_reuse`` share the shallow refinement levels (stride 8 and 4), as
@@ -69,6 +86,11 @@ class GfrtmConfig:
     # stores and translates it (the refine-translator then costs a quarter).  Same decode_full
     # either way: only the place of one x2 upsampling moves.  ("frtm" is always 16.)
     refiner_stride: int = 8
+    # 1: the gate and the reuse path run on encoder_low's f4/f8 (the paper's reuse path);
+    # 2: on a half-resolution encoding of the frame (stage encoder_reuse), with a thin stride-8
+    #    head, so a reused frame never runs the full-resolution encoder (light decoder,
+    #    refiner_stride 16 only)
+    reuse_scale: int = 1
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -86,6 +108,13 @@ class GfrtmConfig:
             raise InputError(f"decoder '{self.decoder}' is unknown: choose one of {sorted(DECODERS)}")
         if self.refiner_stride not in (8, 16):
             raise InputError(f"refiner_stride {self.refiner_stride} is not supported: use 8 or 16")
+        if self.reuse_scale not in (1, 2):
+            raise InputError(f"reuse_scale {self.reuse_scale} is not supported: use 1 (paper) or 2 (half-resolution reuse path)")
+        if self.reuse_scale == 2 and (self.decoder != "light" or self.refiner_stride != 16 or h % 64 or w % 64):
+            raise InputError(
+                f"reuse_scale 2 needs the light decoder, refiner_stride 16 and an input size that is a multiple "
+                f"of 64 (got decoder={self.decoder}, refiner_stride={self.refiner_stride}, {h}x{w})"
+            )
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size
@@ -244,11 +273,12 @@ class ReuseGate(nn.Module):
 
 
 class DeltaGenerator(nn.Module):
-    """One 3x3 stride-2 conv: D_t (stride 8) -> delta score (stride 16)."""
+    """One 3x3 conv: D_t -> delta score at stride 16 (stride 2 from stride-8 D_t, as in the paper;
+    stride 1 when D_t is already at stride 16, on the half-resolution reuse path)."""
 
-    def __init__(self, dissim_dim):
+    def __init__(self, dissim_dim, stride: int = 2):
         super().__init__()
-        self.conv = nn.Conv2d(dissim_dim, 1, 3, 2, 1)
+        self.conv = nn.Conv2d(dissim_dim, 1, 3, stride, 1)
 
     def forward(self, d):
         return self.conv(d)
@@ -486,8 +516,11 @@ class GFRTM(nn.Module):
         # reuse path
         self.matcher = TemplateMatcher(ch["f8"], cfg.embed_dim, cfg.dissim_dim)
         self.gate = ReuseGate(cfg.dissim_dim)
-        self.delta = DeltaGenerator(cfg.dissim_dim)
+        self.delta = DeltaGenerator(cfg.dissim_dim, stride=2 if cfg.reuse_scale == 1 else 1)
         self.translator = RefineTranslator(d)
+        if cfg.reuse_scale == 2:  # the thin stride-8 head of the half-resolution reuse path
+            self.reuse_level = LightLevel(ch["f4"], d, cfg.shallow_dim)
+            self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 1, 3, 1, 1)
 
     def _build_frtm(self, cfg: GfrtmConfig, ch: Dict[str, int]):
         """The upstream structure: four full FRTM levels (32 -> 4), FRTM's bicubic prediction head,
@@ -544,6 +577,13 @@ class GFRTM(nn.Module):
         r8 = self.deep_levels(f16, f32, score)
         return self.shallow_levels(f4, f8, score, r8), r8
 
+    def decode_reuse_half(self, h4, r_prev, prev_score, delta):
+        """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits."""
+        score = prev_score + delta
+        r = self.translator(r_prev, delta)  # (B, D, H/16, W/16)
+        r = F.interpolate(r, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.reuse_predict(self.reuse_level(h4, self._resize(score, h4), r))  # (B, 1, H/8, W/8)
+
     def decode_reuse(self, f4, f8, r8_prev, prev_score, delta):
         score = prev_score + delta
         if self.frtm:
@@ -552,13 +592,13 @@ class GFRTM(nn.Module):
         return self.shallow_levels(f4, f8, score, r8)
 
     def gate_forward(self, f8, prev_score, template, prev_embed):
-        d, e = self.matcher(f8, resize_to(prev_score, f8) if self.frtm else self._resize(prev_score, f8),
-                            template, prev_embed)
+        d, e = self.matcher(f8, resize_to(prev_score, f8), template, prev_embed)
         return self.gate(d), self.delta(d), e
 
     # -- stages ----------------------------------------------------------------------------
     def stage_modules(self) -> Dict[str, nn.Module]:
-        return {name: _Stage(self, fn) for name, fn in _STAGE_FUNCS.items()}
+        funcs = _STAGE_FUNCS_HALF if self.config.reuse_scale == 2 else _STAGE_FUNCS
+        return {name: _Stage(self, fn) for name, fn in funcs.items()}
 
     def stage_specs(self) -> List[StageSpec]:
         cfg = self.config
@@ -571,6 +611,26 @@ class GFRTM(nn.Module):
 
         f4, f8, f16, f32 = t("f4", ch["f4"], 4), t("f8", ch["f8"], 8), t("f16", ch["f16"], 16), t("f32", ch["f32"], 32)
         score = t("score", 1, 16)
+        if cfg.reuse_scale == 2:
+            h4, h8 = t("h4", ch["f4"], 8), t("h8", ch["f8"], 16)
+            template, embed, prev_embed = TensorSpec("template", (1, 2 * e)), t("embed", e, 16), t("prev_embed", e, 16)
+            half = TensorSpec("image_half", (1, 3, sz[1][0] // 2, sz[1][1] // 2))
+            return [
+                StageSpec("encoder_low", (t("image", 3, 1),), (f4, f8), "image (RGB 0..255) -> stride 4/8 features"),
+                StageSpec("encoder_high", (f8,), (f16, f32), "stride 8 -> stride 16/32 features"),
+                StageSpec("encoder_reuse", (half,), (h4, h8),
+                          "half-resolution image -> stride 8/16 features for the gate and the reuse path"),
+                StageSpec("gate_template", (h8, t("mask16", 1, 16)), (template, embed),
+                          "first-frame template (fg/bg prototypes) and embedding, half resolution"),
+                StageSpec("gate", (h8, t("prev_score", 1, 16), template, prev_embed),
+                          (TensorSpec("p_gate", (1, 1)), t("delta", 1, 16), embed),
+                          "template matching -> reuse probability, delta score, embedding"),
+                StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 4), t("r8", d, 16)),
+                          "full segmentation network -> logits (stride 4) and stride-16 refiner state"),
+                StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16)),
+                          (t("logits", 1, 8),),
+                          "refine-translator + thin stride-8 head -> logits (stride 8)"),
+            ]
         if self.frtm:  # same stages and names; upstream shapes (see _build_frtm)
             template, embed, prev_embed = (TensorSpec("template", (1, e, e)), TensorSpec("embed", (1, 1)),
                                            TensorSpec("prev_embed", (1, 1)))
@@ -607,6 +667,14 @@ _STAGE_FUNCS = {
     "decoder_reuse": lambda m, f4, f8, r8_prev, prev_score, delta: m.decode_reuse(f4, f8, r8_prev, prev_score, delta),
 }
 
+_STAGE_FUNCS_HALF = dict(
+    _STAGE_FUNCS,
+    encoder_reuse=lambda m, image_half: m.encode_low(image_half),
+    gate_template=lambda m, h8, mask16: m.matcher.template(h8, mask16),
+    gate=lambda m, h8, prev_score, template, prev_embed: m.gate_forward(h8, prev_score, template, prev_embed),
+    decoder_reuse=lambda m, h4, r8_prev, prev_score, delta: m.decode_reuse_half(h4, r8_prev, prev_score, delta),
+)
+
 
 class _Stage(nn.Module):
     """A stage as its own module (what gets exported); shares parameters with the model."""
@@ -622,9 +690,10 @@ class _Stage(nn.Module):
 
 
 # ----------------------------------------------------------------------------- builders
-def build_gfrtm(weights=None, input_size=(480, 864), backbone_weights=None, **overrides) -> GFRTM:
+def build_gfrtm(weights=None, input_size=None, backbone_weights=None, **overrides) -> GFRTM:
     """Build G-FRTM-fast.
 
+    input_size: (H, W); None = the size the checkpoint was trained at (480x864 without weights).
     weights: None (random decoder), "default" (shipped checkpoint) or a path to an
         edgevos checkpoint (a state dict saved with ``torch.save``; loaded with
         ``weights_only=True``).
@@ -637,8 +706,12 @@ def build_gfrtm(weights=None, input_size=(480, 864), backbone_weights=None, **ov
     if weights is not None:
         ckpt = shipped.load_checkpoint("gfrtm", weights)
         saved = dict(ckpt.get("config", {}))
-        saved.pop("input_size", None)
+        trained = saved.pop("input_size", None)
+        if input_size is None and trained is not None:
+            input_size = trained  # default: the size the weights were trained at
         overrides = {**saved, **overrides}
+    if input_size is None:
+        input_size = GfrtmConfig.input_size
     cfg = GfrtmConfig(input_size=tuple(int(v) for v in input_size), **overrides)
     model = GFRTM(cfg)
     if backbone_weights is not None:

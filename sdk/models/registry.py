@@ -14,8 +14,11 @@ class Family:
     _build: str  # "module:function" (torch)
     _program: str  # "module:Class" (torch-free)
 
-    def build(self, weights=None, input_size=(480, 864), **overrides):
-        """The PyTorch model (needs torch): stage_modules(), stage_specs(), config, normalization."""
+    def build(self, weights=None, input_size=None, **overrides):
+        """The PyTorch model (needs torch): stage_modules(), stage_specs(), config, normalization.
+
+        ``input_size`` None: the size the weights were trained at (the family's default without weights).
+        """
         return _load(self._build)(weights=weights, input_size=input_size, **overrides)
 
     def make_program(self, backend, config: dict, tau: float = 1.0, **kwargs):

@@ -921,7 +921,7 @@ def apply_freeze(model: SlowFastVOS, freeze: str) -> None:
 
 
 # ----------------------------------------------------------------------------- builders
-def build_slowfast(weights=None, input_size=(480, 864), backbone_weights=None, **overrides) -> SlowFastVOS:
+def build_slowfast(weights=None, input_size=None, backbone_weights=None, **overrides) -> SlowFastVOS:
     """Build SlowFast-VOS.
 
     weights: None (random heads), "default" (shipped checkpoint) or a path to an
@@ -937,12 +937,16 @@ def build_slowfast(weights=None, input_size=(480, 864), backbone_weights=None, *
     if weights is not None:
         ckpt = shipped.load_checkpoint("slowfast", weights)
         saved = dict(ckpt.get("config", {}))
-        saved.pop("input_size", None)
+        trained = saved.pop("input_size", None)
+        if input_size is None and trained is not None:
+            input_size = trained  # default: the size the weights were trained at
         overrides = {**saved, **overrides}
     fields = set(SlowFastConfig.__dataclass_fields__)
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise InputError(f"unknown SlowFast option(s) {unknown}: valid ones are {sorted(fields - {'input_size'})}")
+    if input_size is None:
+        input_size = SlowFastConfig.input_size
     cfg = SlowFastConfig(input_size=tuple(int(v) for v in input_size), **overrides)
     model = SlowFastVOS(cfg)
     if backbone_weights is not None:

@@ -12,14 +12,33 @@ from edgevos.errors import InputError
 
 @dataclass
 class StepResult:
+    """One frame's result.
+
+    ``probs`` (float32 (K, H, W), per-object foreground probabilities at the frame's
+    size) is made on first access from the model-resolution maps, so a caller that
+    needs only ``mask`` never pays for K full-resolution float maps.
+    """
+
     frame_index: int
     mask: np.ndarray  # uint8 (H, W) object ids at the frame's size
-    probs: np.ndarray  # float32 (K, H, W) per-object foreground probabilities
+    model_probs: np.ndarray  # float32 (K, h, w) per-object probabilities (model resolution, or the frame's)
     object_ids: List[int]
-    reused: bool = False  # True when the reuse path ran
+    reused: bool = False  # True when every object took the reuse path (the full encoder did not run)
     p_gate: Optional[float] = None  # min over objects of P_gate (None when the gate did not run)
     stage_ms: Dict[str, float] = field(default_factory=dict)
     total_ms: float = 0.0
+    reused_objects: Optional[List[bool]] = None  # per object: took the reuse path
+
+    @property
+    def probs(self) -> np.ndarray:
+        hw = tuple(self.mask.shape[:2])
+        if tuple(self.model_probs.shape[1:]) != hw:
+            self.model_probs = resize_maps(self.model_probs, hw)
+        return self.model_probs
+
+    @probs.setter
+    def probs(self, value: np.ndarray) -> None:
+        self.model_probs = value
 
 
 class Timer:
@@ -164,18 +183,65 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 
 
+def resize_maps(maps: np.ndarray, size_hw: Tuple[int, int]) -> np.ndarray:
+    """(K, h, w) float maps -> (K, H, W), bilinear, in one OpenCV call for K <= 4."""
+    import cv2
+
+    h, w = size_hw
+    k = maps.shape[0]
+    if tuple(maps.shape[1:]) == (h, w):
+        return maps.astype(np.float32, copy=False)
+    if k == 1 or k > 4:
+        return np.stack([resize_map(m, (h, w)) for m in maps], 0)
+    out = cv2.resize(np.ascontiguousarray(maps.transpose(1, 2, 0), np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out.reshape(h, w, k).transpose(2, 0, 1))
+
+
 def soft_aggregate(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
-    """FRTM's multi-object merge: background = min(1 - p), softmax over log-odds, argmax -> ids."""
+    """FRTM's multi-object merge: background = min(1 - p), softmax over log-odds, argmax -> ids.
+
+    The log-odds are monotonic in p and ``min(1 - p) = 1 - max(p)``, so the argmax is the
+    most probable object where its probability exceeds 0.5 and background elsewhere.
+    """
     if probs.shape[0] == 1:  # one object: background 1 - p, so argmax is p > 0.5
         mask = (probs[0] > 0.5).view(np.uint8)
         return mask if object_ids[0] == 1 else mask * np.uint8(object_ids[0])
-    lut = np.array([0] + list(object_ids), dtype=np.uint8)
-    eps = 1e-7
-    p = np.clip(probs, eps, 1 - eps)
-    bg = np.clip((1 - p).min(0, keepdims=True), eps, 1 - eps)
-    allp = np.concatenate([bg, p], 0)
-    logit = np.log(allp / (1 - allp))
-    return lut[logit.argmax(0)]
+    lut = np.array(list(object_ids), dtype=np.uint8)
+    best = probs.argmax(0)
+    return np.where(np.take_along_axis(probs, best[None], 0)[0] > 0.5, lut[best], np.uint8(0)).astype(np.uint8)
+
+
+def merged_posteriors(probs: np.ndarray) -> np.ndarray:
+    """Per-object probabilities after FRTM's merge (K, h, w): softmax over the log-odds of
+    [background = min(1 - p), p_1 .. p_K], background dropped.  With one object this is p.
+    Each object's target model learns from its share of the merged mask, so an object that
+    bleeds into its neighbour does not teach its target model the neighbour."""
+    if probs.shape[0] == 1:
+        return probs.astype(np.float32, copy=False)
+    eps = 1e-6
+    p = np.clip(probs.astype(np.float32, copy=False), eps, 1 - eps)
+    odds = p / (1 - p)
+    bg = 1 - p.max(0, keepdims=True)
+    bg_odds = bg / (1 - bg)
+    return (odds / (odds.sum(0, keepdims=True) + bg_odds)).astype(np.float32)
+
+
+def merge_to_frame(probs: np.ndarray, object_ids: Sequence[int], frame_hw: Tuple[int, int]) -> np.ndarray:
+    """Object ids at the frame's size from per-object probabilities at model resolution.
+
+    One object: its map is resized (bilinear) to the frame and thresholded.  Several: they
+    are merged at model resolution and the id map is resized once (nearest), so the host
+    work does not grow with the number of objects times the frame size.
+    """
+    import cv2
+
+    h, w = frame_hw
+    if probs.shape[0] == 1:
+        return soft_aggregate(resize_map(probs[0], (h, w))[None], object_ids)
+    ids = soft_aggregate(probs, object_ids)
+    if ids.shape == (h, w):
+        return ids
+    return cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 class ObjectSetMixin:

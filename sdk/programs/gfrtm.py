@@ -1,13 +1,22 @@
-"""G-FRTM-fast step program: first-frame init, then per frame encoder_low -> gate ->
+"""G-FRTM-fast step program: first-frame init, then per frame the reuse gate (per object) ->
 full path (encoder_high, target model, decoder_full) or reuse path (decoder_reuse).
 
-State ("previous" always means the last *computed* frame, as in the paper):
+State ("previous" always means the object's last *computed* frame, as in the paper):
 
-* per object: target model, template, previous score (stride 16), refiner state r8;
-* shared: previous embedding of the template matcher, the frame counter, the run
-  of consecutive reuses.
+* per object: target model, template, previous score (stride 16), refiner state r8, the
+  gate embedding of its last computed frame (and whether that embedding is current), the
+  run of consecutive reuses;
+* shared: the frame counter and the features of the last computed frame.
 
-tau = 1 means never reuse (the gate does not even run): plain FRTM-fast.
+The gate decides per object (the paper's form): on a frame where some objects reuse and
+others do not, the full encoder runs once and only the objects that need it pay for the
+target model and the full decoder.  With a ``reuse_scale=2`` model the gate reads a
+half-resolution encoding (``encoder_reuse``) and a frame on which every object reuses never
+runs the full-resolution encoder.
+
+tau = 1 means never reuse (the gate does not even run): plain FRTM-fast.  tau may change
+between frames: an object whose last computed frame had no gate run gets computed once
+more before it may reuse, so the gate never compares against a stale embedding.
 """
 from __future__ import annotations
 
@@ -25,9 +34,12 @@ from edgevos.programs.base import (
     Timer,
     check_frame,
     check_mask,
+    merge_to_frame,
+    merged_posteriors,
+    resize_image,
     resize_map,
+    resize_maps,
     sigmoid,
-    soft_aggregate,
     to_input,
 )
 
@@ -38,7 +50,10 @@ class ObjectState:
     target: object  # edgevos.target_model.TargetModel
     template: Optional[np.ndarray]
     prev_score: np.ndarray  # (1, 1, H/16, W/16)
-    r8: np.ndarray  # (1, D, H/8, W/8)
+    r8: np.ndarray  # (1, D, H/8, W/8) or (1, D, H/16, W/16): the refiner state of the last computed frame
+    prev_embed: Optional[np.ndarray] = None  # gate embedding of the last computed frame
+    embed_current: bool = False  # prev_embed belongs to the last computed frame
+    reuse_run: int = 0  # consecutive reuses since the last computed frame
 
 
 class GfrtmProgram(ObjectSetMixin):
@@ -70,15 +85,40 @@ class GfrtmProgram(ObjectSetMixin):
         self.frame_index = -1
 
     # ------------------------------------------------------------------ helpers
-    def _encode(self, x: np.ndarray, timer: Timer, high: bool = True):
-        out = self.backend.run("encoder_low", {"image": x})
-        timer.add("encoder_low", self.backend.last_ms["encoder_low"])
-        feats = {"f4": out["f4"], "f8": out["f8"]}
-        if high:
-            out = self.backend.run("encoder_high", {"f8": feats["f8"]})
-            timer.add("encoder_high", self.backend.last_ms["encoder_high"])
+    @property
+    def half(self) -> bool:
+        """The gate and the reuse path run on the half-resolution encoding (``encoder_reuse``)."""
+        return self.backend.has("encoder_reuse")
+
+    def _images(self, frame: np.ndarray, timer: Timer):
+        """Model input (1, 3, H, W) and, for a half-resolution gate, (1, 3, H/2, W/2)."""
+        with timer.section("preprocess"):
+            img = resize_image(frame, self.input_size)
+            x = to_input(img, self.input_size)
+            xh = None
+            if self.half:
+                h, w = self.input_size
+                xh = to_input(img, (h // 2, w // 2))
+        return x, xh
+
+    def _encode(self, x: np.ndarray, timer: Timer, high: bool = True, feats=None):
+        feats = dict(feats or {})
+        if "f8" not in feats:
+            out = self._run("encoder_low", {"image": x}, timer)
+            feats.update(f4=out["f4"], f8=out["f8"])
+        if high and "f16" not in feats:
+            out = self._run("encoder_high", {"f8": feats["f8"]}, timer)
             feats.update(f16=out["f16"], f32=out["f32"])
         return feats
+
+    def _gate_input(self, x, xh, timer: Timer, feats):
+        """(features the gate reads, updated feats): h8 of the half-resolution encoder, or f8."""
+        if self.half:
+            out = self._run("encoder_reuse", {"image_half": xh}, timer)
+            feats = dict(feats, h4=out["h4"], h8=out["h8"])
+            return feats["h8"], feats
+        feats = self._encode(x, timer, high=False, feats=feats)
+        return feats["f8"], feats
 
     def _run(self, stage: str, feeds: Dict[str, np.ndarray], timer: Timer):
         out = self.backend.run(stage, feeds)
@@ -106,20 +146,29 @@ class GfrtmProgram(ObjectSetMixin):
         prev_score = label16[None, None].astype(np.float32)  # S_0 = y'_0 (paper)
         out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                          "f32": feats["f32"], "score": prev_score}, timer)
-        template = None
+        state = ObjectState(obj_id, tm, None, prev_score, out["r8"])
         if self.backend.has("gate_template"):
-            mask8 = self._label(mask_in, obj_id, self._h8w8)[None, None]
-            t = self._run("gate_template", {"f8": feats["f8"], "mask8": mask8}, timer)
-            template, self._prev_embed = t["template"], t["embed"]
-        return ObjectState(obj_id, tm, template, prev_score, out["r8"])
+            if self.half:
+                feeds = {"h8": feats["h8"], "mask16": label16[None, None].astype(np.float32)}
+            else:
+                feeds = {"f8": feats["f8"], "mask8": self._label(mask_in, obj_id, self._h8w8)[None, None]}
+            t = self._run("gate_template", feeds, timer)
+            state.template, state.prev_embed, state.embed_current = t["template"], t["embed"], True
+        return state
 
-    def _finish(self, logits: List[np.ndarray], reused: bool, p_gate, timer: Timer, t0: float) -> StepResult:
+    def _finish(self, logits: List[np.ndarray], reused: List[bool], p_gate, timer: Timer, t0: float,
+                probs_model: Optional[np.ndarray] = None) -> StepResult:
         with timer.section("postprocess"):
-            # sigmoid at stride 4, then one bilinear resize straight to the frame's size
-            probs = np.stack([resize_map(sigmoid(lg[0, 0]), self.frame_hw) for lg in logits], 0)
-            mask = soft_aggregate(probs, self.object_ids)
-        return StepResult(self.frame_index, mask, probs, self.object_ids, reused, p_gate, dict(timer.ms),
-                          (time.perf_counter() - t0) * 1e3)
+            if probs_model is None:
+                probs_model = self._probs(logits)
+            mask = merge_to_frame(probs_model, self.object_ids, self.frame_hw)
+        return StepResult(self.frame_index, mask, probs_model, self.object_ids, bool(reused) and all(reused), p_gate,
+                          dict(timer.ms), (time.perf_counter() - t0) * 1e3, list(reused))
+
+    def _probs(self, logits: List[np.ndarray]) -> np.ndarray:
+        """Per-object probabilities (K, H/4, W/4); stride-8 logits of the reuse path are resized up."""
+        hw = max((tuple(lg.shape[-2:]) for lg in logits), key=lambda s: s[0] * s[1])
+        return np.stack([resize_map(sigmoid(lg[0, 0]), hw) for lg in logits], 0)
 
     # ------------------------------------------------------------------ API
     def start(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
@@ -127,10 +176,10 @@ class GfrtmProgram(ObjectSetMixin):
         frame = check_frame(frame)
         mask, ids = check_mask(mask, frame.shape[:2])
         timer = Timer()
+        x, xh = self._images(frame, timer)
         with timer.section("preprocess"):
             import cv2
 
-            x = to_input(frame, self.input_size)
             h, w = self.input_size
             mask_in = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         for obj_id in ids:
@@ -140,74 +189,95 @@ class GfrtmProgram(ObjectSetMixin):
                     f"{self.input_size[1]}x{self.input_size[0]} input: draw it larger"
                 )
         feats = self._encode(x, timer)
+        if self.half and self.backend.has("gate_template"):
+            _, feats = self._gate_input(x, xh, timer, feats)
         # build the new state aside: a rejected start() leaves the previous sequence intact
-        old_embed, self._prev_embed = getattr(self, "_prev_embed", None), None
-        objects = []
-        try:
-            for obj_id in ids:
-                objects.append(self._add_object(obj_id, x, mask_in, feats, timer))
-        except BaseException:
-            self._prev_embed = old_embed
-            raise
+        objects = [self._add_object(obj_id, x, mask_in, feats, timer) for obj_id in ids]
         self.objects = objects
         self.frame_hw = tuple(frame.shape[:2])
         self.frame_index = 0
-        self.reuse_run = 0
         self.computed_frames = 1
+        self._last = (x, feats)
         probs = [(mask == o.obj_id).astype(np.float32) for o in self.objects]
         return StepResult(0, mask.copy(), np.stack(probs, 0), self.object_ids, False, None, dict(timer.ms),
                           (time.perf_counter() - t0) * 1e3)
 
+    @property
+    def reuse_run(self) -> int:
+        """Consecutive reuses of the longest-reusing object."""
+        return max((o.reuse_run for o in self.objects), default=0)
+
     def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
-        t0, frame, timer, x = self._begin_step(frame)
-        feats = self._encode(x, timer, high=False)
+        if not self.objects:
+            raise InputError(f"step() called before start(): give {self.START_HINT} to start()")
+        t0 = time.perf_counter()
+        frame = check_frame(frame, self.frame_hw)
+        self.frame_index += 1
+        timer = Timer()
+        x, xh = self._images(frame, timer)
+        feats: Dict[str, np.ndarray] = {}
 
-        # ---- reuse gate (skipped entirely at tau = 1)
-        p_gate, gate_out = None, []
+        # ---- reuse gate, per object (skipped entirely at tau = 1)
+        p_gate, gate_out = None, [None] * len(self.objects)
         use_gate = self.tau < 1.0 and self.backend.has("gate")
+        reuse = [False] * len(self.objects)
         if use_gate:
-            for o in self.objects:
-                gate_out.append(self._run("gate", {"f8": feats["f8"], "prev_score": o.prev_score,
-                                                   "template": o.template, "prev_embed": self._prev_embed}, timer))
-            p_gate = float(min(g["p_gate"].reshape(-1)[0] for g in gate_out))
-        reuse = (use_gate and not force_compute and p_gate >= self.tau
-                 and (self.max_reuse is None or self.reuse_run < self.max_reuse))
+            g_in, feats = self._gate_input(x, xh, timer, feats)
+            key = "h8" if self.half else "f8"
+            for k, o in enumerate(self.objects):
+                gate_out[k] = self._run("gate", {key: g_in, "prev_score": o.prev_score, "template": o.template,
+                                                 "prev_embed": o.prev_embed}, timer)
+                p = float(gate_out[k]["p_gate"].reshape(-1)[0])
+                reuse[k] = (not force_compute and p >= self.tau and o.embed_current
+                            and (self.max_reuse is None or o.reuse_run < self.max_reuse))
+            p_gate = float(min(float(g["p_gate"].reshape(-1)[0]) for g in gate_out))
 
+        computed = not all(reuse)
+        if computed:  # the full path for the objects that need it: this frame becomes their "previous"
+            feats = self._encode(x, timer, feats=feats)
+            self.computed_frames += 1
+            self._last = (x, feats)
         logits = []
-        if reuse:
-            self.reuse_run += 1
-            for o, g in zip(self.objects, gate_out):
-                out = self._run("decoder_reuse", {"f4": feats["f4"], "f8": feats["f8"], "r8_prev": o.r8,
-                                                  "prev_score": o.prev_score, "delta": g["delta"]}, timer)
-                logits.append(out["logits"])
-            return self._finish(logits, True, p_gate, timer, t0)
-
-        # ---- full path: this frame becomes "previous"
-        self.reuse_run = 0
-        self.computed_frames += 1
-        out = self.backend.run("encoder_high", {"f8": feats["f8"]})
-        timer.add("encoder_high", self.backend.last_ms["encoder_high"])
-        feats.update(f16=out["f16"], f32=out["f32"])
-        for o in self.objects:
+        for k, o in enumerate(self.objects):
+            if reuse[k]:
+                o.reuse_run += 1
+                g = gate_out[k]
+                if self.half:
+                    feeds = {"h4": feats["h4"], "r8_prev": o.r8, "prev_score": o.prev_score, "delta": g["delta"]}
+                else:
+                    feeds = {"f4": feats["f4"], "f8": feats["f8"], "r8_prev": o.r8,
+                             "prev_score": o.prev_score, "delta": g["delta"]}
+                logits.append(self._run("decoder_reuse", feeds, timer)["logits"])
+                continue
             with timer.section("target_model"), host_blas():
                 score = o.target.classify(feats["f16"][0])[None, None].astype(np.float32)
             out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                              "f32": feats["f32"], "score": score}, timer)
             logits.append(out["logits"])
-            o.prev_score, o.r8 = score, out["r8"]
-        if use_gate:
-            self._prev_embed = gate_out[0]["embed"]
-        self._last = (x, feats)
-        result = self._finish(logits, False, p_gate, timer, t0)
-        # online target-model update on computed frames (refit every update_every-th)
-        with timer.section("target_model"), host_blas():
-            for k, (o, lg) in enumerate(zip(self.objects, logits)):
-                soft = resize_map(sigmoid(lg[0, 0]), self._h16w16, area=True)
-                o.target.update(feats["f16"][0], soft)
-        result.stage_ms = dict(timer.ms)
-        result.total_ms = (time.perf_counter() - t0) * 1e3
+            o.prev_score, o.r8, o.reuse_run = score, out["r8"], 0
+            o.embed_current = use_gate and "embed" in gate_out[k]
+            if o.embed_current:
+                o.prev_embed = gate_out[k]["embed"]
+        result = self._finish(logits, reuse, p_gate, timer, t0)
+        if computed:
+            # online target-model update on computed objects (refit every update_every-th), each with
+            # its share of the merged mask
+            with timer.section("target_model"), host_blas():
+                shares = merged_posteriors(resize_maps(result.model_probs, self._h16w16)) \
+                    if len(self.objects) > 1 else None
+                for k, o in enumerate(self.objects):
+                    if reuse[k]:
+                        continue
+                    soft = shares[k] if shares is not None else resize_map(result.model_probs[k], self._h16w16, area=True)
+                    o.target.update(feats["f16"][0], soft)
+            result.stage_ms = dict(timer.ms)
+            result.total_ms = (time.perf_counter() - t0) * 1e3
         return result
 
     def _init_new_object(self, obj_id: int, mask_in: np.ndarray, timer: Timer) -> ObjectState:
         x, feats = self._last  # left by the forced full step of add_objects
+        if self.half and "h8" not in feats and self.backend.has("gate_template"):
+            h, w = self.input_size
+            img = np.ascontiguousarray(x[0].transpose(1, 2, 0)).astype(np.uint8)
+            _, feats = self._gate_input(x, to_input(img, (h // 2, w // 2)), timer, feats)
         return self._add_object(obj_id, x, mask_in, feats, timer)

@@ -56,6 +56,7 @@ class TrainConfig:
     input_size: Tuple[int, int] = (256, 448)
     backbone: str = "mobilenetv2"
     backbone_weights: Optional[str] = None
+    reuse_scale: int = 1  # GfrtmConfig.reuse_scale: 2 = half-resolution gate and reuse path
     refiner_stride: int = 8  # GfrtmConfig.refiner_stride: 16 translates the refiner state at stride 16
     init: Optional[str] = None  # start from this checkpoint's weights (e.g. phase 1 of an earlier run)
     phase1_steps: int = 3000
@@ -135,6 +136,8 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
     for seq, is_real in tqdm(list(zip(sequences, real)), desc="feature cache", unit="seq"):
         path = cache_dir / f"{seq.name}.npz"
         if path.is_file():
+            if cfg.reuse_scale == 2 and not (cache_dir / f"{seq.name}.half.npz").is_file():
+                _cache_half(model, seq, cfg, cache_dir, flips=(False, True) if (cfg.flip and is_real) else (False,))
             entries.append(path)
             continue
         n = len(seq) if not cfg.max_frames_per_sequence else min(len(seq), cfg.max_frames_per_sequence)
@@ -168,12 +171,50 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
         np.savez(tmp, masks=np.stack(masks), real=np.array(bool(is_real)), **arrays)
         os.replace(tmp, path)
+        if cfg.reuse_scale == 2:
+            _cache_half(model, seq, cfg, cache_dir, flips, frames)
         entries.append(path)
     return entries
 
 
+def _cache_half(model, seq, cfg: TrainConfig, cache_dir: Path, flips, frames=None):
+    """Half-resolution features (h4 at stride 8, h8 at stride 16 of the model input) for the
+    half-resolution gate and reuse path, in ``<name>.half.npz`` beside the sequence's cache."""
+    import torch
+
+    from edgevos.programs.base import resize_image
+
+    n = len(seq) if not cfg.max_frames_per_sequence else min(len(seq), cfg.max_frames_per_sequence)
+    if frames is None:
+        frames = [_resize_frame(seq.frame(i), cfg.input_size) for i in range(n)]
+    h, w = cfg.input_size
+    arrays = {}
+    with torch.inference_mode():
+        for flip in flips:
+            h4, h8 = [], []
+            for img in frames:
+                half = resize_image(np.ascontiguousarray(img[:, ::-1] if flip else img), (h // 2, w // 2))
+                x = torch.from_numpy(np.ascontiguousarray(half.transpose(2, 0, 1))[None].astype(np.float32))
+                a, b = model.encode_low(x)
+                h4.append(a[0].numpy().astype(np.float16))
+                h8.append(b[0].numpy().astype(np.float16))
+            sfx = "_flip" if flip else ""
+            arrays["h4" + sfx], arrays["h8" + sfx] = np.stack(h4), np.stack(h8)
+    path = cache_dir / f"{seq.name}.half.npz"
+    tmp = path.with_name(f".{seq.name}.half.{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def load_cache(entries):
-    return [dict(np.load(p)) | {"name": p.stem} for p in entries]
+    out = []
+    for p in entries:
+        c = dict(np.load(p)) | {"name": p.stem}
+        half = p.with_name(f"{p.stem}.half.npz")
+        if half.is_file():
+            c.update(np.load(half))
+        out.append(c)
+    return out
 
 
 def _oriented(c, key, flip):
@@ -327,7 +368,7 @@ class Trainer:
         from edgevos.models.gfrtm import build_gfrtm
 
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
-                                 refiner_stride=cfg.refiner_stride)
+                                 refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale)
         if cfg.init:
             self._init_from(cfg.init)
         self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
@@ -506,8 +547,10 @@ class Trainer:
         from edgevos.programs.base import resize_map
 
         m = self.model
-        params = [p for n, p in m.named_parameters() if n.split(".")[0] in ("matcher", "gate", "delta", "translator")]
+        params = [p for n, p in m.named_parameters()
+                  if n.split(".")[0] in ("matcher", "gate", "delta", "translator", "reuse_level", "reuse_predict")]
         opt = torch.optim.Adam(params, lr=self.cfg.lr2)
+        half = m.config.reuse_scale == 2
         if opt_state:
             try:
                 opt.load_state_dict(opt_state)
@@ -533,13 +576,23 @@ class Trainer:
                 y_t = (masks[t] == tr.obj_id)
                 y_prev = (masks[prev] == tr.obj_id)
                 y16 = self._tensor(resize_map(y_t.astype(np.float32), tr.scores.shape[1:], area=True))
-                mask8 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True))
                 with torch.no_grad():
                     r8_prev = m.deep_levels(p16, p32, s_prev)
-                template, _ = m.matcher.template(r8_, mask8)
-                prev_embed = m.matcher.embed(p8)
-                p_gate, delta, _ = m.gate_forward(f8, s_prev, template, prev_embed)
-                logits = m.decode_reuse(f4, f8, r8_prev, s_prev, delta)
+                if half:  # the gate and the reuse path read the half-resolution encoding
+                    g_t, g_prev, g_ref = (torch.from_numpy(_oriented(c, "h8", flip)[i].astype(np.float32))[None]
+                                          for i in (t, prev, tr.ref))
+                    h4 = torch.from_numpy(_oriented(c, "h4", flip)[t].astype(np.float32))[None]
+                    mask16 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32),
+                                                     tuple(g_ref.shape[-2:]), area=True))
+                    template, _ = m.matcher.template(g_ref, mask16)
+                    p_gate, delta, _ = m.gate_forward(g_t, s_prev, template, m.matcher.embed(g_prev))
+                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta)
+                else:
+                    mask8 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True))
+                    template, _ = m.matcher.template(r8_, mask8)
+                    prev_embed = m.matcher.embed(p8)
+                    p_gate, delta, _ = m.gate_forward(f8, s_prev, template, prev_embed)
+                    logits = m.decode_reuse(f4, f8, r8_prev, s_prev, delta)
                 logits = F.interpolate(logits, size=y_t.shape[-2:], mode="bilinear", align_corners=False)
                 p_target = max(mgn, mask_iou(y_t, y_prev))
                 l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2)
