@@ -153,7 +153,8 @@ def main(args) -> int:
         overrides["backbone_weights"] = args.backbone_weights
     t0 = time.perf_counter()
     model = fam.build(weights=args.weights, input_size=input_size, **overrides)
-    input_size = tuple(model.config.input_size)
+    if input_size is None:  # the size the weights were trained at
+        input_size = tuple(getattr(model.config, "input_size", None) or model.stage_specs()[0].inputs[0].shape[2:])
     specs = model.stage_specs()
     modules = model.stage_modules()
     config = dataclasses.asdict(model.config)

@@ -110,10 +110,10 @@ class GfrtmConfig:
             raise InputError(f"refiner_stride {self.refiner_stride} is not supported: use 8 or 16")
         if self.reuse_scale not in (1, 2):
             raise InputError(f"reuse_scale {self.reuse_scale} is not supported: use 1 (paper) or 2 (half-resolution reuse path)")
-        if self.reuse_scale == 2 and (self.decoder != "light" or self.refiner_stride != 16 or h % 64 or w % 64):
+        if self.reuse_scale == 2 and (self.decoder != "light" or self.refiner_stride != 16):
             raise InputError(
-                f"reuse_scale 2 needs the light decoder, refiner_stride 16 and an input size that is a multiple "
-                f"of 64 (got decoder={self.decoder}, refiner_stride={self.refiner_stride}, {h}x{w})"
+                f"reuse_scale 2 needs the light decoder and refiner_stride 16 "
+                f"(got decoder={self.decoder}, refiner_stride={self.refiner_stride})"
             )
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
