@@ -245,3 +245,58 @@ class FakeCudaLib:
     def cudaDriverGetVersion(self, ref):
         self._set(ref, 12060)
         return 0
+
+
+def add_fake_runtime(trt, engines_io):
+    """Give a fake ``tensorrt`` module a Runtime whose engines have the I/O tensors
+    ``engines_io[blob] = [(name, shape)]`` (float32) and 1 MiB of activation memory each;
+    contexts record their tensor addresses, activation memory and executions."""
+    trt.ExecutionContextAllocationStrategy = _Enum("STATIC", "ON_PROFILE_CHANGE", "USER_MANAGED")
+    trt.nptype = lambda dt: np.float32
+    trt.contexts = []
+
+    class Context:
+        def __init__(self, strategy):
+            self.strategy, self.addresses, self.scratch, self.runs = strategy, {}, None, 0
+            trt.contexts.append(self)
+
+        def set_tensor_address(self, name, ptr):
+            self.addresses[name] = ptr
+
+        def set_device_memory(self, ptr, size):
+            self.scratch = (ptr, size)
+
+        def execute_async_v3(self, stream):
+            self.runs += 1
+            return True
+
+    class Engine:
+        def __init__(self, io, scratch):
+            self.io, self.device_memory_size_v2 = io, scratch
+
+        @property
+        def num_io_tensors(self):
+            return len(self.io)
+
+        def get_tensor_name(self, i):
+            return self.io[i][0]
+
+        def get_tensor_shape(self, name):
+            return dict(self.io)[name]
+
+        def get_tensor_dtype(self, name):
+            return "float32"
+
+        def create_execution_context(self, strategy=None):
+            return Context(strategy)
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, blob):
+            io, scratch = engines_io[bytes(blob)]
+            return Engine(io, scratch)
+
+    trt.Runtime = Runtime
+    return trt
