@@ -230,3 +230,21 @@ def _run_script(tmp_path, *args, script=None, env=None):
     p = subprocess.run(cmd, capture_output=True, text=True, env=base)
     calls = log.read_text().splitlines() if log.exists() else []
     return p, calls
+
+
+# ------------------------------------------------------------------ defect 8: no CPU peak for GPU rows
+def test_tensorrt_rows_get_no_cpu_peak(bundle):
+    from edgevos.bench import roofline, roofline_table
+
+    peaks = {"fp32": {"gflops": 100.0, "how": "onnxruntime MatMul", "threads": 2, "size": 1024}, "int8": None}
+    base = {"status": "ok", "family": "toy", "preset": None, "tau": 1.0,
+            "stage_call_ms": {"encoder": {"p50": 1.0}, "decoder": {"p50": 1.0}}}
+    rows = [dict(base, backend="tensorrt", precision="fp16"), dict(base, backend="onnxruntime", precision="fp32")]
+    roof = roofline(rows, {("toy", None): bundle.root}, peaks)
+    by = {e["label"]: e["stages"] for e in roof["entries"]}
+    trt = next(v for k, v in by.items() if "tensorrt" in k)
+    ort = next(v for k, v in by.items() if "onnxruntime" in k)
+    assert all(s["peak_gflops"] is None and s["fraction_of_peak"] is None for s in trt)
+    assert all(s["peak_gflops"] == 100.0 for s in ort)
+    _, body = roofline_table(roof)
+    assert all(r[-1] == "n/a" for r in body if "tensorrt" in r[0])
