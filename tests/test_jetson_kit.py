@@ -60,6 +60,18 @@ def test_dockerfile_lint():
     assert "pip install" in text and "[gst,trt" in text
     assert not re.search(r"\btorch\b(?!\w)", text.replace("edgevos", "")), "the Jetson image must not install torch"
     assert "python3-gi" in text and "gstreamer1.0" in text
+    assert "install --upgrade pip" not in text, "pip must not be upgraded over Debian's"
+    assert re.search(r"numpy<2", text), "numpy must stay 1.x for JetPack's TensorRT bindings"
+    assert re.search(r"import [^\"]*\btensorrt\b", text) and "check_trt_version" in text, "the image must import TensorRT 10"
+
+
+def test_gpu_detection_knows_jetpack6_device_nodes(tmp_path):
+    from conftest import GPU_NODES, has_gpu_nodes
+
+    assert "/dev/nvgpu/igpu0/ctrl" in GPU_NODES and "/dev/nvmap" in GPU_NODES
+    node = tmp_path / "nvmap"
+    node.write_text("")
+    assert has_gpu_nodes([str(tmp_path / "nvidia0"), str(node)]) and not has_gpu_nodes([str(tmp_path / "none")])
 
 
 def _fake_bundle(root: Path):
