@@ -33,7 +33,10 @@ EXTRAS = {
     "export": [TORCH, "onnx>=1.15", "onnxscript>=0.1", "onnxslim>=0.1.40"],
     "train": [TORCH, "scipy>=1.10"],
     "gst": ["PyGObject<3.51"],
-    "trt": ["cuda-python>=12"],
+    # TensorRT's Python bindings and the CUDA 12 runtime come with JetPack (edgevos calls
+    # libcudart.so.12 through ctypes):
+    # nothing from pip, whose cuda-python 13 needs a CUDA 13 driver JetPack 6 does not have
+    "trt": [],
     "plot": ["matplotlib>=3.6"],
     "dev": ["pytest>=7", "hypothesis>=6", "scipy>=1.10", "matplotlib>=3.6"],
 }

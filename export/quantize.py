@@ -4,8 +4,9 @@
     Q/DQ ONNX that TensorRT builds as an explicitly quantized, strongly typed
     network: INT8 activations and weights, symmetric (every zero point 0),
     per-channel weight scales on the output-channel axis, per-tensor activation
-    scales, Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul and of residual
-    Adds (not on their outputs), biases left in float for TensorRT to fuse.
+    scales, Q/DQ on the inputs of Conv/ConvTranspose/Gemm/MatMul and on the skip
+    input of residual Adds (not on the Conv branch, so TensorRT fuses
+    Conv+Add(+ReLU); not on outputs), biases left in float for TensorRT to fuse.
 ``int8-cpu``
     The fast form for ONNX Runtime's CPU kernels: asymmetric UINT8 activations
     with INT8 per-channel weights (U8S8), so Conv+ReLU fuse into one integer
@@ -135,6 +136,50 @@ def _graph_maps(model):
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     return producers, consumers
+
+
+def residual_add_placement(model) -> List[str]:
+    """int8-trt: drop the Q/DQ pair on the Conv branch of each residual Add, keeping the one
+    on the skip input (NVIDIA's Q/DQ placement: a quantized Conv output would stop the
+    Conv+Add(+ReLU) fusion).  The Conv branch is an input whose quantized tensor is a Conv
+    output read by nothing else.  Returns the names of the Adds changed."""
+    producers, consumers = _graph_maps(model)
+
+    def conv_branch(tensor):
+        dq = producers.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            return None
+        src = producers.get(q.input[0])
+        if src is None or src.op_type != "Conv" or len(consumers.get(q.input[0], [])) != 1:
+            return None
+        return q.input[0], q, dq
+
+    changed, dead = [], set()
+    for node in model.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        branches = [conv_branch(t) for t in node.input]
+        if not all(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in node.input):
+            continue  # one side is already float (or it is not a residual add)
+        k = next((i for i, b in enumerate(branches) if b is not None), None)
+        if k is None:
+            continue
+        conv_out, q, dq = branches[k]
+        node.input[k] = conv_out
+        changed.append(node.name)
+        others = [c for c in consumers.get(dq.output[0], []) if c is not node]
+        consumers[dq.output[0]] = others
+        if not others:
+            dead.add(id(dq))
+            if all(id(c) in dead for c in consumers.get(q.output[0], [])):
+                dead.add(id(q))
+    keep = [n for n in model.graph.node if id(n) not in dead]
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return changed
 
 
 def _scalar_init(inits, name):
@@ -278,6 +323,9 @@ def quantize_stage(
             logger.setLevel(level)
     qmodel = onnx.load(str(out_path))
     post = {}
+    if flavour == "int8-trt":
+        post["residual_adds_conv_branch_float"] = residual_add_placement(qmodel)
+        onnx.save(qmodel, str(out_path))
     if flavour == "int8-cpu" and fmt == "qdq":
         post["compact_bytes_saved"] = compact(qmodel)
         onnx.save(qmodel, str(out_path))

@@ -1,33 +1,48 @@
 """TensorRT engines for a bundle: one engine per stage, via the Python API or trtexec.
 
-Importable without TensorRT.  Precisions (TensorRT 10.x):
+Importable without TensorRT.  Needs TensorRT 10 (JetPack 6.1 / 6.2 ship 10.3).
+Precisions:
 
 ``int8``  the bundle's ``int8-trt`` Q/DQ ONNX as a *strongly typed* network: the
-          Q/DQ nodes decide which layers run INT8, everything else keeps the ONNX
-          types (FP32).  Stages exported in float (``--keep-float``) stay float.
+          Q/DQ nodes decide which layers run INT8, the ONNX types decide the rest.
 ``fp16``  the ``fp32`` ONNX with the FP16 builder flag.
 ``best``  the Q/DQ ONNX as a weakly typed network with INT8 + FP16 flags: explicit
           INT8 where the Q/DQ nodes are, FP16 fallback for the other layers.
 
-With a DLA core, networks are weakly typed (DLA needs the FP16/INT8 flags) and
-GPU fallback is on.  Engine names encode what they depend on:
-``<stage>.<precision>.trt<major.minor.patch>.<gpu>.<H>x<W>.engine``.
+The INT8 flag is only ever set for a graph that holds Q/DQ nodes: without them
+TensorRT would invent placeholder ranges for every tensor.  A stage whose
+``int8-trt`` file has no Q/DQ (kept float, too few calibration samples, nothing
+quantizable) builds FP16 in the ``int8`` and ``best`` sets.
+
+DLA engines are built FP16 from the ``fp32`` ONNX with GPU fallback (TensorRT 10
+runs explicitly quantized layers of a DLA build on the GPU), and the device of
+every layer is recorded in the manifest.
+
+Engine names encode what an engine depends on:
+``<stage>.<precision>.trt<major.minor.patch>.<device>.<H>x<W>.engine`` where the
+device is :func:`edgevos.jetson.trtinfo.device_identity` (compute capability and
+SM count, e.g. ``sm87x16``), the same in Python, in a container and in the scripts.
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from edgevos.errors import BundleError, DependencyError, InputError, require
+from edgevos.errors import BundleError, DependencyError, InputError
+from edgevos.jetson import trtinfo
+from edgevos.jetson.trtinfo import MIN_TRT_MAJOR, has_qdq, short_version, trt_major
 
 TRT_PRECISIONS = ("int8", "fp16", "best")
 #: ONNX precision in the bundle each engine precision is built from (fallback second)
 SOURCE = {"int8": ("int8-trt",), "fp16": ("fp32",), "best": ("int8-trt", "fp32")}
-JETSON_MODEL = Path("/proc/device-tree/model")
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+#: shipped with the generated build script: the scripts' device identity and TensorRT version
+TRTINFO = Path(trtinfo.__file__)
+TRTINFO_NAME = "edgevos_trtinfo.py"
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,12 @@ class BuildOptions:
             raise InputError(f"TensorRT precision '{self.precision}' is unknown: use one of {list(TRT_PRECISIONS)}")
         if self.dla_core is not None and int(self.dla_core) < 0:
             raise InputError(f"--dla {self.dla_core}: DLA cores are numbered from 0 (Orin AGX has 0 and 1)")
+        if self.dla_core is not None and self.precision != "fp16":
+            raise InputError(
+                f"--dla {self.dla_core} with --precision {self.precision}: TensorRT 10 does not run explicitly "
+                f"quantized (Q/DQ) layers on the DLA, they would silently fall back to the GPU; DLA engines are "
+                f"built FP16: use --precision fp16 --dla {self.dla_core}"
+            )
         if int(self.workspace_mb) <= 0:
             raise InputError(f"--workspace-mb {self.workspace_mb} must be positive")
 
@@ -51,9 +72,62 @@ class BuildOptions:
         """Precision part of the engine name, e.g. ``int8`` or ``fp16-dla0``."""
         return self.precision if self.dla_core is None else f"{self.precision}-dla{int(self.dla_core)}"
 
+
+@dataclass(frozen=True)
+class BuildMode:
+    """How one stage's network is built: typing and builder flags."""
+
+    strongly_typed: bool
+    int8: bool
+    fp16: bool
+
     @property
-    def strongly_typed(self) -> bool:
-        return self.precision == "int8" and self.dla_core is None
+    def runs(self) -> str:
+        """What the engine computes in: 'int8' (Q/DQ types), 'int8+fp16', 'fp16'."""
+        if self.strongly_typed:
+            return "int8"
+        return "int8+fp16" if self.int8 else "fp16"
+
+
+def build_mode(opts: BuildOptions, qdq: bool) -> BuildMode:
+    """Builder settings for a stage of ``opts.precision`` whose source graph has (``qdq``) Q/DQ nodes or not.
+
+    INT8 only ever comes from Q/DQ nodes: the INT8 flag without them makes TensorRT
+    use placeholder ranges (trtexec) or fail calibration (Python API).
+    """
+    if opts.dla_core is None and qdq and opts.precision == "int8":
+        return BuildMode(strongly_typed=True, int8=False, fp16=False)
+    if opts.dla_core is None and qdq and opts.precision == "best":
+        return BuildMode(strongly_typed=False, int8=True, fp16=True)
+    return BuildMode(strongly_typed=False, int8=False, fp16=True)
+
+
+def check_trt_version(version: str) -> str:
+    """Raise unless ``version`` is a TensorRT edgevos builds for (10.x); returns it."""
+    major = trt_major(version)
+    if major is None or major < MIN_TRT_MAJOR:
+        raise DependencyError(
+            f"TensorRT {version} is too old: edgevos builds strongly typed, explicitly quantized engines "
+            f"with TensorRT {MIN_TRT_MAJOR}.x (JetPack 6.0 ships 8.6, which has neither): flash JetPack 6.1 or "
+            f"6.2 (TensorRT 10.3) or install TensorRT {MIN_TRT_MAJOR}"
+        )
+    return version
+
+
+def import_tensorrt(what: str = "building TensorRT engines"):
+    """The ``tensorrt`` module, checked to be TensorRT 10.x."""
+    import importlib
+
+    try:
+        trt = importlib.import_module("tensorrt")
+    except ImportError as exc:
+        raise DependencyError(
+            f"TensorRT's Python bindings ('tensorrt') are not importable here (needed for {what}): they come "
+            f"with JetPack 6.1+ (apt package python3-libnvinfer), not from pip; a virtualenv must be created "
+            f"with --system-site-packages to see them (jetson/setup.sh does this), then pip install 'edgevos[trt]'"
+        ) from exc
+    check_trt_version(trt.__version__)
+    return trt
 
 
 def slug(text: str) -> str:
@@ -62,49 +136,22 @@ def slug(text: str) -> str:
     return s or "unknown"
 
 
-def short_version(version: str) -> str:
-    """'10.3.0.30' -> '10.3.0'."""
-    parts = re.findall(r"\d+", str(version))
-    return ".".join(parts[:3]) if parts else "unknown"
-
-
-def engine_name(stage: str, tag: str, trt_version: str, gpu: str, size_hw: Sequence[int]) -> str:
+def engine_name(stage: str, tag: str, trt_version: str, device: str, size_hw: Sequence[int]) -> str:
     h, w = (int(v) for v in size_hw)
-    return f"{stage}.{tag}.trt{short_version(trt_version)}.{slug(gpu)}.{h}x{w}.engine"
+    return f"{stage}.{tag}.trt{short_version(trt_version)}.{slug(device)}.{h}x{w}.engine"
 
 
-def gpu_name() -> str:
-    """The Jetson model (device tree), else the CUDA device 0 name; 'unknown' without either."""
-    if JETSON_MODEL.is_file():
-        return JETSON_MODEL.read_bytes().rstrip(b"\x00").decode(errors="replace").strip()
-    try:
-        cudart = _cudart()
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name
-            return (name.split(b"\x00")[0].decode() if isinstance(name, bytes) else str(name)).strip()
-    except Exception:
-        pass
-    return "unknown"
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError as exc:
-            raise DependencyError("'cuda-python' is not installed (needed for TensorRT buffers): pip install 'edgevos[trt]'") from exc
-    return cudart
+def device_identity(device: int = 0) -> str:
+    """What engines are keyed on: compute capability and SM count (``sm87x16``), 'unknown' without CUDA."""
+    return trtinfo.device_identity(device)
 
 
 def trt_version() -> str:
-    return require("tensorrt", "trt", "building TensorRT engines").__version__
+    return import_tensorrt().__version__
 
 
-def source_onnx(bundle, stage: str, precision: str) -> Path:
-    for src in SOURCE[precision]:
+def source_onnx(bundle, stage: str, precision: str, dla: bool = False) -> Path:
+    for src in (("fp32",) if dla else SOURCE[precision]):
         if src in bundle.precisions:
             return bundle.stage_path(stage, src)
     raise BundleError(
@@ -113,14 +160,37 @@ def source_onnx(bundle, stage: str, precision: str) -> Path:
     )
 
 
-def trtexec_args(onnx: str, engine: str, opts: BuildOptions, timing_cache: Optional[str] = None) -> List[str]:
-    """trtexec arguments for one stage (the ONNX has fixed shapes, so no --shapes)."""
+@dataclass(frozen=True)
+class StagePlan:
+    stage: str
+    source: Path
+    qdq: bool
+    mode: BuildMode
+
+
+def plan_stage(bundle, stage: str, opts: BuildOptions) -> StagePlan:
+    """Source ONNX and builder settings for one stage, decided from its graph (any Q/DQ node)."""
+    src = source_onnx(bundle, stage, opts.precision, dla=opts.dla_core is not None)
+    qdq = has_qdq(src)
+    return StagePlan(stage, src, qdq, build_mode(opts, qdq))
+
+
+def trtexec_args(onnx: str, engine: str, opts: BuildOptions, timing_cache: Optional[str] = None,
+                 mode: Optional[BuildMode] = None, layer_info: Optional[str] = None) -> List[str]:
+    """trtexec arguments for one stage (the ONNX has fixed shapes, so no --shapes).
+
+    ``mode`` comes from :func:`plan_stage`; without it the stage is taken to hold Q/DQ nodes
+    exactly when ``opts`` builds from the Q/DQ ONNX.  ``layer_info`` writes the layer
+    information (with each layer's device) as JSON.
+    """
+    if mode is None:
+        mode = build_mode(opts, qdq=opts.precision in ("int8", "best"))
     args = [f"--onnx={onnx}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{int(opts.workspace_mb)}M"]
-    if opts.strongly_typed:
+    if mode.strongly_typed:
         args.append("--stronglyTyped")
-    else:
-        if opts.precision in ("int8", "best"):
-            args.append("--int8")
+    if mode.int8:
+        args.append("--int8")
+    if mode.fp16:
         args.append("--fp16")
     if opts.dla_core is not None:
         args += [f"--useDLACore={int(opts.dla_core)}", "--allowGPUFallback"]
@@ -129,17 +199,50 @@ def trtexec_args(onnx: str, engine: str, opts: BuildOptions, timing_cache: Optio
         args.append(f"--timingCacheFile={cache}")
     if opts.optimization_level is not None:
         args.append(f"--builderOptimizationLevel={int(opts.optimization_level)}")
+    if layer_info:
+        args += ["--profilingVerbosity=detailed", f"--exportLayerInfo={layer_info}"]
     args.append("--skipInference")
     return args
 
 
-def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None) -> Path:
-    """Build and serialise one engine with the TensorRT 10 Python API."""
-    trt = require("tensorrt", "trt", "building TensorRT engines")
+_QDQ_LAYERS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def network_layers(trt, network, config=None) -> List[dict]:
+    """Name, type and (with a builder config) device of every layer of a parsed network."""
+    out = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        info = {"name": layer.name, "type": str(layer.type).split(".")[-1]}
+        if config is not None:
+            on_dla = config.get_device_type(layer) == trt.DeviceType.DLA and config.can_run_on_DLA(layer)
+            info["device"] = "DLA" if on_dla else "GPU"
+        out.append(info)
+    return out
+
+
+def placement_summary(layers: Sequence[dict]) -> Dict[str, int]:
+    """Layer count per device, e.g. {'DLA': 52, 'GPU': 3}."""
+    out: Dict[str, int] = {}
+    for layer in layers:
+        dev = layer.get("device", "GPU")
+        out[dev] = out.get(dev, 0) + 1
+    return out
+
+
+def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None, qdq: Optional[bool] = None) -> dict:
+    """Build and serialise one engine with the TensorRT 10 Python API.
+
+    Returns what was built: ``{"engine": path, "qdq": ..., "runs": ..., "layers": {device: count}}``;
+    the per-layer list (name, type, device) goes to ``<engine>.layers.json``.
+    """
+    trt = import_tensorrt()
+    qdq = has_qdq(onnx_path) if qdq is None else bool(qdq)
+    mode = build_mode(opts, qdq)
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
-    if opts.strongly_typed:
+    if mode.strongly_typed:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -148,9 +251,9 @@ def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None) -> Pat
         raise BundleError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mb) << 20)
-    if not opts.strongly_typed:
-        if opts.precision in ("int8", "best"):
-            config.set_flag(trt.BuilderFlag.INT8)
+    if mode.int8:
+        config.set_flag(trt.BuilderFlag.INT8)
+    if mode.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     if opts.dla_core is not None:
         if builder.num_DLA_cores <= int(opts.dla_core):
@@ -160,6 +263,11 @@ def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None) -> Pat
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if opts.optimization_level is not None:
         config.builder_optimization_level = int(opts.optimization_level)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    layers = network_layers(trt, network, config)
+    n_qdq = sum(1 for layer in layers if layer["type"] in _QDQ_LAYERS)
+    if mode.int8 and n_qdq == 0:
+        raise BundleError(f"{onnx_path} parsed without Q/DQ layers: refusing an INT8 build without scales ({opts.tag})")
     cache = None
     if opts.timing_cache:
         blob = Path(opts.timing_cache).read_bytes() if Path(opts.timing_cache).is_file() else b""
@@ -168,49 +276,59 @@ def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None) -> Pat
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BundleError(f"TensorRT failed to build an engine from {onnx_path} ({opts.tag}); see the log above")
-    Path(engine_path).write_bytes(bytes(serialized))
+    engine_path = Path(engine_path)
+    engine_path.write_bytes(bytes(serialized))
     if cache is not None:
         Path(opts.timing_cache).write_bytes(bytes(cache.serialize()))
-    return Path(engine_path)
+    layer_file = engine_path.with_name(engine_path.name + ".layers.json")
+    layer_file.write_text(json.dumps({"source": Path(onnx_path).name, "mode": mode.runs, "layers": layers}, indent=1))
+    return {"engine": engine_path, "layer_file": layer_file, "qdq": qdq, "runs": mode.runs,
+            "layers": placement_summary(layers)}
 
 
-def timing_cache_name(trt_ver: str, gpu: str) -> str:
-    return f"timing.trt{short_version(trt_ver)}.{slug(gpu)}.cache"
+def timing_cache_name(trt_ver: str, device: str) -> str:
+    return f"timing.trt{short_version(trt_ver)}.{slug(device)}.cache"
 
 
 def build_bundle_engines(bundle_dir, opts: BuildOptions, progress: bool = True) -> Dict[str, Path]:
-    """Build an engine per stage into the bundle and register them in its manifest."""
+    """Build an engine per stage into the bundle and register them in its manifest.
+
+    The manifest's ``tensorrt`` entry records, per engine set and stage, what the
+    stage computes in (``int8``, ``int8+fp16``, ``fp16``) and the layers per device.
+    """
     from edgevos.export.bundle import add_files, load_bundle
 
     bundle = load_bundle(bundle_dir)
-    ver, gpu = trt_version(), gpu_name()
+    ver, device = trt_version(), device_identity()
     if opts.timing_cache is None:
-        from dataclasses import replace
-
-        opts = replace(opts, timing_cache=str(bundle.root / timing_cache_name(ver, gpu)))
-    engines = {}
+        opts = replace(opts, timing_cache=str(bundle.root / timing_cache_name(ver, device)))
+    engines, stages = {}, {}
     for spec in bundle.specs:
-        onnx_path = source_onnx(bundle, spec.name, opts.precision)
-        engine = bundle.root / engine_name(spec.name, opts.tag, ver, gpu, bundle.input_size)
+        plan = plan_stage(bundle, spec.name, opts)
+        engine = bundle.root / engine_name(spec.name, opts.tag, ver, device, bundle.input_size)
         if progress:
-            print(f"building {engine.name} from {onnx_path.name}", flush=True)
-        engines[spec.name] = build_engine(onnx_path, engine, opts)
+            print(f"building {engine.name} from {plan.source.name} ({plan.mode.runs})", flush=True)
+        built = build_engine(plan.source, engine, opts, qdq=plan.qdq)
+        engines[spec.name] = built["engine"]
+        stages[spec.name] = {"source": plan.source.name, "qdq": plan.qdq, "runs": built["runs"],
+                             "layers": built["layers"], "layer_file": built["layer_file"].name}
     key = f"trt-{opts.tag}"
-    extra = [opts.timing_cache] if opts.timing_cache and Path(opts.timing_cache).is_file() and bundle.root.resolve() in Path(opts.timing_cache).resolve().parents else []
-    add_files(
-        bundle.root,
-        {s: {key: p} for s, p in engines.items()},
-        extra_files=extra,
-        info={"tensorrt": {"version": ver, "gpu": gpu, key: {"workspace_mb": opts.workspace_mb, "dla_core": opts.dla_core, "strongly_typed": opts.strongly_typed}}},
-    )
+    extra = [p.with_name(p.name + ".layers.json") for p in engines.values()]
+    if opts.timing_cache and Path(opts.timing_cache).is_file() and bundle.root.resolve() in Path(opts.timing_cache).resolve().parents:
+        extra.append(opts.timing_cache)
+    info = dict(bundle.manifest.get("tensorrt") or {})
+    info.update({"version": ver, "device": device,
+                 key: {"workspace_mb": opts.workspace_mb, "dla_core": opts.dla_core, "stages": stages}})
+    add_files(bundle.root, {s: {key: p} for s, p in engines.items()}, extra_files=extra, info={"tensorrt": info})
     return engines
 
 
 # ------------------------------------------------------------------------------- script
 _SCRIPT_HEAD = r"""#!/usr/bin/env bash
-# Build TensorRT engines for an edgevos bundle with trtexec (TensorRT 10.x, e.g. JetPack 6).
+# Build TensorRT engines for an edgevos bundle with trtexec (TensorRT 10.x: JetPack 6.1 / 6.2).
 # Generated by 'edgevos build --script-only'. Usage: {script} [BUNDLE_DIR]
-# Engine names: <stage>.<precision>.trt<version>.<gpu>.<H>x<W>.engine
+# Engine names: <stage>.<precision>.trt<version>.<device>.<H>x<W>.engine, <device> = compute
+# capability and SM count (e.g. sm87x16), the key 'edgevos build' and the runtime use too.
 set -euo pipefail
 
 BUNDLE="${{1:-{bundle}}}"
@@ -226,45 +344,28 @@ if [ ! -f "$BUNDLE/manifest.json" ]; then
   echo "$BUNDLE is not an edgevos bundle (no manifest.json)" >&2
   exit 1
 fi
+"""
 
-slug() {{
-  tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-+//; s/-+$//'
+# edgevos/jetson/trtinfo.py runs from a heredoc: the script needs no edgevos install
+_SCRIPT_INFO = r"""
+trtinfo() {{
+  python3 - "$@" <<'EDGEVOS_TRTINFO'
+{code}EDGEVOS_TRTINFO
 }}
 
-trt_version() {{
-  local v=""
-  v="$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)"
-  if [ -z "$v" ]; then
-    v="$(dpkg-query -W -f='${{Version}}' libnvinfer10 2>/dev/null || true)"
-  fi
-  if [ -z "$v" ]; then
-    echo unknown
-  else
-    echo "$v" | grep -oE '^[0-9]+(\.[0-9]+){{0,2}}'
-  fi
-}}
-
-gpu_name() {{
-  if [ -f /proc/device-tree/model ]; then
-    tr -d '\000' < /proc/device-tree/model
-  elif command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1
-  else
-    echo unknown
-  fi
-}}
-
-TRT_VER="$(trt_version)"
-GPU="$(gpu_name | slug)"
-if [ -z "$GPU" ]; then
-  GPU=unknown
+TRT_VER="$(trtinfo trt-version)"
+TRT_MAJOR="${{TRT_VER%%.*}}"
+if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]] || [ "$TRT_MAJOR" -lt {min_major} ]; then
+  echo "TensorRT $TRT_VER: these engines need TensorRT {min_major}.x (strongly typed Q/DQ networks); JetPack 6.0 ships 8.6: flash JetPack 6.1 or 6.2 (TensorRT 10.3)" >&2
+  exit 1
 fi
+GPU="$(trtinfo identity)"
 CACHE="$BUNDLE/timing.trt${{TRT_VER}}.${{GPU}}.cache"
 echo "TensorRT $TRT_VER on $GPU; timing cache $CACHE"
 """
 
 _SCRIPT_STAGE = r"""
-echo "building {stage} ({tag})"
+echo "building {stage} ({tag}: {runs})"
 "$TRTEXEC" \
 {args}
 """
@@ -280,15 +381,21 @@ echo "engines written to $BUNDLE"
 
 
 def build_script(bundle, opts_list: Sequence[BuildOptions], script_name: str = "build_engines.sh", bundle_default: str = ".", trtexec: str = TRTEXEC) -> str:
-    """The text of a bash script that builds every stage with trtexec for each option set."""
+    """The text of a bash script that builds every stage with trtexec for each option set.
+
+    Per-stage flags are decided here from each stage's graph (:func:`plan_stage`); the
+    TensorRT version and device identity are read on the target by the same code as
+    :func:`device_identity` (``trtinfo.py``, embedded).
+    """
     text = _SCRIPT_HEAD.format(script=script_name, bundle=bundle_default, trtexec=trtexec)
+    text += _SCRIPT_INFO.format(code=TRTINFO.read_text(), min_major=MIN_TRT_MAJOR)
     h, w = bundle.input_size
     for opts in opts_list:
         for spec in bundle.specs:
-            src = source_onnx(bundle, spec.name, opts.precision)
-            rel = src.relative_to(bundle.root).as_posix()
+            plan = plan_stage(bundle, spec.name, opts)
+            rel = plan.source.relative_to(bundle.root).as_posix()
             engine = f"$BUNDLE/{spec.name}.{opts.tag}.trt${{TRT_VER}}.${{GPU}}.{h}x{w}.engine"
-            args = trtexec_args(f"$BUNDLE/{rel}", engine, opts, "$CACHE")
+            args = trtexec_args(f"$BUNDLE/{rel}", engine, opts, "$CACHE", mode=plan.mode, layer_info=f"{engine}.layers.json")
             lines = []
             for a in args:
                 key, eq, val = a.partition("=")
@@ -296,7 +403,7 @@ def build_script(bundle, opts_list: Sequence[BuildOptions], script_name: str = "
                     lines.append(f'  {key}="{val}"')
                 else:
                     lines.append(f"  {shlex.quote(a)}")
-            text += _SCRIPT_STAGE.format(stage=spec.name, tag=opts.tag, args=" \\\n".join(lines))
+            text += _SCRIPT_STAGE.format(stage=spec.name, tag=opts.tag, runs=plan.mode.runs, args=" \\\n".join(lines))
     return text + _SCRIPT_TAIL
 
 
@@ -342,7 +449,7 @@ def register_engines(bundle_dir) -> Dict[str, Dict[str, Path]]:
         if info is None or info["stage"] not in stages:
             continue
         found.setdefault(info["stage"], {})[f"trt-{info['tag']}"] = p
-    caches = sorted(root.glob("timing.*.cache"))
+    caches = sorted(root.glob("timing.*.cache")) + sorted(root.glob("*.engine.layers.json"))
     if not found and not caches:
         raise BundleError(f"no engine files named <stage>.<precision>.trt<ver>.<gpu>.<H>x<W>.engine in {root}")
     add_files(root, found, extra_files=caches)  # verifies every other file first

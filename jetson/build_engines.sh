@@ -6,15 +6,18 @@
 #         the Q/DQ nodes decide which layers run INT8 (export with --precision int8-trt)
 #   fp16  the fp32 ONNX with the FP16 flag
 #   best  the Q/DQ ONNX, weakly typed, INT8 + FP16 flags
-#   DLA_CORE  build for that DLA core (Orin AGX: 0 or 1; Orin NX: 0 or 1; Orin Nano has none),
-#             weakly typed with GPU fallback
-# Environment: TRTEXEC (default /usr/src/tensorrt/bin/trtexec), WORKSPACE_MB (default 1024).
-# Engines are named <stage>.<precision>.trt<version>.<gpu>.<H>x<W>.engine inside the bundle, with a
-# timing cache next to them; 'edgevos build BUNDLE --register' then adds them to the manifest.
+#   A stage whose int8-trt ONNX holds no Q/DQ node (kept float) builds FP16 under int8 and best.
+#   DLA_CORE  build FP16 for that DLA core with GPU fallback (Orin AGX: 0 or 1; Orin NX 16GB: 0 or 1;
+#             Orin NX 8GB: 0; Orin Nano has none); only with fp16 (TensorRT 10 keeps Q/DQ layers off the DLA)
+# Needs TensorRT 10 (JetPack 6.1 / 6.2). Environment: TRTEXEC (default /usr/src/tensorrt/bin/trtexec),
+# WORKSPACE_MB (default 1024). Engines are named <stage>.<precision>.trt<version>.<device>.<H>x<W>.engine
+# (<device> = compute capability and SM count, e.g. sm87x16) inside the bundle, with a timing cache
+# and per-engine layer information; 'edgevos build BUNDLE --register' then adds them to the manifest.
 set -euo pipefail
 
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 BUNDLE="$1"
@@ -33,6 +36,10 @@ if [ -n "$DLA" ] && ! [[ "$DLA" =~ ^[0-9]+$ ]]; then
   echo "DLA core '$DLA' must be a number (0 or 1)" >&2
   exit 2
 fi
+if [ -n "$DLA" ] && [ "$PRECISION" != "fp16" ]; then
+  echo "DLA core $DLA with precision '$PRECISION': TensorRT 10 runs Q/DQ layers of a DLA build on the GPU; DLA engines are built FP16: use '$0 $BUNDLE fp16 $DLA'" >&2
+  exit 2
+fi
 if [ ! -x "$TRTEXEC" ]; then
   TRTEXEC="$(command -v trtexec || true)"
 fi
@@ -45,80 +52,64 @@ if [ ! -f "$BUNDLE/manifest.json" ]; then
   exit 1
 fi
 
-slug() {
-  tr '[:upper:]' '[:lower:]' | sed -E 's/[^a-z0-9]+/-/g; s/^-+//; s/-+$//'
+trtinfo() {
+  python3 "$HERE/trtinfo.py" "$@"
 }
 
-trt_version() {
-  local v=""
-  v="$(python3 -c 'import tensorrt; print(tensorrt.__version__)' 2>/dev/null || true)"
-  if [ -z "$v" ]; then
-    v="$(dpkg-query -W -f='${Version}' libnvinfer10 2>/dev/null || true)"
-  fi
-  if [ -z "$v" ]; then
-    echo unknown
-  else
-    echo "$v" | grep -oE '^[0-9]+(\.[0-9]+){0,2}'
-  fi
-}
+TRT_VER="$(trtinfo trt-version)"
+TRT_MAJOR="${TRT_VER%%.*}"
+if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]] || [ "$TRT_MAJOR" -lt 10 ]; then
+  echo "TensorRT $TRT_VER: these engines need TensorRT 10.x (strongly typed Q/DQ networks); JetPack 6.0 ships 8.6: flash JetPack 6.1 or 6.2 (TensorRT 10.3)" >&2
+  exit 1
+fi
+GPU="$(trtinfo identity)"
 
-gpu_name() {
-  if [ -f /proc/device-tree/model ]; then
-    tr -d '\000' < /proc/device-tree/model
-  elif command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi --query-gpu=name --format=csv,noheader | head -n 1
-  else
-    echo unknown
-  fi
-}
-
-# "<stage> <onnx file> <H>x<W>" per stage, from the manifest (python3 ships with JetPack)
-STAGES="$(python3 - "$BUNDLE/manifest.json" "$SOURCE" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-src = sys.argv[2]
+# "<stage> <onnx file> <H>x<W> <qdq|float>" per stage, from the manifest and each graph
+STAGES="$(python3 - "$BUNDLE" "$SOURCE" "$HERE" <<'PY'
+import json, os, sys
+bundle, src, here = sys.argv[1:4]
+sys.path.insert(0, here)
+import trtinfo
+m = json.load(open(os.path.join(bundle, "manifest.json")))
 h, w = m["input_size"]
 for s in m["stages"]:
     f = s["files"].get(src)
     if f is None:
         sys.exit(f"stage {s['name']} has no {src} ONNX: export the bundle with --precision {src}")
-    print(s["name"], f, f"{h}x{w}")
+    kind = "qdq" if trtinfo.has_qdq(os.path.join(bundle, f)) else "float"
+    print(s["name"], f, f"{h}x{w}", kind)
 PY
 )"
 
-TRT_VER="$(trt_version)"
-GPU="$(gpu_name | slug)"
-if [ -z "$GPU" ]; then
-  GPU=unknown
-fi
 TAG="$PRECISION"
-FLAGS=()
 if [ -n "$DLA" ]; then
   TAG="$PRECISION-dla$DLA"
-  if [ "$PRECISION" != "fp16" ]; then
-    FLAGS+=(--int8)
-  fi
-  FLAGS+=(--fp16 "--useDLACore=$DLA" --allowGPUFallback)
-elif [ "$PRECISION" = "int8" ]; then
-  FLAGS+=(--stronglyTyped)
-elif [ "$PRECISION" = "best" ]; then
-  FLAGS+=(--int8 --fp16)
-else
-  FLAGS+=(--fp16)
 fi
 CACHE="$BUNDLE/timing.trt${TRT_VER}.${GPU}.cache"
 echo "TensorRT $TRT_VER on $GPU: $TAG engines from the $SOURCE ONNX; timing cache $CACHE"
 
-while read -r stage onnx size; do
+while read -r stage onnx size kind; do
   [ -n "$stage" ] || continue
+  FLAGS=()
+  if [ -n "$DLA" ]; then
+    FLAGS+=(--fp16 "--useDLACore=$DLA" --allowGPUFallback)
+  elif [ "$kind" = "qdq" ] && [ "$PRECISION" = "int8" ]; then
+    FLAGS+=(--stronglyTyped)
+  elif [ "$kind" = "qdq" ] && [ "$PRECISION" = "best" ]; then
+    FLAGS+=(--int8 --fp16)
+  else
+    FLAGS+=(--fp16)  # fp16, or a stage without Q/DQ nodes: never --int8 without scales
+  fi
   engine="$BUNDLE/$stage.$TAG.trt$TRT_VER.$GPU.$size.engine"
-  echo "building $stage ($TAG) -> $(basename "$engine")"
+  echo "building $stage ($TAG, $kind graph: ${FLAGS[*]}) -> $(basename "$engine")"
   "$TRTEXEC" \
     --onnx="$BUNDLE/$onnx" \
     --saveEngine="$engine" \
     --memPoolSize="workspace:${WORKSPACE_MB}M" \
     "${FLAGS[@]}" \
     --timingCacheFile="$CACHE" \
+    --profilingVerbosity=detailed \
+    --exportLayerInfo="$engine.layers.json" \
     --skipInference
 done <<< "$STAGES"
 

@@ -1,11 +1,14 @@
 """TensorRT backend: runs a bundle's engines (built by ``edgevos build``).  Torch-free.
 
-Needs TensorRT 10.x and cuda-python (``pip install 'edgevos[trt]'``; on a Jetson
-TensorRT comes with JetPack).  Per stage: one deserialised engine and execution
-context, page-locked host buffers and device buffers allocated once, tensor
-addresses set once; a call copies inputs host->device asynchronously on the
-backend's CUDA stream, enqueues ``execute_async_v3`` and copies outputs back,
-then synchronises the stream.
+Needs TensorRT 10 (JetPack 6.1 / 6.2 ship 10.3; its Python bindings come with
+JetPack, not pip).  CUDA calls go through ctypes to the system ``libcudart.so.12``
+(:class:`edgevos.jetson.trtinfo.CudaRuntime`), so the runtime always matches the
+driver JetPack installed.  Per stage: one deserialised engine and execution context,
+page-locked host buffers and device buffers allocated once, tensor addresses set
+once; the activation (scratch) memory of all stages is one shared block, since the
+stages of a program run one after another on one stream.  A call copies inputs
+host->device asynchronously on the backend's CUDA stream, enqueues
+``execute_async_v3``, copies outputs back and synchronises the stream.
 """
 from __future__ import annotations
 
@@ -14,27 +17,19 @@ from typing import Dict, Mapping, Optional
 
 import numpy as np
 
-from edgevos.errors import BundleError, SourceError, require
+from edgevos.errors import BundleError, SourceError
+from edgevos.jetson.trtinfo import D2H, H2D, CudaRuntime
 from edgevos.runtime.backends import Backend
 
 
-def _check(result, what: str):
-    """cuda-python calls return (err, *values); raise on error, return the values."""
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise SourceError(f"CUDA error {err} in {what}")
-    return rest[0] if len(rest) == 1 else tuple(rest)
-
-
-def _cudart():
-    from edgevos.export.tensorrt import _cudart as load
-
-    return load()
+def _device_memory_size(engine) -> int:
+    size = getattr(engine, "device_memory_size_v2", None)  # TensorRT >= 10.1
+    return int(engine.device_memory_size if size is None else size)
 
 
 class _StageEngine:
-    def __init__(self, trt, cudart, runtime, path, spec, stream):
-        self.cudart = cudart
+    def __init__(self, trt, cuda: CudaRuntime, runtime, path, spec, stream):
+        self.cuda = cuda
         self.spec = spec
         self.stream = stream
         engine = runtime.deserialize_cuda_engine(path.read_bytes())
@@ -44,7 +39,9 @@ class _StageEngine:
                 f"rebuild with 'edgevos build'"
             )
         self.engine = engine
-        self.context = engine.create_execution_context()
+        # activation memory is given by the backend (one block shared by every stage)
+        self.context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        self.scratch_bytes = _device_memory_size(engine)
         self.host: Dict[str, np.ndarray] = {}
         self.device: Dict[str, int] = {}
         self._host_ptrs = []
@@ -56,29 +53,33 @@ class _StageEngine:
             shape = tuple(engine.get_tensor_shape(name))
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            hptr = _check(cudart.cudaMallocHost(nbytes), "cudaMallocHost")
+            hptr = cuda.host_alloc(nbytes)
             self._host_ptrs.append(hptr)
             buf = (ctypes.c_byte * nbytes).from_address(int(hptr))
             self.host[name] = np.frombuffer(buf, dtype=dtype).reshape(shape)
-            dptr = _check(cudart.cudaMalloc(nbytes), "cudaMalloc")
+            dptr = cuda.malloc(nbytes)
             self.device[name] = int(dptr)
             self.context.set_tensor_address(name, int(dptr))
 
+    def use_scratch(self, ptr: int) -> None:
+        if hasattr(self.context, "set_device_memory"):  # TensorRT >= 10.1
+            self.context.set_device_memory(int(ptr), self.scratch_bytes)
+        else:
+            self.context.device_memory = int(ptr)
+
     def run(self, feeds: Mapping[str, np.ndarray], out: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
         """Outputs are copied out of the page-locked staging buffers, into ``out``'s arrays where given."""
-        cudart = self.cudart
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        cuda = self.cuda
         for name in self.spec.input_names:
             host = self.host[name]
             np.copyto(host, feeds[name], casting="same_kind")
-            _check(cudart.cudaMemcpyAsync(self.device[name], host.ctypes.data, host.nbytes, h2d, self.stream), "H2D copy")
+            cuda.memcpy_async(self.device[name], host.ctypes.data, host.nbytes, H2D, self.stream)
         if not self.context.execute_async_v3(int(self.stream)):
             raise SourceError(f"TensorRT execute_async_v3 failed for stage '{self.spec.name}'")
         for name in self.spec.output_names:
             host = self.host[name]
-            _check(cudart.cudaMemcpyAsync(host.ctypes.data, self.device[name], host.nbytes, d2h, self.stream), "D2H copy")
-        _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+            cuda.memcpy_async(host.ctypes.data, self.device[name], host.nbytes, D2H, self.stream)
+        cuda.stream_synchronize(self.stream)
         out = out or {}
         res = {}
         for name in self.spec.output_names:
@@ -92,9 +93,9 @@ class _StageEngine:
 
     def free(self):
         for p in self.device.values():
-            self.cudart.cudaFree(p)
+            self.cuda.free(p)
         for p in self._host_ptrs:
-            self.cudart.cudaFreeHost(p)
+            self.cuda.free_host(p)
         self.device, self._host_ptrs = {}, []
 
 
@@ -102,10 +103,11 @@ def engine_mismatch(bundle, key: str, trt_version: str, gpu: str) -> Optional[st
     """Why the ``key`` engines of ``bundle`` cannot run with this TensorRT and GPU, or None.
 
     A TensorRT engine only deserialises with the TensorRT version it was built
-    with, on the GPU model it was built for.  Both are recorded in each engine's
-    file name (``<stage>.<precision>.trt<ver>.<gpu>.<H>x<W>.engine``); engines
-    named otherwise are left to TensorRT to judge.  ``gpu`` 'unknown' on either
-    side skips the GPU comparison.
+    with, on the GPU it was built for.  Both are recorded in each engine's file
+    name (``<stage>.<precision>.trt<ver>.<device>.<H>x<W>.engine``, the device as
+    :func:`edgevos.jetson.trtinfo.device_identity` gives it); engines named
+    otherwise are left to TensorRT to judge.  ``gpu`` 'unknown' on either side
+    skips the device comparison.
     """
     from edgevos.export.tensorrt import parse_engine_name, short_version, slug
 
@@ -120,21 +122,31 @@ def engine_mismatch(bundle, key: str, trt_version: str, gpu: str) -> Optional[st
                     f"{here_ver}; engines only load with the version that built them")
         if "unknown" not in (built_gpu, here_gpu) and built_gpu != here_gpu:
             return (f"engine for stage '{spec.name}' was built for GPU '{built_gpu}' but this GPU is "
-                    f"'{here_gpu}'; engines only run on the GPU model they were built for")
+                    f"'{here_gpu}'; engines only run on the GPU they were built for")
     return None
 
 
 class TrtBackend(Backend):
     """Run a bundle's TensorRT engines: ``precision`` is a built engine set, e.g.
-    ``int8``, ``fp16``, ``best`` or ``int8-dla0`` (manifest key ``trt-<precision>``)."""
+    ``int8``, ``fp16``, ``best`` or ``fp16-dla0`` (manifest key ``trt-<precision>``).
+
+    Args:
+        bundle: a bundle directory or :class:`~edgevos.export.bundle.Bundle`.
+        precision: the engine set to run.
+        device: CUDA device number.
+        cuda: CUDA runtime calls (default: :class:`~edgevos.jetson.trtinfo.CudaRuntime` on
+            the system ``libcudart.so.12``).
+    """
 
     name = "trt"
 
-    def __init__(self, bundle, precision: str = "int8", device: int = 0):
+    def __init__(self, bundle, precision: str = "int8", device: int = 0, cuda: Optional[CudaRuntime] = None):
         from edgevos.export.bundle import Bundle, load_bundle
+        from edgevos.export.tensorrt import import_tensorrt
+        from edgevos.jetson.trtinfo import device_identity
 
-        trt = require("tensorrt", "trt", "the TensorRT backend")
-        cudart = _cudart()
+        trt = import_tensorrt("the TensorRT backend")
+        cuda = cuda if cuda is not None else CudaRuntime()
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
         key = precision if precision.startswith("trt-") else f"trt-{precision}"
@@ -144,9 +156,7 @@ class TrtBackend(Backend):
                 f"bundle {bundle.root} has no TensorRT '{precision}' engines (built: {built or 'none'}): "
                 f"run 'edgevos build {bundle.root} --precision {precision.split('-')[0]}'"
             )
-        from edgevos.export.tensorrt import gpu_name
-
-        reason = engine_mismatch(bundle, key, trt.__version__, gpu_name())
+        reason = engine_mismatch(bundle, key, trt.__version__, device_identity(int(device), cuda))
         if reason is not None:
             raise BundleError(f"bundle {bundle.root}: {reason}: rebuild the engines on this device with "
                               f"'edgevos build {bundle.root} --precision {key[4:].split('-')[0]}'")
@@ -154,15 +164,23 @@ class TrtBackend(Backend):
         self.bundle = bundle
         self.precision = key[4:]
         self.name = f"trt-{self.precision}"
-        self.cudart = cudart
-        _check(cudart.cudaSetDevice(int(device)), "cudaSetDevice")
-        self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.cuda = cuda
+        self.engines = {}
+        self.stream = None
+        self.scratch = None
+        cuda.set_device(int(device))
+        self.stream = cuda.stream_create()
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engines = {}
         for spec in bundle.specs:
             path = bundle.stage_path(spec.name, key)
-            self.engines[spec.name] = _StageEngine(trt, cudart, self.runtime, path, spec, self.stream)
+            self.engines[spec.name] = _StageEngine(trt, cuda, self.runtime, path, spec, self.stream)
+        # stages run one at a time on one stream: one activation block serves them all
+        self.scratch_bytes = max([e.scratch_bytes for e in self.engines.values()] + [0])
+        if self.scratch_bytes:
+            self.scratch = cuda.malloc(self.scratch_bytes)
+        for e in self.engines.values():
+            e.use_scratch(self.scratch or 0)
 
     def _run(self, spec, feeds):
         return self.engines[spec.name].run(feeds)
@@ -174,8 +192,11 @@ class TrtBackend(Backend):
         for e in self.engines.values():
             e.free()
         self.engines = {}
+        if getattr(self, "scratch", None):
+            self.cuda.free(self.scratch)
+            self.scratch = None
         if getattr(self, "stream", None) is not None:
-            self.cudart.cudaStreamDestroy(self.stream)
+            self.cuda.stream_destroy(self.stream)
             self.stream = None
 
     def __del__(self):  # pragma: no cover - GPU only
@@ -186,10 +207,13 @@ class TrtBackend(Backend):
 
 
 def available() -> Optional[str]:
-    """None if TensorRT + cuda-python import here, else the reason."""
+    """None if TensorRT 10 and the CUDA 12 runtime load here, else the reason."""
+    from edgevos.export.tensorrt import import_tensorrt
+    from edgevos.jetson.trtinfo import CudaError
+
     try:
-        require("tensorrt", "trt")
-        _cudart()
-    except ImportError as exc:
+        import_tensorrt()
+        CudaRuntime()
+    except (ImportError, CudaError) as exc:
         return str(exc)
     return None

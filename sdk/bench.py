@@ -587,14 +587,16 @@ def roofline(rows, bundles: Dict[tuple, Path], peaks: dict) -> Optional[dict]:
             ran = [r for r in rs if (r.get("stage_call_ms") or {}).get(s)]
             latency[s] = ran[0]["stage_call_ms"][s] if ran else None
             taus[s] = ran[0]["tau"] if ran else None
-        stages = stage_rows(flops, latency, real, peaks)
+        # the peaks are CPU GEMMs: a GPU row has no peak of its own measured here
+        stages = stage_rows(flops, latency, real, {} if r0["backend"] == "tensorrt" else peaks)
         for st in stages:
             st["tau"] = taus[st["stage"]]
         entries.append({"label": label, "stages": stages})
     return {"peaks": peaks, "entries": entries,
             "note": "FLOPs = 2 x MACs of Conv/ConvTranspose/Gemm/MatMul (and their integer forms) per call; "
                     "achieved = FLOPs / median latency of one call, host overhead of the call included; "
-                    "peak = best of the GEMMs timed before and after the matrix"}
+                    "peak = best of the CPU GEMMs timed before and after the matrix (n/a for TensorRT rows: "
+                    "no GPU peak is measured)"}
 
 
 def best_peaks(*measured) -> dict:

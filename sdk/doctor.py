@@ -40,7 +40,7 @@ PACKAGES = [
 CPU_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8"]
 # L4T release -> JetPack, for when the nvidia-jetpack package is not installed
 L4T_TO_JETPACK = {
-    "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4": "6.1", "36.3": "6.0", "36.2": "6.0 DP", "35.6": "5.1.4",
+    "36.4.7": "6.2.1", "36.4.4": "6.2.1", "36.4.3": "6.2", "36.4": "6.1", "36.3": "6.0", "36.2": "6.0 DP", "35.6": "5.1.4",
     "35.5": "5.1.3", "35.4": "5.1.2", "35.3": "5.1.1", "35.2": "5.1", "35.1": "5.0.2", "34.1": "5.0",
     "32.7.6": "4.6.6", "32.7.5": "4.6.5", "32.7.4": "4.6.4", "32.7.3": "4.6.3", "32.7.2": "4.6.2",
     "32.7.1": "4.6.1", "32.6": "4.6", "32.5": "4.5",
@@ -233,13 +233,59 @@ def jetson_clocks_state(sys_root: str = "/sys") -> str:
         lo, hi = _read(f"{d}/scaling_min_freq"), _read(f"{d}/scaling_max_freq")
         if lo and hi:
             pairs.append((lo, hi))
-    for d in glob.glob(f"{sys_root}/devices/platform/*gpu*/devfreq/*") + glob.glob(f"{sys_root}/devices/gpu.0/devfreq/*"):
+    gpu_devfreq = set(glob.glob(f"{sys_root}/devices/platform/*gpu*/devfreq/*") + glob.glob(f"{sys_root}/devices/gpu.0/devfreq/*")
+                      + glob.glob(f"{sys_root}/class/devfreq/*gpu*"))  # Orin: /sys/class/devfreq/17000000.gpu
+    seen = set()
+    for d in sorted(gpu_devfreq):
+        if os.path.realpath(d) in seen:  # one devfreq node reached by two of the paths
+            continue
+        seen.add(os.path.realpath(d))
         lo, hi = _read(f"{d}/min_freq"), _read(f"{d}/max_freq")
         if lo and hi:
             pairs.append((lo, hi))
     if not pairs:
         return NA
     return "on" if all(lo == hi for lo, hi in pairs) else "off"
+
+
+def board_model(root: str = "/") -> str:
+    """The board model from the device tree; in a container that masks /proc/device-tree,
+    the /sys/firmware copy, else a note saying why it is missing."""
+    for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
+        text = (_read(Path(root, rel), "") or "").replace("\x00", "").strip()
+        if text:
+            return text
+    return "n/a (device tree not readable: in a container, the GPU identity below still keys engines)"
+
+
+def tensorrt_rows() -> list:
+    """(label, value) rows for TensorRT: its version (10.x needed) and the device identity engines are keyed on."""
+    rows = []
+    try:
+        import tensorrt
+
+        version = str(tensorrt.__version__)
+    except Exception:
+        version = None
+    from edgevos.jetson.trtinfo import MIN_TRT_MAJOR, CudaError, CudaRuntime, identity_from, trt_major
+
+    if version is None:
+        rows.append(("TensorRT", "not importable (on a Jetson it comes with JetPack 6.1+; a venv needs "
+                                 "--system-site-packages)"))
+    elif (trt_major(version) or 0) < MIN_TRT_MAJOR:
+        rows.append(("TensorRT", f"{version}: too old, edgevos needs TensorRT {MIN_TRT_MAJOR}.x: flash JetPack 6.1 or 6.2"))
+    else:
+        rows.append(("TensorRT", version))
+    try:
+        rt = CudaRuntime()
+        v = rt.versions()
+        ident = identity_from(rt.device_attribute(75), rt.device_attribute(76), rt.device_attribute(16))
+        rows.append(("CUDA runtime / driver", f"{v['runtime'] // 1000}.{v['runtime'] % 1000 // 10} / "
+                                              f"{v['driver'] // 1000}.{v['driver'] % 1000 // 10}"))
+        rows.append(("engine device", ident))
+    except CudaError as exc:
+        rows.append(("engine device", f"n/a ({exc})"))
+    return rows
 
 
 def jetson(root: str = "/") -> dict:
@@ -255,7 +301,7 @@ def jetson(root: str = "/") -> dict:
         jetpack = jetpack_for_l4t(l4t)
     return {
         "is_jetson": True,
-        "model": _read(Path(root, "proc/device-tree/model"), NA) or NA,
+        "model": board_model(root),
         "l4t": l4t or NA,
         "jetpack": jetpack,
         "nvpmodel": parse_nvpmodel(_run(["nvpmodel", "-q"])),
@@ -281,6 +327,7 @@ def collect() -> dict:
         "memory": memory(),
         "gpu": gpu(),
         "jetson": jetson(),
+        "tensorrt": dict(tensorrt_rows()),
     }
 
 
@@ -311,6 +358,7 @@ def format_report(info: dict) -> str:
     else:
         gpus = "none (no nvidia-smi, no /dev/nvidia*)"
     rows.append(("gpu", gpus))
+    rows += list((info.get("tensorrt") or {}).items())
     j = info["jetson"]
     if j.get("is_jetson"):
         rows += [("jetson", j["model"]), ("L4T / JetPack", f"{j['l4t']} / {j['jetpack']}"),

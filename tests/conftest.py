@@ -10,12 +10,20 @@ VIDEOS = SHARED / "data" / "videos"
 WEIGHTS = SHARED / "weights"
 
 
+#: device nodes of an NVIDIA GPU: discrete (/dev/nvidia0), Jetson JetPack 5 (nvhost) and 6 (nvgpu, nvmap)
+GPU_NODES = ("/dev/nvidia0", "/dev/nvhost-ctrl", "/dev/nvhost-ctrl-gpu", "/dev/nvgpu/igpu0/ctrl", "/dev/nvmap")
+
+
+def has_gpu_nodes(nodes=GPU_NODES) -> bool:
+    return any(os.path.exists(n) for n in nodes)
+
+
 def _has_gpu() -> bool:
     try:
         import tensorrt  # noqa: F401
     except Exception:
         return False
-    return os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvhost-ctrl")
+    return has_gpu_nodes()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -73,3 +73,22 @@ def test_doctor_cli_subprocess_json():
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
     assert info["python"].count(".") == 2 and "cpu" in info
+
+
+def test_jetpack_6_2_1_and_orin_gpu_devfreq_and_board_model_in_a_container(tmp_path):
+    from edgevos.doctor import board_model, jetpack_for_l4t, jetson_clocks_state
+
+    assert jetpack_for_l4t("36.4.7") == "6.2.1" and jetpack_for_l4t("36.4.4") == "6.2.1"
+    sys_root = tmp_path / "sys"
+    gpu = sys_root / "class" / "devfreq" / "17000000.gpu"  # Orin's GPU devfreq node
+    gpu.mkdir(parents=True)
+    (gpu / "min_freq").write_text("306000000\n")
+    (gpu / "max_freq").write_text("1300500000\n")
+    assert jetson_clocks_state(str(sys_root)) == "off"
+    (gpu / "min_freq").write_text("1300500000\n")
+    assert jetson_clocks_state(str(sys_root)) == "on"
+    fw = tmp_path / "sys" / "firmware" / "devicetree" / "base"
+    fw.mkdir(parents=True)
+    assert "container" in board_model(str(tmp_path))
+    (fw / "model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
+    assert board_model(str(tmp_path)) == "NVIDIA Jetson AGX Orin Developer Kit"

@@ -178,10 +178,12 @@ def test_engine_names_and_trtexec_args():
     assert "--memPoolSize=workspace:512M" in a and "--timingCacheFile=t.cache" in a and "--saveEngine=s.engine" in a
     a = trtexec_args("s.onnx", "s.engine", BuildOptions("fp16"))
     assert "--fp16" in a and "--stronglyTyped" not in a and "--int8" not in a
-    dla = BuildOptions("int8", dla_core=1)
+    dla = BuildOptions("fp16", dla_core=1)
     a = trtexec_args("s.onnx", "s.engine", dla)
-    assert {"--int8", "--fp16", "--useDLACore=1", "--allowGPUFallback"} <= set(a) and "--stronglyTyped" not in a
-    assert dla.tag == "int8-dla1"
+    assert {"--fp16", "--useDLACore=1", "--allowGPUFallback"} <= set(a) and "--stronglyTyped" not in a and "--int8" not in a
+    assert dla.tag == "fp16-dla1"
+    with pytest.raises(InputError, match="DLA"):
+        BuildOptions("int8", dla_core=1)
     with pytest.raises(InputError):
         BuildOptions("int4")
     with pytest.raises(InputError):
@@ -193,13 +195,15 @@ def test_build_script_shellcheck_and_register(toy_bundle, tmp_path):
 
     b = tmp_path / "b"
     shutil.copytree(toy_bundle, b)
-    assert cli(["build", str(b), "--precision", "int8,fp16,best", "--dla", "0", "--script-only"]) == 0
+    assert cli(["build", str(b), "--precision", "fp16", "--dla", "0", "--script-only", "--script", str(tmp_path / "dla.sh")]) == 0
+    assert "--useDLACore=0" in (tmp_path / "dla.sh").read_text()
+    assert cli(["build", str(b), "--precision", "int8,fp16,best", "--script-only"]) == 0
     script = b / "build_engines.sh"
     text = script.read_text()
     assert os.access(script, os.X_OK)
     assert text.count('"$TRTEXEC" \\\n') == 6  # 2 stages x 3 precisions
     assert '--onnx="$BUNDLE/encoder.int8-trt.onnx"' in text and '--onnx="$BUNDLE/encoder.onnx"' in text
-    assert "--useDLACore=0" in text and "--allowGPUFallback" in text and '--timingCacheFile="$CACHE"' in text
+    assert '--timingCacheFile="$CACHE"' in text
     load_bundle(b)  # the script is registered in the manifest
     if shutil.which("shellcheck"):
         r = subprocess.run(["shellcheck", "-S", "style", str(script)], capture_output=True, text=True)

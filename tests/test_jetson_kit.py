@@ -15,7 +15,7 @@ SCRIPTS = sorted(JETSON.glob("*.sh"))
 
 
 def test_kit_files_exist():
-    for name in ("Dockerfile", "setup.sh", "build_engines.sh", "README.md", "pipelines.py"):
+    for name in ("Dockerfile", "setup.sh", "build_engines.sh", "README.md", "pipelines.py", "trtinfo.py"):
         assert (JETSON / name).is_file(), name
     for s in SCRIPTS:
         assert os.access(s, os.X_OK), f"{s.name} is not executable"
@@ -60,17 +60,31 @@ def test_dockerfile_lint():
     assert "pip install" in text and "[gst,trt" in text
     assert not re.search(r"\btorch\b(?!\w)", text.replace("edgevos", "")), "the Jetson image must not install torch"
     assert "python3-gi" in text and "gstreamer1.0" in text
+    assert "install --upgrade pip" not in text, "pip must not be upgraded over Debian's"
+    assert re.search(r"numpy<2", text), "numpy must stay 1.x for JetPack's TensorRT bindings"
+    assert re.search(r"import [^\"]*\btensorrt\b", text) and "check_trt_version" in text, "the image must import TensorRT 10"
+
+
+def test_gpu_detection_knows_jetpack6_device_nodes(tmp_path):
+    from conftest import GPU_NODES, has_gpu_nodes
+
+    assert "/dev/nvgpu/igpu0/ctrl" in GPU_NODES and "/dev/nvmap" in GPU_NODES
+    node = tmp_path / "nvmap"
+    node.write_text("")
+    assert has_gpu_nodes([str(tmp_path / "nvidia0"), str(node)]) and not has_gpu_nodes([str(tmp_path / "none")])
 
 
 def _fake_bundle(root: Path):
-    """A manifest with three stages; one kept float in int8-trt (same file as fp32)."""
+    """A manifest with three stages; 'decoder' kept float in int8-trt (same file as fp32)."""
+    from trt_fakes import conv_onnx
+
     root.mkdir()
     stages = []
     for name in ("encoder", "gate", "decoder"):
-        (root / f"{name}.onnx").write_bytes(b"onnx")
+        conv_onnx(root / f"{name}.onnx", qdq=False)
         files = {"fp32": f"{name}.onnx"}
         if name != "decoder":
-            (root / f"{name}.int8-trt.onnx").write_bytes(b"onnx-qdq")
+            conv_onnx(root / f"{name}.int8-trt.onnx", qdq=True)
             files["int8-trt"] = f"{name}.int8-trt.onnx"
         else:
             files["int8-trt"] = f"{name}.onnx"
@@ -84,13 +98,17 @@ def _run_build(tmp_path, *args):
     fake.write_text('#!/usr/bin/env bash\necho "$*" >> "%s"\nfor a in "$@"; do case "$a" in '
                     '--saveEngine=*) touch "${a#--saveEngine=}";; esac; done\n' % log)
     fake.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake), "HOME": str(tmp_path)}
+    trt = tmp_path / "trt"  # TensorRT 10.3's Python bindings, as far as the script asks
+    trt.mkdir(exist_ok=True)
+    (trt / "tensorrt.py").write_text("__version__ = '10.3.0.30'\n")
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake), "HOME": str(tmp_path), "PYTHONPATH": str(trt)}
     p = subprocess.run(["bash", str(JETSON / "build_engines.sh"), *args], capture_output=True, text=True, env=env)
     calls = log.read_text().splitlines() if log.exists() else []
     return p, calls
 
 
-def test_build_engines_int8_strongly_typed_per_stage(tmp_path):
+def test_build_engines_int8_strongly_typed_where_quantized(tmp_path):
+    pytest.importorskip("onnx")
     bundle = tmp_path / "b"
     _fake_bundle(bundle)
     p, calls = _run_build(tmp_path, str(bundle), "int8")
@@ -99,32 +117,40 @@ def test_build_engines_int8_strongly_typed_per_stage(tmp_path):
     for stage, src in (("encoder", "encoder.int8-trt.onnx"), ("gate", "gate.int8-trt.onnx"), ("decoder", "decoder.onnx")):
         call = next(c for c in calls if f"/{stage}." in c.split()[0])
         assert f"--onnx={bundle}/{src}" in call
-        assert "--stronglyTyped" in call and "--int8" not in call and "--fp16" not in call
+        if stage == "decoder":  # kept float: FP16, no INT8 without Q/DQ scales
+            assert "--fp16" in call and "--int8" not in call and "--stronglyTyped" not in call
+        else:
+            assert "--stronglyTyped" in call and "--int8" not in call and "--fp16" not in call
         assert "--timingCacheFile=" in call and "--memPoolSize=workspace:1024M" in call
+        assert "--exportLayerInfo=" in call and "--profilingVerbosity=detailed" in call
     engines = sorted(x.name for x in bundle.glob("*.engine"))
     from edgevos.export.tensorrt import parse_engine_name
 
     parsed = [parse_engine_name(e) for e in engines]
     assert all(parsed) and {d["stage"] for d in parsed} == {"encoder", "gate", "decoder"}
     assert {d["tag"] for d in parsed} == {"int8"} and {(d["h"], d["w"]) for d in parsed} == {("256", "448")}
+    assert {d["ver"] for d in parsed} == {"10.3.0"}
 
 
 def test_build_engines_fp16_and_dla(tmp_path):
+    pytest.importorskip("onnx")
     bundle = tmp_path / "b"
     _fake_bundle(bundle)
     p, calls = _run_build(tmp_path, str(bundle), "fp16")
     assert p.returncode == 0, p.stderr
     assert all("--fp16" in c and "--stronglyTyped" not in c and ".int8-trt." not in c for c in calls)
-    p, calls = _run_build(tmp_path, str(bundle), "int8", "1")
+    p, calls = _run_build(tmp_path, str(bundle), "fp16", "1")
     assert p.returncode == 0, p.stderr
     dla = calls[3:]
-    assert len(dla) == 3 and all("--useDLACore=1" in c and "--allowGPUFallback" in c and "--int8" in c for c in dla)
-    assert any(".int8-dla1.trt" in e.name for e in bundle.glob("*.engine"))
+    assert len(dla) == 3 and all("--useDLACore=1" in c and "--allowGPUFallback" in c and "--int8" not in c for c in dla)
+    assert any(".fp16-dla1.trt" in e.name for e in bundle.glob("*.engine"))
+    p, _ = _run_build(tmp_path, str(bundle), "int8", "1")
+    assert p.returncode == 2 and "fp16 1" in p.stderr
 
 
 def test_build_engines_rejects_bad_input(tmp_path):
     bundle = tmp_path / "b"
-    _fake_bundle(bundle)
+    bundle.mkdir()
     p, _ = _run_build(tmp_path, str(bundle), "int4")
     assert p.returncode == 2 and "int4" in p.stderr
     p, _ = _run_build(tmp_path, str(tmp_path / "nope"), "int8")
