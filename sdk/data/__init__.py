@@ -6,9 +6,11 @@ loaded when a file is read or written.
 from edgevos.data.masks import DAVIS_PALETTE, VOID, object_ids, read_mask, write_mask
 from edgevos.data.davis import DavisDataset, DavisSequence, FirstFrames, VideoSequence, write_davis
 from edgevos.data.synthetic import SyntheticConfig, SyntheticSequence, make_sequence
+from edgevos.data.composite import CompositeSequence, Placement, identity_swap_rate, make_composite
 
 __all__ = [
     "DAVIS_PALETTE", "VOID", "object_ids", "read_mask", "write_mask",
     "VideoSequence", "FirstFrames", "DavisDataset", "DavisSequence", "write_davis",
     "SyntheticConfig", "SyntheticSequence", "make_sequence",
+    "CompositeSequence", "Placement", "make_composite", "identity_swap_rate",
 ]
