@@ -25,6 +25,19 @@ class Session:
         self.bundle = bundle
         self.backend = backend if backend is not None else program.backend
         self._started = False
+        self.governor = None  # edgevos.runtime.budget.FpsGovernor while a target FPS is set
+
+    @property
+    def target_fps(self) -> Optional[float]:
+        """FPS budget mode: when set, tau is steered live to hold this frame rate with the least reuse
+        (``governor.summary()`` tells the achieved FPS, reuse rate and tau over time)."""
+        return None if self.governor is None else self.governor.target_fps
+
+    @target_fps.setter
+    def target_fps(self, value: Optional[float]):
+        from edgevos.runtime.budget import FpsGovernor
+
+        self.governor = None if value is None else FpsGovernor(float(value), tau_max=1.0)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -97,7 +110,12 @@ class Session:
     def step(self, frame: np.ndarray) -> StepResult:
         if not self._started:
             raise InputError("step() called before start(): give the first frame and its mask to start()")
-        return self.program.step(frame)
+        if self.governor is None:
+            return self.program.step(frame)
+        self.program.tau = self.governor.tau
+        res = self.program.step(frame)
+        self.governor.observe(res.reused)
+        return res
 
     def add_object(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
         """Add the objects of ``mask`` (ids not yet tracked) on ``frame``, which becomes a computed frame."""
