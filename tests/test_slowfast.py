@@ -284,3 +284,39 @@ def test_real_davis_sequence_streams_through_a_session(davis_root):
     out = run_sequence(Session.from_model(m, family="slowfast", tau=0.5), FirstFrames(DavisDataset(davis_root)["bear"], 5))
     assert len(out["masks"]) == 5 and out["masks"][0].shape == (480, 854)
     assert out["eval"]["object_ids"] == [1]
+
+
+def test_new_layers_normalise_and_train(tmp_path, mobilenet_weights):
+    """Layers without pretrained statistics (fast pathway, laterals) train their BatchNorm: after a few
+    steps every such layer has moved off the default statistics and the fast/lateral maps are not constant."""
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path), synthetic=2, synthetic_frames=8, input_size=SIZE, preset="3-7",
+                      steps=3, batch=1, clip_len=2, checkpoint_every=100, backbone_weights=str(mobilenet_weights))
+    tr = Trainer(cfg)
+    tr.run()
+    m = tr.model
+    new_bn = [(n, mod) for n, mod in m.named_modules() if isinstance(mod, torch.nn.BatchNorm2d)
+              and n.split(".")[0] in ("fast", "laterals")]
+    assert new_bn
+    for n, bn in new_bn:
+        moved = (bn.running_mean.abs().max() > 1e-6) or ((bn.running_var - 1).abs().max() > 1e-6)
+        assert moved, f"{n} still has the default statistics"
+    # pretrained (frozen) BatchNorm keeps eval mode in train()
+    m.train()
+    frozen = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)
+              and not any(p.requires_grad for p in mod.parameters())]
+    assert frozen and all(not mod.training for mod in frozen)
+    assert all(mod.training for _, mod in new_bn)
+    m.eval()
+    seq = _seq(n=8)
+    acts = {}
+    hooks = [mod.register_forward_hook(lambda mod, i, o, n=n: acts.setdefault(n, o.detach()))
+             for n, mod in m.named_modules() if n.startswith("laterals.") and n.count(".") == 1]
+    s = Session.from_model(m, family="slowfast", tau=1.0)
+    s.start(seq.frame(0), seq.mask(0))
+    for i in range(1, 4):
+        s.step(seq.frame(i))
+    for h in hooks:
+        h.remove()
+    assert acts and all(float(a.float().var()) > 0 for a in acts.values()), {n: float(a.float().var()) for n, a in acts.items()}

@@ -54,6 +54,17 @@ class CompositeSequence(VideoSequence):
     def mask(self, i: int) -> np.ndarray:
         return self.masks[self._index(i)]
 
+    def subset(self, ids: Sequence[int]) -> "CompositeSequence":
+        """The same clip with only objects ``ids`` annotated (renumbered 1..len(ids)); the others are scenery."""
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if i not in self.object_ids]
+        if bad or not ids:
+            raise InputError(f"objects {bad or ids} are not in {self.name} (ids {self.object_ids})")
+        lut = np.zeros(256, np.uint8)
+        lut[ids] = np.arange(1, len(ids) + 1)
+        return CompositeSequence(f"{self.name}-" + "-".join(map(str, ids)), self.frames, lut[self.masks],
+                                 [self.sources[i - 1] for i in ids], [])
+
     def single(self, obj_id: int) -> "CompositeSequence":
         """The same clip with only object ``obj_id`` annotated (as id 1): tracking it alone."""
         if obj_id not in self.object_ids:

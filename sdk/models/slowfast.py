@@ -103,7 +103,10 @@ the primary (moving) object, conditioned only on its own previous prediction.
 document's best semi-supervised recipe, for a pretrained encoder),
 ``"backbone"`` only the slow pathway's ImageNet 2D layers (inflated temporal
 convs, widened convs, the fast pathway and laterals train), ``"none"`` nothing.
-BatchNorm always uses its running statistics.
+BatchNorm layers of frozen parts (pretrained statistics) always use their running
+statistics; every other BatchNorm (the fast pathway, the laterals, new layers) trains
+with batch statistics in ``train()`` mode, so the layers that start from random
+initialisation get a normalisation at all.
 """
 from __future__ import annotations
 
@@ -558,8 +561,8 @@ class SlowFastVOS(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        for m in self.modules():  # BatchNorm keeps its running statistics (tiny batches on CPU)
-            if isinstance(m, nn.BatchNorm2d):
+        for m in self.modules():  # frozen (pretrained) BatchNorm keeps its running statistics
+            if isinstance(m, nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
                 m.eval()
         return self
 
