@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from edgevos.metrics import agreement_iou, evaluate_sequence
 from edgevos.runtime.backends import Backend
 
 
@@ -65,30 +66,10 @@ def stage_parity(
     return rows
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean IoU over the object ids present in either id map (1.0 when both are empty)."""
-    a = np.asarray(a)
-    b = np.asarray(b)
-    ids = sorted((set(np.unique(a).tolist()) | set(np.unique(b).tolist())) - {0, 255})
-    if not ids:
-        return 1.0
-    vals = []
-    for k in ids:
-        x, y = a == k, b == k
-        union = np.logical_or(x, y).sum()
-        vals.append(1.0 if union == 0 else float(np.logical_and(x, y).sum() / union))
-    return float(np.mean(vals))
-
-
 def sequence_jf(gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.ndarray]) -> Optional[dict]:
     """``{"J&F", "J", "F"}`` means over objects via edgevos.metrics (``None`` without ground truth)."""
     if any(m is None for m in gt_masks) or len(gt_masks) < 3:
         return None
-    try:
-        from edgevos.metrics import evaluate_sequence
-    except ImportError:  # metrics not available in this build: J only, from IoU
-        ious = [mask_iou(g, p) for g, p in zip(gt_masks[1:-1], pred_masks[1:-1])]
-        return {"J": float(np.mean(ious)), "J&F": None, "F": None, "note": "edgevos.metrics unavailable: J only"}
     res = evaluate_sequence(list(gt_masks), list(pred_masks))
     stats = list(res["stats"].values())
     return {
@@ -120,7 +101,7 @@ def end_to_end(
             masks[key] = run_program(program_factory(backend), seq, n)
         entry = {"name": str(getattr(seq, "name", "")), "frames": n, "reference": sequence_jf(gt, masks["reference"])}
         for precision in candidates:
-            ious = [mask_iou(r, c) for r, c in zip(masks["reference"][1:], masks[precision][1:])]
+            ious = [agreement_iou(r, c) for r, c in zip(masks["reference"][1:], masks[precision][1:])]
             entry[precision] = {
                 "iou_vs_reference_mean": float(np.mean(ious)) if ious else 1.0,
                 "iou_vs_reference_min": float(np.min(ious)) if ious else 1.0,

@@ -44,20 +44,6 @@ def _pct(values, qs=(50, 95, 99)) -> Optional[dict]:
     return out
 
 
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> Optional[float]:
-    """Mean over the object ids of ``gt`` (void 255 ignored) of the IoU; None without objects."""
-    valid = gt != 255
-    ious = []
-    for obj in np.unique(gt[valid]):
-        if obj == 0:
-            continue
-        p = (pred == obj) & valid
-        g = gt == obj
-        union = np.count_nonzero(p | g)
-        ious.append(np.count_nonzero(p & g) / union if union else 1.0)
-    return float(np.mean(ious)) if ious else None
-
-
 class RunStats:
     """Collects :class:`FrameRecord` objects and summarises them.
 
@@ -72,7 +58,6 @@ class RunStats:
         self.max_records = max(int(max_records), 2 * self.warmup + 4)
         self.records: List[FrameRecord] = []
         self.t_start = time.perf_counter()
-        self.extra: dict = {}
         self.total = 0  # frames added over the whole run
         self.discarded = 0  # oldest records no longer held in memory
         self.dropped_total = 0
@@ -142,7 +127,6 @@ class RunStats:
         }
         if self.discarded:
             out["window_frames"] = len(self.records)  # latency/FPS/reuse describe this recent window
-        out.update(self.extra)
         return out
 
     def status_line(self, window: int = 30) -> str:

@@ -11,7 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
-from edgevos.runtime.cli import grabcut_mask, parse_box, run_pipeline
+from edgevos.data import grabcut_mask, parse_box
+from edgevos.runtime.pipeline import run_pipeline
 from edgevos.runtime.session import Session
 from edgevos.runtime.sinks import open_sink
 from edgevos.runtime.sources import open_source
@@ -57,8 +58,7 @@ sink_uri = "display://0" if os.environ.get("DISPLAY") else f"file://{Path(args.o
 sink = open_sink(sink_uri, fps=source.fps or 30)
 summary = run_pipeline(source, [sink], session, first_mask=first_mask, max_frames=args.frames or None,
                        status=lambda line: print("\r" + line, end="", flush=True))
-summary.pop("_stats")
-if summary["error"]:
-    raise SystemExit(f"error: {summary['error']}")
-print("\n" + format_table(summary))
+if summary.error:
+    raise SystemExit(f"error: {summary.error}")
+print("\n" + format_table(summary.as_dict()))
 print(f"overlay: {sink_uri} ({sink.frames} frames)")

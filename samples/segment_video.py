@@ -7,7 +7,8 @@
 import argparse
 from pathlib import Path
 
-from edgevos.runtime.cli import grabcut_mask, parse_box, run_pipeline
+from edgevos.data import grabcut_mask, parse_box
+from edgevos.runtime.pipeline import run_pipeline
 from edgevos.runtime.session import Session
 from edgevos.runtime.sinks import open_sink
 from edgevos.runtime.sources import open_source
@@ -59,8 +60,7 @@ source = open_source(f"file://{Path(video).resolve()}")
 sinks = [open_sink(f"file://{(out / 'overlay.mp4').resolve()}", fps=source.fps or 25),
          open_sink(f"masks://{(out / 'masks').resolve()}")]
 summary = run_pipeline(source, sinks, session, first_mask=first_mask, warmup=5)
-summary.pop("_stats")
-if summary["error"]:
-    raise SystemExit(f"error: {summary['error']}")
-print(format_table(summary))
+if summary.error:
+    raise SystemExit(f"error: {summary.error}")
+print(format_table(summary.as_dict()))
 print(f"wrote {out / 'overlay.mp4'} and {out / 'masks'}/ ({sinks[1].frames} masks)")

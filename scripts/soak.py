@@ -115,13 +115,12 @@ def run(args) -> dict:
             sampler.write(f.index, f.rgb, None)
         mode, summary = "bare Session loop", {"frames": args.frames, "exit_code": 0}
     else:
-        from edgevos.runtime.cli import run_pipeline
+        from edgevos.runtime.pipeline import run_pipeline
         from edgevos.runtime.sinks import open_sink
 
         src = looped_source(args.frames, args.size)
         sinks = [open_sink(f"masks://{work / 'masks'}"), open_sink(f"file://{work / 'overlay.mkv'}", fps=30)]
-        summary = run_pipeline(src, sinks + [sampler], session, warmup=min(100, args.frames // 4))
-        summary.pop("_stats")
+        summary = run_pipeline(src, sinks + [sampler], session, warmup=min(100, args.frames // 4)).as_dict()
         mode = "run_pipeline + masks:// + file:// (mkv overlay)"
     elapsed = time.perf_counter() - t0
     rows = sampler.rows  # in-run samples (sinks still open)

@@ -9,7 +9,7 @@ Rows are family[:preset] x backend x precision x tau.  ``torch`` rows run the
 checkpoint with :meth:`Session.from_model`; ``onnxruntime`` and ``tensorrt`` rows
 run a bundle exported once per family (in a child process) and cached in
 ``OUT/bundles/<family>-<precision>-<HxW>``.  Every sequence is decoded into
-memory first and played through :func:`edgevos.runtime.cli.run_pipeline`, so
+memory first and played through :func:`edgevos.runtime.pipeline.run_pipeline`, so
 FPS and latency measure the session, not the decoder; the first ``--warmup``
 frames of every sequence (the first is the initialisation) are excluded.
 
@@ -351,7 +351,7 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
     import numpy as np
 
     from edgevos.metrics import evaluate_sequence
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.stats import _pct
 
     session = make_session()
@@ -374,11 +374,11 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
             sink = _Collect(counter)
             summary = run_pipeline(_MemorySource(seq.name, imgs, gts_run), [sink], session, first_mask=first,
                                    warmup=warmup, status=None)
-            stats = summary.pop("_stats")
-            if summary.get("stopped_by") in ("SIGINT", "SIGTERM"):
+            stats = summary.stats
+            if summary.stopped_by in ("SIGINT", "SIGTERM"):
                 raise KeyboardInterrupt
-            if summary.get("error"):
-                raise EdgevosError(f"{seq.name}: {summary['error']}")
+            if summary.error:
+                raise EdgevosError(f"{seq.name}: {summary.error}")
             start, n, span = _steady_window(stats)
             windows.append((stats.records[start].t_end, stats.records[-1].t_end) if n else None)
             steady += stats.steady()
@@ -400,10 +400,10 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
                 j_all += js
                 f_all += fs
                 j, f = float(np.mean(js)), float(np.mean(fs))
-            per_seq.append({"sequence": seq.name, "frames": len(stats), "fps": summary.get("fps"),
-                            "reuse_rate": summary.get("reuse_rate"), "J": j, "F": f})
+            per_seq.append({"sequence": seq.name, "frames": len(stats), "fps": summary.fps,
+                            "reuse_rate": summary.reuse_rate, "J": j, "F": f})
             if status:
-                status(f"{seq.name}: {summary.get('fps') or 0:.1f} FPS")
+                status(f"{seq.name}: {summary.fps or 0:.1f} FPS")
     finally:
         if power is not None:
             power.stop()

@@ -121,7 +121,7 @@ def main(args) -> int:
     from edgevos.data import read_mask
     from edgevos.evaluate import _taus
     from edgevos.metrics import evaluate_sequence
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.session import Session
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
@@ -155,8 +155,8 @@ def main(args) -> int:
         sinks = [open_sink(f"file://{(out / f'overlay_{tag}.mp4').resolve()}", fps=25),
                  open_sink(f"masks://{(out / f'masks_{tag}').resolve()}")]
         summary = run_pipeline(source, sinks, session, first_mask=gts[0], warmup=5, status=None, core_split=split)
-        if summary.get("error"):
-            print(f"[demo] run at tau={tau:g} ended with an error: {summary['error']}")
+        if summary.error:
+            print(f"[demo] run at tau={tau:g} ended with an error: {summary.error}")
         masks_dir = out / f"masks_{tag}"
         preds = []
         for i in range(len(seq)):
@@ -166,9 +166,9 @@ def main(args) -> int:
         st = ev["stats"]
         jm = float(np.mean([s["J-Mean"] for s in st.values()]))
         fm = float(np.mean([s["F-Mean"] for s in st.values()]))
-        rows.append({"tau": tau, "precision": args.precision, "frames": summary.get("frames"),
-                     "fps": summary.get("fps"), "reuse_rate": summary.get("reuse_rate"),
-                     "latency_ms_p50": summary.get("latency_ms", {}).get("p50") if isinstance(summary.get("latency_ms"), dict) else None,
+        rows.append({"tau": tau, "precision": args.precision, "frames": summary.frames,
+                     "fps": summary.fps, "reuse_rate": summary.reuse_rate,
+                     "latency_ms_p50": summary.latency_ms.get("p50"),
                      "J": jm, "F": fm, "J&F": (jm + fm) / 2, "overlay": str(out / f"overlay_{tag}.mp4"),
                      "masks": str(masks_dir)})
     print()
