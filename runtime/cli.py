@@ -52,7 +52,6 @@ def _status_printer():
 
 def main(args) -> int:
     from edgevos.runtime.pipeline import run
-    from edgevos.runtime.stats import format_table
 
     show, tty = _status_printer()
     summary = run(args.source, args.sinks, bundle=args.bundle, backend=args.backend, precision=args.precision,
@@ -62,7 +61,7 @@ def main(args) -> int:
                   status=None if args.quiet else show, log=args.log)
     if tty and not args.quiet:
         sys.stderr.write("\n")
-    print(format_table(summary.as_dict()))
+    print(summary.table())
     print(f"stopped by: {summary.stopped_by}" + (f" ({summary.error})" if summary.error else ""))
     for uri, frames in zip(summary.sinks, summary.sink_frames):
         if frames:

@@ -70,6 +70,12 @@ class RunSummary:
                                                   "affinity", "exit_code")})
         return out
 
+    def table(self) -> str:
+        """The summary as a table a person can read."""
+        from edgevos.runtime.stats import format_table
+
+        return format_table(self.as_dict())
+
     def write_json(self, path) -> Path:
         """The summary and every per-frame record, written atomically to ``path``."""
         return self.stats.write_json(path, self.as_dict())

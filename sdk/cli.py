@@ -15,7 +15,7 @@ from edgevos.errors import EdgevosError
 # verb -> (module, one-line help)
 COMMANDS = {
     "doctor": ("edgevos.doctor", "report versions, CPU features, GPU and Jetson state"),
-    "eval": ("edgevos.evaluate", "DAVIS J&F of saved masks, or of a model on a DAVIS folder"),
+    "eval": ("edgevos.eval_cli", "DAVIS J&F of saved masks, or of a model on a DAVIS folder"),
     "train": ("edgevos.train.cli", "train a model family on DAVIS-layout folders + synthetic data"),
     "export": ("edgevos.export.cli", "export a model to a bundle: per-stage ONNX, INT8, parity report"),
     "build": ("edgevos.export.build_cli", "build TensorRT engines for a bundle (Jetson / GPU)"),

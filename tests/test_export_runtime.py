@@ -60,15 +60,10 @@ def test_cli_errors(tmp_path, monkeypatch):
     register_toy_family(monkeypatch)
     base = ["export", "--family", "toy", "--input-size", "64x96", "--quiet"]
     assert cli(base + ["--calib", str(tmp_path / "missing"), "--out", str(tmp_path / "o1")]) == 1
+    from edgevos import export_bundle
+
     with pytest.raises(InputError, match="unknown model family 'nope'"):
-        from edgevos.export.cli import main
-
-        class A:
-            pass
-
-        a = A()
-        a.__dict__.update(precision="fp32", input_size="64x96", calib_frames=10, out=str(tmp_path / "o2"), family="nope")
-        main(a)
+        export_bundle(tmp_path / "o2", "nope", precisions="fp32", input_size="64x96", calib_frames=10)
     assert cli(base + ["--calib", "test://", "--calib-frames", "0", "--out", str(tmp_path / "o3")]) == 1
     assert cli(base + ["--precision", "int4", "--out", str(tmp_path / "o4")]) == 1
 
