@@ -35,7 +35,7 @@ EXTRAS = {
     "gst": ["PyGObject<3.51"],
     "trt": ["cuda-python>=12"],
     "plot": ["matplotlib>=3.6"],
-    "dev": ["pytest>=7", "hypothesis>=6", "scipy>=1.10", "matplotlib>=3.6"],
+    "dev": ["pytest>=7", "hypothesis>=6", "scipy>=1.10", "matplotlib>=3.6", "import-linter>=2"],
 }
 EXTRAS["all"] = sorted({r for k in ("torch", "export", "train", "gst", "plot", "dev") for r in EXTRAS[k]})
 

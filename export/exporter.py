@@ -229,12 +229,11 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     import torch
 
     torch.set_num_threads(max(1, int(threads)))
-    from edgevos.export.bundle import write_bundle
+    from edgevos.bundle import write_bundle
     from edgevos.export.calibrate import RecordingBackend, collect_calibration
     from edgevos.export.onnx_export import export_stages
     from edgevos.export.parity import end_to_end, print_report, stage_parity
-    from edgevos.runtime.backends import TorchBackend
-    from edgevos.runtime.ort_backend import OrtBackend
+    from edgevos.backend import TorchBackend, open_backend
 
     overrides = {k: v for k, v in (("backbone", backbone), ("preset", preset), ("backbone_weights", backbone_weights)) if v}
     t0 = time.perf_counter()
@@ -283,7 +282,7 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     )
     write_bundle(out, **common)
     if parity:
-        candidates = {p: OrtBackend(out, p, threads=threads) for p in precisions}
+        candidates = {p: open_backend("onnxruntime", out, p, threads=threads) for p in precisions}
         recorder = RecordingBackend(reference, max_samples_per_stage=8, seed=1)
         print(f"parity: {len(heldout)} held-out sequence(s): {[s.name for s in heldout]}")
         e2e = end_to_end(factory, recorder, candidates, heldout, heldout_frames)

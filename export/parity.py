@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from edgevos.metrics import agreement_iou, evaluate_sequence
-from edgevos.runtime.backends import Backend
+from edgevos.backend import Backend
 
 
 def _accumulate(acc: dict, ref: np.ndarray, got: np.ndarray) -> None:
@@ -173,10 +173,10 @@ def save_report(report: Mapping, path) -> Path:
 
 def end_to_end_from_bundle(bundle_dir, heldout: str, names: Sequence[str] = (), max_frames: Optional[int] = 30, threads: Optional[int] = 1) -> dict:
     """Torch-free: J&F per precision of a bundle on held-out sequences (reference: its fp32)."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.backend import open_backend
+    from edgevos.bundle import load_bundle
     from edgevos.export.calibrate import open_sequences
     from edgevos.models.registry import get_family
-    from edgevos.runtime.ort_backend import OrtBackend
 
     bundle = load_bundle(bundle_dir)
     fam = get_family(bundle.family)
@@ -186,8 +186,8 @@ def end_to_end_from_bundle(bundle_dir, heldout: str, names: Sequence[str] = (), 
         return fam.make_program(backend, config, tau=float(config.get("tau", 1.0)))
 
     onnx_precisions = [p for p in bundle.precisions if p in ("fp32", "int8-cpu", "int8-trt")]
-    reference = OrtBackend(bundle, "fp32", threads)
-    cands = {p: OrtBackend(bundle, p, threads) for p in onnx_precisions if p != "fp32"}
+    reference = open_backend("onnxruntime", bundle, "fp32", threads)
+    cands = {p: open_backend("onnxruntime", bundle, p, threads) for p in onnx_precisions if p != "fp32"}
     seqs = open_sequences(heldout, names)
     result = end_to_end(factory, reference, cands, seqs, max_frames)
     print_report({"end_to_end": result})

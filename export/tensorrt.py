@@ -180,7 +180,7 @@ def timing_cache_name(trt_ver: str, gpu: str) -> str:
 
 def build_bundle_engines(bundle_dir, opts: BuildOptions, progress: bool = True) -> Dict[str, Path]:
     """Build an engine per stage into the bundle and register them in its manifest."""
-    from edgevos.export.bundle import add_files, load_bundle
+    from edgevos.bundle import add_files, load_bundle
 
     bundle = load_bundle(bundle_dir)
     ver, gpu = trt_version(), gpu_name()
@@ -329,7 +329,7 @@ def parse_engine_name(name: str) -> Optional[dict]:
 
 def register_engines(bundle_dir) -> Dict[str, Dict[str, Path]]:
     """Add engine files found in the bundle (named as above) and timing caches to its manifest."""
-    from edgevos.export.bundle import MANIFEST, add_files
+    from edgevos.bundle import MANIFEST, add_files
 
     root = Path(bundle_dir)
     import json

@@ -16,7 +16,6 @@ from edgevos.errors import InputError
 from edgevos.programs.base import StepResult
 
 Result = StepResult
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 
 class Session:
@@ -43,26 +42,26 @@ class Session:
     def from_bundle(cls, bundle_dir, backend: str = "onnxruntime", precision: Optional[str] = None,
                     tau: float = 1.0, threads: Optional[int] = None, max_reuse: Optional[int] = None,
                     **program_kwargs) -> "Session":
-        from edgevos.export.bundle import load_bundle
+        """A verified bundle on a registered backend (:data:`edgevos.backend.BACKENDS`).
+
+        Args:
+            bundle_dir: bundle directory (from :func:`edgevos.export_bundle`).
+            backend: ``onnxruntime``, ``tensorrt`` or ``torch`` (or another registered name).
+            precision: the bundle precision to run (default: the backend's first it can load).
+            tau: reuse-gate threshold (1 = never reuse).
+            threads: CPU threads for the backend.
+            max_reuse: force a computed frame after this many reuses.
+
+        Returns:
+            A session running the bundle family's step program on the backend.
+        """
+        from edgevos.backend import get_backend
+        from edgevos.bundle import load_bundle
         from edgevos.models.registry import get_family
 
+        entry = get_backend(backend)  # an unknown name fails before the bundle is read
         bundle = load_bundle(bundle_dir)
-        if backend in ("onnxruntime", "ort"):
-            from edgevos.runtime.ort_backend import OrtBackend
-
-            precision = precision or _best(bundle.precisions, ("int8-cpu", "fp32", "int8-trt"))
-            be = OrtBackend(bundle, precision=precision, threads=threads)
-        elif backend in ("tensorrt", "trt"):
-            from edgevos.runtime.trt_backend import TrtBackend
-
-            be = TrtBackend(bundle, precision=precision or "int8")
-        elif backend == "torch":
-            model = get_family(bundle.family).build(weights=_bundle_weights(bundle), input_size=bundle.input_size)
-            from edgevos.runtime.backends import TorchBackend
-
-            be = TorchBackend(model.stage_modules(), bundle.specs, threads=threads)
-        else:
-            raise InputError(f"unknown backend '{backend}': choose one of {list(BACKENDS)}")
+        be = entry.open(bundle, precision, threads)
         fam = get_family(bundle.family)
         make = lambda **kw: fam.make_program(be, bundle.config, **kw, **program_kwargs)  # noqa: E731
         return cls(make, tau, max_reuse, bundle, be)
@@ -84,8 +83,8 @@ class Session:
         """
         import dataclasses
 
+        from edgevos.backend import TorchBackend
         from edgevos.models.registry import family_of, get_family
-        from edgevos.runtime.backends import TorchBackend
 
         fam = get_family(family) if family else family_of(model)
         be = TorchBackend(model.stage_modules(), model.stage_specs(), threads=threads)
@@ -160,26 +159,3 @@ class Session:
         reuse run) on the same backend, keeping ``tau`` and ``max_reuse``."""
         self.program = self._make_program(tau=self.program.tau, max_reuse=self.program.max_reuse)
         self._started = False
-
-
-def _best(available, order):
-    for p in order:
-        if p in available:
-            return p
-    raise InputError(f"bundle has no precision usable by ONNX Runtime: {available}")
-
-
-def _bundle_weights(bundle):
-    path = bundle.manifest.get("weights_file")
-    if not path:
-        raise InputError(
-            f"bundle {bundle.root} does not carry PyTorch weights: the torch backend needs them; "
-            f"use --backend onnxruntime or export with the weights included"
-        )
-    from edgevos.errors import BundleError
-    from edgevos.export.bundle import _safe_rel
-
-    full = _safe_rel(bundle.root, path)  # no absolute paths, '..' or symlinks out of the bundle
-    if path not in bundle.manifest.get("files", {}):
-        raise BundleError(f"bundle {bundle.root}: weights file '{path}' has no SHA-256 in the manifest: re-export the bundle")
-    return full

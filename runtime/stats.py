@@ -33,7 +33,7 @@ class FrameRecord:
     j: Optional[float] = None  # mean IoU with ground truth over GT objects
 
 
-def _pct(values, qs=(50, 95, 99)) -> Optional[dict]:
+def percentiles(values, qs=(50, 95, 99)) -> Optional[dict]:
     v = [x for x in values if x is not None and not math.isnan(x)]
     if not v:
         return None
@@ -116,12 +116,12 @@ class RunStats:
             "reuse_rate": round(sum(reused) / len(reused), 4) if reused else None,
             "dropped": int(self.dropped_total),
             "latency_ms": {
-                "e2e": _pct([r.e2e_ms for r in steady]),
-                "step": _pct([r.step_ms for r in steady]),
-                "sink": _pct([r.sink_ms for r in steady]),
-                "wait": _pct([r.wait_ms for r in steady]),
+                "e2e": percentiles([r.e2e_ms for r in steady]),
+                "step": percentiles([r.step_ms for r in steady]),
+                "sink": percentiles([r.sink_ms for r in steady]),
+                "wait": percentiles([r.wait_ms for r in steady]),
             },
-            "stage_ms": {k: _pct([r.stage_ms.get(k) for r in steady]) for k in stages},
+            "stage_ms": {k: percentiles([r.stage_ms.get(k) for r in steady]) for k in stages},
             "mean_j": round(self._j_sum / self._j_n, 4) if self._j_n else None,
             "power": power,
         }

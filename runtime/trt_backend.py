@@ -15,7 +15,7 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 
 from edgevos.errors import BundleError, SourceError, require
-from edgevos.runtime.backends import Backend
+from edgevos.backend import Backend
 
 
 def _check(result, what: str):
@@ -131,7 +131,7 @@ class TrtBackend(Backend):
     name = "trt"
 
     def __init__(self, bundle, precision: str = "int8", device: int = 0):
-        from edgevos.export.bundle import Bundle, load_bundle
+        from edgevos.bundle import Bundle, load_bundle
 
         trt = require("tensorrt", "trt", "the TensorRT backend")
         cudart = _cudart()

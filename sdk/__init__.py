@@ -21,7 +21,7 @@ _API = {
     "Session": "edgevos.runtime.session:Session",
     "StepResult": "edgevos.programs.base:StepResult",
     "export_bundle": "edgevos.export.exporter:export_bundle",
-    "load_bundle": "edgevos.export.bundle:load_bundle",
+    "load_bundle": "edgevos.bundle:load_bundle",
     "run": "edgevos.runtime.pipeline:run",
     "run_pipeline": "edgevos.runtime.pipeline:run_pipeline",
     "RunSummary": "edgevos.runtime.pipeline:RunSummary",

@@ -33,16 +33,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from edgevos.backend import BACKENDS
 from edgevos.errors import EdgevosError, InputError
 from edgevos.parsing import parse_hw, split_list
 
 NA = "n/a"
-#: what each backend accepts on the precision axis
-BACKEND_PRECISIONS = {
-    "torch": ("fp32",),
-    "onnxruntime": ("fp32", "int8-cpu", "int8-trt"),
-    "tensorrt": ("int8", "fp16", "best"),
-}
+#: what each backend accepts on the precision axis (the backend registry's vocabulary)
+BACKEND_PRECISIONS = {name: entry.precisions for name, entry in BACKENDS.items()}
 #: ONNX precision a bundle must hold for a (backend, precision) row
 TRT_SOURCE = {"int8": "int8-trt", "fp16": "fp32", "best": "int8-trt"}
 
@@ -245,7 +242,7 @@ class _Collect:
 
 # ----------------------------------------------------------------------------- bundles
 def _sha(path) -> str:
-    from edgevos.export.bundle import sha256
+    from edgevos.bundle import sha256
 
     return sha256(path)
 
@@ -261,7 +258,7 @@ def ensure_bundle(out: Path, family: str, preset: Optional[str], weights_path: P
     """A bundle under ``out/bundles`` holding ``onnx_precisions`` for these weights: reused when a cached
     one matches (same weights SHA-256, family, preset, size), else exported by
     :func:`~edgevos.export.exporter.export_bundle` in a child process."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     root = out / "bundles"
     root.mkdir(parents=True, exist_ok=True)
@@ -305,7 +302,7 @@ def ensure_bundle(out: Path, family: str, preset: Optional[str], weights_path: P
 
 def build_engines(bundle_dir: Path, precision: str):
     """TensorRT engines for a cached bundle via ``edgevos build`` in a child process (Jetson / NVIDIA GPU)."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     proc = subprocess.run([sys.executable, "-m", "edgevos", "build", str(bundle_dir), "--precision", precision],
                           capture_output=True, text=True)
@@ -336,7 +333,7 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
 
     from edgevos.metrics import evaluate_sequence
     from edgevos.runtime.pipeline import run_pipeline
-    from edgevos.runtime.stats import _pct
+    from edgevos.runtime.stats import percentiles
 
     session = make_session()
     program = getattr(session, "program", None)
@@ -407,11 +404,11 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
         "J&F": (jm + fm) / 2 if jm is not None else None,
         "J": jm,
         "F": fm,
-        "latency_ms": {"e2e": _pct([r.e2e_ms for r in steady]), "step": _pct([r.step_ms for r in steady])},
-        "stage_ms": {k: _pct([r.stage_ms.get(k) for r in steady]) for k in stages},
+        "latency_ms": {"e2e": percentiles([r.e2e_ms for r in steady]), "step": percentiles([r.step_ms for r in steady])},
+        "stage_ms": {k: percentiles([r.stage_ms.get(k) for r in steady]) for k in stages},
         "stage_runs": {k: sum(1 for r in steady if k in r.stage_ms) / max(len(steady), 1) for k in stages},
         # backend stages only: latency of one call, and calls per frame when the stage runs (per object)
-        "stage_call_ms": {k: _pct(v) for k, v in per_call.items() if counter is None or k in counter.counts},
+        "stage_call_ms": {k: percentiles(v) for k, v in per_call.items() if counter is None or k in counter.counts},
         "stage_calls_per_frame": {k: float(np.mean(v)) for k, v in calls_per_frame.items()
                                   if counter is None or k in counter.counts},
         "sequences": per_seq,
@@ -543,7 +540,7 @@ def plot_fps_jf(rows, path, title: str = "") -> Optional[Path]:
 def roofline(rows, bundles: Dict[tuple, Path], peaks: dict) -> Optional[dict]:
     """Per stage and (family, backend, precision): FLOPs/frame from the ONNX graph and achieved
     GFLOP/s at the median stage latency (from the largest tau at which the stage ran), vs ``peaks``."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
     from edgevos.roofline import count_flops, stage_rows
 
     groups: Dict[str, List[dict]] = {}
@@ -758,7 +755,7 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
                     raise EdgevosError(bundle_errors[key])
                 bdir = bundles[key]
                 prec = r["precision"] if r["backend"] == "onnxruntime" else f"trt-{r['precision']}"
-                from edgevos.export.bundle import load_bundle
+                from edgevos.bundle import load_bundle
 
                 b = load_bundle(bdir)
                 r["bundle"] = str(bdir)

@@ -60,7 +60,7 @@ def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: 
     bundle = out / "bundle"
     if bundle.exists() and not rebuild:
         from edgevos.errors import BundleError
-        from edgevos.export.bundle import load_bundle
+        from edgevos.bundle import load_bundle
 
         try:
             b = load_bundle(bundle)

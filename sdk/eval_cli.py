@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgevos.backend import BACKENDS
 from edgevos.errors import InputError
 from edgevos.parsing import parse_taus
 
@@ -38,7 +39,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--family", default=None, help="run this model family over --davis (e.g. gfrtm)")
     g.add_argument("--weights", default="default", help="shipped weights name or checkpoint path (torch backend)")
     g.add_argument("--bundle", default=None, help="evaluate an exported bundle instead of PyTorch weights")
-    g.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "tensorrt"],
+    g.add_argument("--backend", default=None, choices=list(BACKENDS),
                    help="default: torch for --weights, onnxruntime for --bundle")
     g.add_argument("--precision", default=None, help="bundle precision (fp32, int8-cpu, int8-trt, ...)")
     g.add_argument("--tau", default="1", help="reuse-gate threshold(s), comma-separated: 1,0.9,0.8,0.7,0.5")

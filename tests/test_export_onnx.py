@@ -9,7 +9,7 @@ pytest.importorskip("onnxslim")
 from export_toy import ToyProgram, ToySequence, build_toy  # noqa: E402
 
 from edgevos.errors import BundleError, DataError  # noqa: E402
-from edgevos.runtime.backends import TorchBackend  # noqa: E402
+from edgevos.backend import TorchBackend  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -36,7 +36,7 @@ def toy_bundle(tmp_path_factory):
 
 
 def test_cli_bundle_and_parity(toy_bundle, capsys):
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     b = load_bundle(toy_bundle)
     m = b.manifest
@@ -114,7 +114,7 @@ def test_ort_backend_errors(toy_bundle, tmp_path):
 
 def test_parity_end_to_end_detects_a_broken_backend(toy_bundle):
     from edgevos.export.parity import end_to_end
-    from edgevos.runtime.backends import Backend
+    from edgevos.backend import Backend
     from edgevos.runtime.ort_backend import OrtBackend
     from export_toy import ToyProgram
 
@@ -138,7 +138,7 @@ def test_parity_end_to_end_detects_a_broken_backend(toy_bundle):
 
 def test_gfrtm_export_int8_cpu(tmp_path, capsys):
     """The real family through the CLI at a small input size; parity report printed and saved."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     out = tmp_path / "gfrtm"
     rc = cli(["export", "--family", "gfrtm", "--precision", "int8-cpu", "--calib", "test://", "--calib-frames", "12",
@@ -183,7 +183,7 @@ def test_engine_names_and_trtexec_args():
 
 
 def test_build_script_shellcheck_and_register(toy_bundle, tmp_path):
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     b = tmp_path / "b"
     shutil.copytree(toy_bundle, b)
@@ -263,7 +263,7 @@ def test_benchmark_compare_two_bundles(toy_bundle):
 def test_int8_cpu_stage_slower_than_fp32_stays_fp32(tmp_path, monkeypatch):
     """The export times each int8-cpu stage against FP32 and keeps FP32 where INT8 is not faster."""
     from edgevos.export import benchmark
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     register_toy_family(monkeypatch)
     monkeypatch.setattr(benchmark, "interleaved_ms", lambda paths, feeds, threads=1: [1.0, 2.0] if "head" in str(paths[0]) else [2.0, 1.0])
@@ -277,3 +277,25 @@ def test_int8_cpu_stage_slower_than_fp32_stays_fp32(tmp_path, monkeypatch):
     info = b.manifest["quantization"]["stages"]["head"]["int8-cpu"]
     assert info["used"] == "fp32" and "INT8 2.000 ms >= FP32 1.000 ms" in info["reason"]
     assert b.manifest["quantization"]["stages"]["encoder"]["int8-cpu"]["speed_check_ms"] == {"fp32": 2.0, "int8-cpu": 1.0}
+
+
+def test_a_backend_is_one_file_plus_one_registry_line(toy_bundle, tmp_path, monkeypatch):
+    from edgevos.backend import BACKENDS, BackendEntry
+    from edgevos.runtime.session import Session
+
+    monkeypatch.setitem(BACKENDS, "onnx-reference",
+                        BackendEntry("onnx-reference", "toy_backend:OnnxReferenceBackend", ("fp32",), "onnx"))
+    register_toy_family(monkeypatch)
+    seq = ToySequence("s", n=5, h=64, w=96)
+    masks = {}
+    for backend in ("onnx-reference", "onnxruntime"):
+        s = Session.from_bundle(toy_bundle, backend=backend, precision="fp32")
+        masks[backend] = [s.start(seq.frame(0), seq.mask(0)).mask] + [s.step(seq.frame(i)).mask for i in range(1, 5)]
+    assert type(s.backend).__name__ == "OrtBackend"
+    assert all((a == b).mean() > 0.999 for a, b in zip(masks["onnx-reference"], masks["onnxruntime"]))
+    # the CLI offers it too: its --backend choices are the registry
+    assert cli(["run", "test://?frames=4&size=64x96&objects=1", f"masks://{tmp_path / 'm'}", "--bundle",
+                str(toy_bundle), "--backend", "onnx-reference", "--no-power", "--quiet"]) == 0
+    assert len(list((tmp_path / "m").glob("*.png"))) == 4
+    with pytest.raises(InputError, match="unknown backend 'nope'"):
+        Session.from_bundle(toy_bundle, backend="nope")

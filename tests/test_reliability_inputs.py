@@ -262,7 +262,7 @@ def _edit_manifest(root: Path, fn) -> None:
 
 
 def test_real_bundle_faults_refuse_to_load(tmp_path_factory, tmp_path):
-    from edgevos.export.bundle import sha256
+    from edgevos.bundle import sha256
     from edgevos.runtime.session import Session
 
     assert Session.from_bundle(ort_bundle(tmp_path_factory), threads=1).object_ids == []
@@ -321,25 +321,23 @@ def test_real_bundle_faults_refuse_to_load(tmp_path_factory, tmp_path):
 
 
 def test_bundle_weights_file_cannot_escape(tmp_path_factory, tmp_path):
-    from edgevos.runtime.session import _bundle_weights
-
     d = bundle_copy(tmp_path_factory, tmp_path / "w")
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     b = load_bundle(d)
     b.manifest["weights_file"] = "../../etc/passwd"
     with pytest.raises(BundleError, match="points outside the bundle"):
-        _bundle_weights(b)
+        b.weights_path()
     b.manifest["weights_file"] = "gate.onnx"
-    assert _bundle_weights(b) == (d / "gate.onnx").resolve()
+    assert b.weights_path() == (d / "gate.onnx").resolve()
     b.manifest["weights_file"] = "unlisted.pt"
     with pytest.raises(BundleError, match="no SHA-256"):
-        _bundle_weights(b)
+        b.weights_path()
 
 
 def test_engine_built_for_another_tensorrt_or_gpu(tmp_path_factory, tmp_path):
     """No TensorRT here: the check runs on engine names registered in a real bundle."""
-    from edgevos.export.bundle import add_files, load_bundle
+    from edgevos.bundle import add_files, load_bundle
     from edgevos.runtime.trt_backend import TrtBackend, engine_mismatch
 
     d = bundle_copy(tmp_path_factory, tmp_path / "trt")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import sys
 import time
 
+from edgevos.backend import BACKENDS
+
 
 def add_arguments(p) -> None:
     p.add_argument("source", help="source URI: file://clip.mp4, v4l2:///dev/video0, csi://0, rtsp://host/x, test://, davis://ROOT?seq=NAME")
     p.add_argument("sinks", nargs="*", help="sink URIs: file://out.mp4, masks://DIR, display://0, json://stats.jsonl")
     p.add_argument("--bundle", required=True, help="bundle directory (from edgevos export)")
-    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch", "tensorrt"])
+    p.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="a registered backend")
     p.add_argument("--precision", default=None, help="bundle precision to load, e.g. int8-cpu, fp32, fp16, int8")
     p.add_argument("--tau", type=float, default=None, help="reuse-gate threshold (1 = never reuse)")
     p.add_argument("--max-reuse", type=int, default=None, help="force a full step after this many reuses")
