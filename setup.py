@@ -38,7 +38,7 @@ EXTRAS = {
     # nothing from pip, whose cuda-python 13 needs a CUDA 13 driver JetPack 6 does not have
     "trt": [],
     "plot": ["matplotlib>=3.6"],
-    "dev": ["pytest>=7", "hypothesis>=6", "scipy>=1.10", "matplotlib>=3.6"],
+    "dev": ["pytest>=7", "hypothesis>=6", "scipy>=1.10", "matplotlib>=3.6", "import-linter>=2"],
 }
 EXTRAS["all"] = sorted({r for k in ("torch", "export", "train", "gst", "plot", "dev") for r in EXTRAS[k]})
 

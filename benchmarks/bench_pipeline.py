@@ -52,7 +52,7 @@ def bare_fps(args, frames, mask) -> float:
 
 
 def pipeline_fps(args, mask, out_dir: Path, pin=None) -> dict:
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
@@ -67,8 +67,7 @@ def pipeline_fps(args, mask, out_dir: Path, pin=None) -> dict:
     sinks = [open_sink(u.replace("{out}", str(out_dir)), fps=src.fps) for u in args.sinks]
     summary = run_pipeline(src, sinks, session, first_mask=mask, max_frames=args.frames,
                            warmup=args.warmup, handle_signals=False, core_split=split)
-    summary.pop("_stats", None)
-    return summary
+    return summary.as_dict()
 
 
 def io_cpu_costs(args, frames, mask, out_dir: Path) -> dict:
@@ -118,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/bench_pipeline.json")
     args = ap.parse_args(argv)
 
-    from edgevos.runtime.cli import grabcut_mask, parse_box
+    from edgevos.data import grabcut_mask, parse_box
     from edgevos.runtime.sources import open_source
 
     src = open_source(args.source)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgevos.runtime import ring as ring_mod
-from edgevos.runtime.ring import RingBuffer
+from edgevos import ring as ring_mod
+from edgevos.ring import RingBuffer
 
 # name -> (capacity, item shape, dtype, slow window (k, stride))
 CASES = {

@@ -1,6 +1,6 @@
 """edgevos.export: per-stage ONNX export, INT8 calibration, TensorRT builds, bundles.
 
-``edgevos.export.bundle`` (loading and verifying bundles) is torch-free; exporting
+``edgevos.bundle`` (loading and verifying bundles) is torch-free; exporting
 needs ``pip install 'edgevos[export]'``.
 
 Modules (import what you use; nothing heavy is imported here):
@@ -13,6 +13,6 @@ Modules (import what you use; nothing heavy is imported here):
 * ``parity``       ``stage_parity``, ``end_to_end``, ``print_report``: |diff|, SNR, mask IoU, J&F change.
 * ``bundle``       ``write_bundle``, ``load_bundle`` -> ``Bundle`` (hash-verified).
 * ``tensorrt``     ``BuildOptions``, ``build_bundle_engines``, ``engine_name``, ``write_build_script``.
-* ``cli`` / ``build_cli``: the ``edgevos export`` and ``edgevos build`` verbs.
+* ``exporter``   ``export_bundle(out, family, ...)``: the whole export (the ``edgevos export`` verb is ``edgevos.export_cli``).
 * ``benchmark``    ``python -m edgevos.export.benchmark --resnet 256x448 | --bundle DIR``.
 """

@@ -178,7 +178,7 @@ def print_rows(rows, cols) -> None:
 
 def bench_bundle(bundle_dir, threads: int = 1, repeat: int = 10) -> dict:
     """Per stage and precision in a bundle: ORT latency (dummy feeds) and file size."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     bundle = load_bundle(bundle_dir)
     rows = []
@@ -235,7 +235,7 @@ def bench_compare(before_dir, after_dir, threads: int = 1, repeat: int = 10, rou
     (bundle, stage, precision) session ``repeat`` times; a row's ms is the median over rounds
     of the per-round medians, and its speed-up is against the same bundle's fp32 in the same
     rounds, so machine load shifts both alike.  Also total file size per bundle and precision."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     bundles = {"before": load_bundle(before_dir), "after": load_bundle(after_dir)}
     jobs = []

@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from edgevos.errors import DataError, InputError
-from edgevos.runtime.backends import Backend
+from edgevos.backend import Backend
 
 
 class RecordingBackend(Backend):

@@ -14,7 +14,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from edgevos.runtime.backends import Backend
+from edgevos.metrics import agreement_iou, evaluate_sequence
+from edgevos.backend import Backend
 
 
 def _accumulate(acc: dict, ref: np.ndarray, got: np.ndarray) -> None:
@@ -65,30 +66,10 @@ def stage_parity(
     return rows
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean IoU over the object ids present in either id map (1.0 when both are empty)."""
-    a = np.asarray(a)
-    b = np.asarray(b)
-    ids = sorted((set(np.unique(a).tolist()) | set(np.unique(b).tolist())) - {0, 255})
-    if not ids:
-        return 1.0
-    vals = []
-    for k in ids:
-        x, y = a == k, b == k
-        union = np.logical_or(x, y).sum()
-        vals.append(1.0 if union == 0 else float(np.logical_and(x, y).sum() / union))
-    return float(np.mean(vals))
-
-
 def sequence_jf(gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.ndarray]) -> Optional[dict]:
     """``{"J&F", "J", "F"}`` means over objects via edgevos.metrics (``None`` without ground truth)."""
     if any(m is None for m in gt_masks) or len(gt_masks) < 3:
         return None
-    try:
-        from edgevos.metrics import evaluate_sequence
-    except ImportError:  # metrics not available in this build: J only, from IoU
-        ious = [mask_iou(g, p) for g, p in zip(gt_masks[1:-1], pred_masks[1:-1])]
-        return {"J": float(np.mean(ious)), "J&F": None, "F": None, "note": "edgevos.metrics unavailable: J only"}
     res = evaluate_sequence(list(gt_masks), list(pred_masks))
     stats = list(res["stats"].values())
     return {
@@ -120,7 +101,7 @@ def end_to_end(
             masks[key] = run_program(program_factory(backend), seq, n)
         entry = {"name": str(getattr(seq, "name", "")), "frames": n, "reference": sequence_jf(gt, masks["reference"])}
         for precision in candidates:
-            ious = [mask_iou(r, c) for r, c in zip(masks["reference"][1:], masks[precision][1:])]
+            ious = [agreement_iou(r, c) for r, c in zip(masks["reference"][1:], masks[precision][1:])]
             entry[precision] = {
                 "iou_vs_reference_mean": float(np.mean(ious)) if ious else 1.0,
                 "iou_vs_reference_min": float(np.min(ious)) if ious else 1.0,
@@ -192,10 +173,10 @@ def save_report(report: Mapping, path) -> Path:
 
 def end_to_end_from_bundle(bundle_dir, heldout: str, names: Sequence[str] = (), max_frames: Optional[int] = 30, threads: Optional[int] = 1) -> dict:
     """Torch-free: J&F per precision of a bundle on held-out sequences (reference: its fp32)."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.backend import open_backend
+    from edgevos.bundle import load_bundle
     from edgevos.export.calibrate import open_sequences
     from edgevos.models.registry import get_family
-    from edgevos.runtime.ort_backend import OrtBackend
 
     bundle = load_bundle(bundle_dir)
     fam = get_family(bundle.family)
@@ -205,8 +186,8 @@ def end_to_end_from_bundle(bundle_dir, heldout: str, names: Sequence[str] = (), 
         return fam.make_program(backend, config, tau=float(config.get("tau", 1.0)))
 
     onnx_precisions = [p for p in bundle.precisions if p in ("fp32", "int8-cpu", "int8-trt")]
-    reference = OrtBackend(bundle, "fp32", threads)
-    cands = {p: OrtBackend(bundle, p, threads) for p in onnx_precisions if p != "fp32"}
+    reference = open_backend("onnxruntime", bundle, "fp32", threads)
+    cands = {p: open_backend("onnxruntime", bundle, p, threads) for p in onnx_precisions if p != "fp32"}
     seqs = open_sequences(heldout, names)
     result = end_to_end(factory, reference, cands, seqs, max_frames)
     print_report({"end_to_end": result})

@@ -296,7 +296,7 @@ def build_bundle_engines(bundle_dir, opts: BuildOptions, progress: bool = True) 
     The manifest's ``tensorrt`` entry records, per engine set and stage, what the
     stage computes in (``int8``, ``int8+fp16``, ``fp16``) and the layers per device.
     """
-    from edgevos.export.bundle import add_files, load_bundle
+    from edgevos.bundle import add_files, load_bundle
 
     bundle = load_bundle(bundle_dir)
     ver, device = trt_version(), device_identity()
@@ -436,7 +436,7 @@ def parse_engine_name(name: str) -> Optional[dict]:
 
 def register_engines(bundle_dir) -> Dict[str, Dict[str, Path]]:
     """Add engine files found in the bundle (named as above) and timing caches to its manifest."""
-    from edgevos.export.bundle import MANIFEST, add_files
+    from edgevos.bundle import MANIFEST, add_files
 
     root = Path(bundle_dir)
     import json

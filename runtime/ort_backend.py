@@ -16,7 +16,7 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from edgevos.errors import BundleError, InputError
-from edgevos.runtime.backends import Backend
+from edgevos.backend import Backend
 
 PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -36,12 +36,16 @@ def default_providers(precision: str, available: Sequence[str]) -> list:
 class OrtBackend(Backend):
     """Run every stage of a bundle with ONNX Runtime.
 
-    ``bundle`` is a :class:`edgevos.export.bundle.Bundle` or a bundle directory
+    ``bundle`` is a :class:`edgevos.bundle.Bundle` or a bundle directory
     (verified on load).  ``threads`` sets intra-op threads per session (None:
     ONNX Runtime's default).
     """
 
     name = "ort"
+
+    @classmethod
+    def from_bundle(cls, bundle, precision: str, threads: Optional[int] = None) -> "OrtBackend":
+        return cls(bundle, precision=precision, threads=threads)
 
     def __init__(
         self,
@@ -51,7 +55,7 @@ class OrtBackend(Backend):
         providers: Optional[Sequence[str]] = None,
         io_binding: Optional[bool] = None,
     ):
-        from edgevos.export.bundle import Bundle, load_bundle
+        from edgevos.bundle import Bundle, load_bundle
 
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)

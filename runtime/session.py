@@ -16,14 +16,25 @@ from edgevos.errors import InputError
 from edgevos.programs.base import StepResult
 
 Result = StepResult
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
 
 
 class Session:
-    def __init__(self, program, bundle=None, backend=None):
-        self.program = program
+    """One tracked video: ``start(frame, mask)``, then ``step(frame)`` per frame.
+
+    Args:
+        make_program: ``(tau=..., max_reuse=...) -> program``: a fresh step program on the
+            session's backend (``reset()`` calls it again).
+        tau: reuse-gate threshold (1 = never reuse).
+        max_reuse: force a computed frame after this many reuses.
+        bundle: the bundle the backend runs, when there is one.
+        backend: the backend the program runs its stages on.
+    """
+
+    def __init__(self, make_program, tau: float = 1.0, max_reuse: Optional[int] = None, bundle=None, backend=None):
+        self._make_program = make_program
+        self.program = make_program(tau=tau, max_reuse=max_reuse)
         self.bundle = bundle
-        self.backend = backend if backend is not None else program.backend
+        self.backend = backend if backend is not None else self.program.backend
         self._started = False
         self.governor = None  # edgevos.runtime.budget.FpsGovernor while a target FPS is set
 
@@ -44,42 +55,77 @@ class Session:
     def from_bundle(cls, bundle_dir, backend: str = "onnxruntime", precision: Optional[str] = None,
                     tau: float = 1.0, threads: Optional[int] = None, max_reuse: Optional[int] = None,
                     **program_kwargs) -> "Session":
-        from edgevos.export.bundle import load_bundle
+        """A verified bundle on a registered backend (:data:`edgevos.backend.BACKENDS`).
+
+        Args:
+            bundle_dir: bundle directory (from :func:`edgevos.export_bundle`).
+            backend: ``onnxruntime``, ``tensorrt`` or ``torch`` (or another registered name).
+            precision: the bundle precision to run (default: the backend's first it can load).
+            tau: reuse-gate threshold (1 = never reuse).
+            threads: CPU threads for the backend.
+            max_reuse: force a computed frame after this many reuses.
+
+        Returns:
+            A session running the bundle family's step program on the backend.
+        """
+        from edgevos.backend import get_backend
+        from edgevos.bundle import load_bundle
         from edgevos.models.registry import get_family
 
+        entry = get_backend(backend)  # an unknown name fails before the bundle is read
         bundle = load_bundle(bundle_dir)
-        if backend in ("onnxruntime", "ort"):
-            from edgevos.runtime.ort_backend import OrtBackend
-
-            precision = precision or _best(bundle.precisions, ("int8-cpu", "fp32", "int8-trt"))
-            be = OrtBackend(bundle, precision=precision, threads=threads)
-        elif backend in ("tensorrt", "trt"):
-            from edgevos.runtime.trt_backend import TrtBackend
-
-            be = TrtBackend(bundle, precision=precision or "int8")
-        elif backend == "torch":
-            model = get_family(bundle.family).build(weights=_bundle_weights(bundle), input_size=bundle.input_size)
-            from edgevos.runtime.backends import TorchBackend
-
-            be = TorchBackend(model.stage_modules(), bundle.specs, threads=threads)
-        else:
-            raise InputError(f"unknown backend '{backend}': choose one of {list(BACKENDS)}")
-        program = get_family(bundle.family).make_program(be, bundle.config, tau=tau, max_reuse=max_reuse, **program_kwargs)
-        return cls(program, bundle, be)
+        be = entry.open(bundle, precision, threads)
+        fam = get_family(bundle.family)
+        make = lambda **kw: fam.make_program(be, bundle.config, **kw, **program_kwargs)  # noqa: E731
+        return cls(make, tau, max_reuse, bundle, be)
 
     @classmethod
     def from_model(cls, model, tau: float = 1.0, threads: Optional[int] = None, max_reuse: Optional[int] = None,
-                   family: str = "gfrtm", **program_kwargs) -> "Session":
-        """The PyTorch reference: a model built by ``get_family(f).build(...)``."""
+                   family: Optional[str] = None, **program_kwargs) -> "Session":
+        """The PyTorch reference on a model built by ``get_family(f).build(...)``.
+
+        Args:
+            model: the PyTorch model; it carries its family (``model.family``).
+            tau: reuse-gate threshold (1 = never reuse).
+            threads: torch intra-op threads.
+            max_reuse: force a computed frame after this many reuses.
+            family: the model's family, for a model that does not carry one.
+
+        Returns:
+            A session running the family's step program on PyTorch.
+        """
         import dataclasses
 
-        from edgevos.models.registry import get_family
-        from edgevos.runtime.backends import TorchBackend
+        from edgevos.backend import TorchBackend
+        from edgevos.models.registry import family_of, get_family
 
+        fam = get_family(family) if family else family_of(model)
         be = TorchBackend(model.stage_modules(), model.stage_specs(), threads=threads)
         cfg = dataclasses.asdict(model.config)
-        program = get_family(family).make_program(be, cfg, tau=tau, max_reuse=max_reuse, **program_kwargs)
-        return cls(program, None, be)
+        make = lambda **kw: fam.make_program(be, cfg, **kw, **program_kwargs)  # noqa: E731
+        return cls(make, tau, max_reuse, None, be)
+
+    @classmethod
+    def from_weights(cls, family: str = "gfrtm", weights: Optional[str] = "default", input_size=(256, 448),
+                     tau: float = 1.0, threads: Optional[int] = None, max_reuse: Optional[int] = None,
+                     **program_kwargs) -> "Session":
+        """The PyTorch reference on a family's checkpoint (needs torch).
+
+        Args:
+            family: model family name (``gfrtm``, ``slowfast``).
+            weights: ``"default"`` (the shipped checkpoint) or a checkpoint path.
+            input_size: model input (H, W) or ``"HxW"``.
+            tau, threads, max_reuse: as for :meth:`from_model`.
+
+        Returns:
+            A session running the family's step program on PyTorch.
+        """
+        from edgevos.models.registry import get_family
+        from edgevos.parsing import parse_hw
+
+        size = parse_hw(input_size, "input_size") if isinstance(input_size, str) else tuple(input_size)
+        model = get_family(family).build(weights=weights, input_size=size)
+        return cls.from_model(model, tau=tau, threads=threads, max_reuse=max_reuse, **program_kwargs)
 
     # ------------------------------------------------------------------ API
     @property
@@ -127,28 +173,7 @@ class Session:
         self.program.remove_object(obj_id)
 
     def reset(self) -> None:
-        self.program.objects = []
+        """Forget the video: a fresh step program (no objects, rings, cached features or
+        reuse run) on the same backend, keeping ``tau`` and ``max_reuse``."""
+        self.program = self._make_program(tau=self.program.tau, max_reuse=self.program.max_reuse)
         self._started = False
-
-
-def _best(available, order):
-    for p in order:
-        if p in available:
-            return p
-    raise InputError(f"bundle has no precision usable by ONNX Runtime: {available}")
-
-
-def _bundle_weights(bundle):
-    path = bundle.manifest.get("weights_file")
-    if not path:
-        raise InputError(
-            f"bundle {bundle.root} does not carry PyTorch weights: the torch backend needs them; "
-            f"use --backend onnxruntime or export with the weights included"
-        )
-    from edgevos.errors import BundleError
-    from edgevos.export.bundle import _safe_rel
-
-    full = _safe_rel(bundle.root, path)  # no absolute paths, '..' or symlinks out of the bundle
-    if path not in bundle.manifest.get("files", {}):
-        raise BundleError(f"bundle {bundle.root}: weights file '{path}' has no SHA-256 in the manifest: re-export the bundle")
-    return full

@@ -33,7 +33,7 @@ class FrameRecord:
     j: Optional[float] = None  # mean IoU with ground truth over GT objects
 
 
-def _pct(values, qs=(50, 95, 99)) -> Optional[dict]:
+def percentiles(values, qs=(50, 95, 99)) -> Optional[dict]:
     v = [x for x in values if x is not None and not math.isnan(x)]
     if not v:
         return None
@@ -42,20 +42,6 @@ def _pct(values, qs=(50, 95, 99)) -> Optional[dict]:
     out["mean"] = round(float(a.mean()), 3)
     out["max"] = round(float(a.max()), 3)
     return out
-
-
-def mask_iou(pred: np.ndarray, gt: np.ndarray) -> Optional[float]:
-    """Mean over the object ids of ``gt`` (void 255 ignored) of the IoU; None without objects."""
-    valid = gt != 255
-    ious = []
-    for obj in np.unique(gt[valid]):
-        if obj == 0:
-            continue
-        p = (pred == obj) & valid
-        g = gt == obj
-        union = np.count_nonzero(p | g)
-        ious.append(np.count_nonzero(p & g) / union if union else 1.0)
-    return float(np.mean(ious)) if ious else None
 
 
 class RunStats:
@@ -72,7 +58,6 @@ class RunStats:
         self.max_records = max(int(max_records), 2 * self.warmup + 4)
         self.records: List[FrameRecord] = []
         self.t_start = time.perf_counter()
-        self.extra: dict = {}
         self.total = 0  # frames added over the whole run
         self.discarded = 0  # oldest records no longer held in memory
         self.dropped_total = 0
@@ -131,18 +116,17 @@ class RunStats:
             "reuse_rate": round(sum(reused) / len(reused), 4) if reused else None,
             "dropped": int(self.dropped_total),
             "latency_ms": {
-                "e2e": _pct([r.e2e_ms for r in steady]),
-                "step": _pct([r.step_ms for r in steady]),
-                "sink": _pct([r.sink_ms for r in steady]),
-                "wait": _pct([r.wait_ms for r in steady]),
+                "e2e": percentiles([r.e2e_ms for r in steady]),
+                "step": percentiles([r.step_ms for r in steady]),
+                "sink": percentiles([r.sink_ms for r in steady]),
+                "wait": percentiles([r.wait_ms for r in steady]),
             },
-            "stage_ms": {k: _pct([r.stage_ms.get(k) for r in steady]) for k in stages},
+            "stage_ms": {k: percentiles([r.stage_ms.get(k) for r in steady]) for k in stages},
             "mean_j": round(self._j_sum / self._j_n, 4) if self._j_n else None,
             "power": power,
         }
         if self.discarded:
             out["window_frames"] = len(self.records)  # latency/FPS/reuse describe this recent window
-        out.update(self.extra)
         return out
 
     def status_line(self, window: int = 30) -> str:

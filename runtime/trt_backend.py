@@ -19,7 +19,7 @@ import numpy as np
 
 from edgevos.errors import BundleError, SourceError
 from edgevos.jetson.trtinfo import D2H, H2D, CudaRuntime
-from edgevos.runtime.backends import Backend
+from edgevos.backend import Backend
 
 
 def _device_memory_size(engine) -> int:
@@ -131,7 +131,7 @@ class TrtBackend(Backend):
     ``int8``, ``fp16``, ``best`` or ``fp16-dla0`` (manifest key ``trt-<precision>``).
 
     Args:
-        bundle: a bundle directory or :class:`~edgevos.export.bundle.Bundle`.
+        bundle: a bundle directory or :class:`~edgevos.bundle.Bundle`.
         precision: the engine set to run.
         device: CUDA device number.
         cuda: CUDA runtime calls (default: :class:`~edgevos.jetson.trtinfo.CudaRuntime` on
@@ -141,7 +141,7 @@ class TrtBackend(Backend):
     name = "trt"
 
     def __init__(self, bundle, precision: str = "int8", device: int = 0, cuda: Optional[CudaRuntime] = None):
-        from edgevos.export.bundle import Bundle, load_bundle
+        from edgevos.bundle import Bundle, load_bundle
         from edgevos.export.tensorrt import import_tensorrt
         from edgevos.jetson.trtinfo import device_identity
 

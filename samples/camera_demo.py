@@ -11,11 +11,7 @@ import argparse
 import os
 from pathlib import Path
 
-from edgevos.runtime.cli import grabcut_mask, parse_box, run_pipeline
-from edgevos.runtime.session import Session
-from edgevos.runtime.sinks import open_sink
-from edgevos.runtime.sources import open_source
-from edgevos.runtime.stats import format_table
+from edgevos import Session, run
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--source", default="v4l2:///dev/video0", help="camera URI: v4l2:///dev/videoN, csi://0, rtsp://...")
@@ -34,31 +30,24 @@ if source_uri.startswith("v4l2://") and not Path(source_uri[len("v4l2://"):]).ex
     print(f"{source_uri}: no such camera; using the synthetic test:// source instead")
     source_uri = "test://?frames=120&objects=1&size=240x432"
 
-if args.init_box:
-    box = parse_box(args.init_box)
-    first_mask = lambda rgb: grabcut_mask(rgb, [box])  # noqa: E731
-elif source_uri.startswith("test://"):
-    first_mask = None  # the synthetic source carries its first mask
-else:
-    first_mask = lambda rgb: grabcut_mask(rgb, [(rgb.shape[1] // 3, rgb.shape[0] // 3,  # noqa: E731
-                                                 rgb.shape[1] // 3, rgb.shape[0] // 3)])
+boxes = [args.init_box] if args.init_box else None
+centre = None  # the synthetic source carries its first mask; a camera without --init-box: the centre third
+if boxes is None and not source_uri.startswith("test://"):
+    from edgevos.data import grabcut_mask
+
+    centre = lambda rgb: grabcut_mask(rgb, [(rgb.shape[1] // 3, rgb.shape[0] // 3,  # noqa: E731
+                                            rgb.shape[1] // 3, rgb.shape[0] // 3)])
 
 if args.bundle:
     session = Session.from_bundle(args.bundle, backend=args.backend, tau=args.tau)
 else:
-    from edgevos.models.registry import get_family
+    session = Session.from_weights("gfrtm", args.weights, input_size=args.input_size, tau=args.tau)
 
-    h, w = (int(v) for v in args.input_size.split("x"))
-    session = Session.from_model(get_family("gfrtm").build(weights=args.weights, input_size=(h, w)), tau=args.tau)
-
-source = open_source(source_uri)
 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
 sink_uri = "display://0" if os.environ.get("DISPLAY") else f"file://{Path(args.out).resolve()}"
-sink = open_sink(sink_uri, fps=source.fps or 30)
-summary = run_pipeline(source, [sink], session, first_mask=first_mask, max_frames=args.frames or None,
-                       status=lambda line: print("\r" + line, end="", flush=True))
-summary.pop("_stats")
-if summary["error"]:
-    raise SystemExit(f"error: {summary['error']}")
-print("\n" + format_table(summary))
-print(f"overlay: {sink_uri} ({sink.frames} frames)")
+summary = run(source_uri, [sink_uri], session=session, first_mask=centre, init_box=boxes,
+              max_frames=args.frames or None, power=False, status=lambda line: print("\r" + line, end="", flush=True))
+if summary.error:
+    raise SystemExit(f"error: {summary.error}")
+print("\n" + summary.table())
+print(f"overlay: {sink_uri} ({summary.sink_frames[0]} frames)")

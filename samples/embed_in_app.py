@@ -10,10 +10,8 @@ import argparse
 
 import numpy as np
 
+from edgevos import Session, gstreamer
 from edgevos.data import SyntheticConfig, make_sequence
-from edgevos.models.registry import get_family
-from edgevos.runtime.session import Session
-from edgevos.runtime.sources import gst
 
 
 class SegmenterNode:
@@ -40,20 +38,21 @@ p.add_argument("--weights", default="default", help="shipped weights name or che
 p.add_argument("--input-size", default="256x448")
 p.add_argument("--frames", type=int, default=30)
 args = p.parse_args()
-model = get_family("gfrtm").build(weights=args.weights, input_size=tuple(int(v) for v in args.input_size.split("x")))
 log = lambda mask, reused, ms: print(f"  object pixels {int((mask > 0).sum()):6d}  reused {reused!s:5}  {ms:6.1f} ms")  # noqa: E731
 
 print("1) your own loop (frames from a driver, a ROS topic, a file...)")
 seq = make_sequence(SyntheticConfig(height=240, width=432, num_frames=args.frames, num_objects=1, seed=5))
-node = SegmenterNode(Session.from_model(model, tau=0.7), detect=lambda rgb: seq.mask(0), publish=log)
+session = Session.from_weights("gfrtm", args.weights, input_size=args.input_size, tau=0.7)
+node = SegmenterNode(session, detect=lambda rgb: seq.mask(0), publish=log)
 for i in range(len(seq)):
     node.on_frame(seq.frame(i))
 
 print("2) a GStreamer pipeline calling back on every decoded frame (appsink 'new-sample')")
-Gst = gst()  # DependencyError naming the extra to install when GStreamer is absent
+Gst = gstreamer()  # DependencyError naming the extra to install when GStreamer is absent
 pipe = Gst.parse_launch(f"videotestsrc pattern=ball num-buffers={args.frames} ! videoconvert ! "
                         "video/x-raw,format=RGB,width=432,height=240 ! appsink name=sink emit-signals=true sync=false")
-node = SegmenterNode(Session.from_model(model, tau=0.7), detect=ball_box, publish=log)
+session.reset()  # the same model, a new video
+node = SegmenterNode(session, detect=ball_box, publish=log)
 
 
 def on_sample(sink):  # runs in GStreamer's streaming thread; 432 * 3 bytes per row: no row padding

@@ -3,19 +3,15 @@
     python samples/export_int8.py                                      # shipped weights, generated calibration data
     python samples/export_int8.py --calib ../shared/data/davis2016-train --calib-frames 200 --out runs/bundle-davis
 
-The export runs as ``edgevos export`` in a child process (PyTorch's tracer does
-not share a process with GStreamer, and the export is a one-off job); this
-script then reads the bundle's parity report and times both precisions.
+``export_bundle`` runs the whole export (calibration, ONNX, INT8, parity report);
+this script then reads the bundle's parity report and times both precisions.
 """
 import argparse
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from edgevos.export.bundle import load_bundle
-from edgevos.runtime.ort_backend import OrtBackend
+from edgevos import Session, export_bundle, load_bundle
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--weights", default="default", help="shipped weights name or checkpoint path")
@@ -25,12 +21,8 @@ p.add_argument("--input-size", default="256x448")
 p.add_argument("--out", default="runs/bundle-int8", help="bundle directory (must not exist)")
 args = p.parse_args()
 
-cmd = [sys.executable, "-m", "edgevos", "export", "--family", "gfrtm", "--weights", args.weights,
-       "--precision", "fp32,int8-cpu", "--calib", args.calib, "--calib-frames", str(args.calib_frames),
-       "--input-size", args.input_size, "--heldout-frames", "12", "--out", args.out, "--quiet"]
-print("$", " ".join(cmd))
-if subprocess.call(cmd):
-    sys.exit("export failed")
+export_bundle(args.out, "gfrtm", weights=args.weights, precisions=["fp32", "int8-cpu"], calib=args.calib,
+              calib_frames=args.calib_frames, input_size=args.input_size, heldout_frames=12, progress=False)
 
 bundle = load_bundle(args.out)  # verifies every file's SHA-256
 print(f"\nbundle {bundle.root}: stages {bundle.stage_names}, precisions {bundle.precisions}")
@@ -41,7 +33,7 @@ for prec, row in bundle.manifest["parity"]["end_to_end"]["per_precision"].items(
 # time every stage of both precisions on the same feeds (random inputs of the recorded shapes)
 rng = np.random.default_rng(0)
 for prec in ("fp32", "int8-cpu"):
-    be = OrtBackend(bundle, prec, threads=1)
+    be = Session.from_bundle(bundle.root, backend="onnxruntime", precision=prec, threads=1).backend
     total = 0.0
     for spec in bundle.specs:
         feeds = {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in spec.inputs}

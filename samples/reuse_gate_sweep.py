@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from edgevos.evaluate_model import evaluate_taus, format_rows, plot_rows
-from edgevos.runtime.session import Session
+from edgevos import evaluate
+from edgevos.evaluate_model import format_rows, plot_rows
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--davis", help="DAVIS-layout folder (default: generated sequences with ground truth)")
@@ -38,16 +38,8 @@ else:
     sequences = [make_sequence(SyntheticConfig(height=240, width=432, num_frames=args.frames, num_objects=1,
                                                seed=s, speed=0.6)) for s in (11, 12)]
 
-if args.bundle:
-    make_session = lambda tau: Session.from_bundle(args.bundle, backend="onnxruntime", tau=tau)  # noqa: E731
-else:
-    from edgevos.models.registry import get_family
-
-    h, w = (int(v) for v in args.input_size.split("x"))
-    model = get_family("gfrtm").build(weights=args.weights, input_size=(h, w))
-    make_session = lambda tau: Session.from_model(model, tau=tau)  # noqa: E731
-
-rows = evaluate_taus(make_session, sequences, [float(t) for t in args.tau.split(",")])
+rows = evaluate(sequences, tau=[float(t) for t in args.tau.split(",")], family="gfrtm", weights=args.weights,
+                bundle=args.bundle, input_size=args.input_size)
 print(format_rows(rows))
 (out / "sweep.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "sequences"} for r in rows], indent=2))
 png = plot_rows(rows, out / "sweep.png", title="reuse gate: FPS vs J&F over tau")

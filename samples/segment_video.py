@@ -7,11 +7,7 @@
 import argparse
 from pathlib import Path
 
-from edgevos.runtime.cli import grabcut_mask, parse_box, run_pipeline
-from edgevos.runtime.session import Session
-from edgevos.runtime.sinks import open_sink
-from edgevos.runtime.sources import open_source
-from edgevos.runtime.stats import format_table
+from edgevos import Session, open_sink, run
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("video", nargs="?", help="video file (default: a generated clip)")
@@ -27,7 +23,7 @@ args = p.parse_args()
 out = Path(args.out)
 out.mkdir(parents=True, exist_ok=True)
 
-first_mask = None
+first_mask = args.mask
 video = args.video
 if video is None:  # a generated clip with exact ground truth, encoded to MP4
     from edgevos.data import SyntheticConfig, make_sequence
@@ -37,30 +33,19 @@ if video is None:  # a generated clip with exact ground truth, encoded to MP4
     with open_sink(f"file://{video.resolve()}", fps=25, overlay=False) as sink:
         for i in range(len(seq)):
             sink.write(i, seq.frame(i), None)
-    first_mask = seq.mask(0)
-if args.mask:
-    from edgevos.data import read_mask
-    first_mask = read_mask(args.mask)
-elif args.box:
-    box = parse_box(args.box)
-    first_mask = lambda rgb: grabcut_mask(rgb, [box])  # noqa: E731
-if first_mask is None:
+    first_mask = seq.mask(0) if first_mask is None else first_mask
+if first_mask is None and not args.box:
     p.error("give the object in the first frame: --mask PNG or --box x,y,w,h")
 
 if args.bundle:
     session = Session.from_bundle(args.bundle, backend="onnxruntime", tau=args.tau)
 else:
-    from edgevos.models.registry import get_family
+    session = Session.from_weights("gfrtm", args.weights, input_size=args.input_size, tau=args.tau)
 
-    h, w = (int(v) for v in args.input_size.split("x"))
-    session = Session.from_model(get_family("gfrtm").build(weights=args.weights, input_size=(h, w)), tau=args.tau)
-
-source = open_source(f"file://{Path(video).resolve()}")
-sinks = [open_sink(f"file://{(out / 'overlay.mp4').resolve()}", fps=source.fps or 25),
-         open_sink(f"masks://{(out / 'masks').resolve()}")]
-summary = run_pipeline(source, sinks, session, first_mask=first_mask, warmup=5)
-summary.pop("_stats")
-if summary["error"]:
-    raise SystemExit(f"error: {summary['error']}")
-print(format_table(summary))
-print(f"wrote {out / 'overlay.mp4'} and {out / 'masks'}/ ({sinks[1].frames} masks)")
+summary = run(f"file://{Path(video).resolve()}", [f"file://{(out / 'overlay.mp4').resolve()}",
+              f"masks://{(out / 'masks').resolve()}"], session=session, first_mask=None if args.box else first_mask,
+              init_box=[args.box] if args.box else None, warmup=5, power=False)
+if summary.error:
+    raise SystemExit(f"error: {summary.error}")
+print(summary.table())
+print(f"wrote {out / 'overlay.mp4'} and {out / 'masks'}/ ({summary.sink_frames[1]} masks)")

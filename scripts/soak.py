@@ -17,13 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def rss_mb() -> float:
@@ -43,13 +41,12 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def export_bundle(out: Path, input_size: str) -> Path:
-    """Random-weight fp32 G-FRTM bundle, exported in a child process (the TorchScript
-    tracer must not run in a process where GStreamer is initialised)."""
-    cmd = [sys.executable, "-m", "edgevos", "export", "--family", "gfrtm", "--precision", "fp32", "--calib",
-           "test://", "--calib-frames", "4", "--input-size", input_size, "--no-parity", "--quiet", "--out", str(out)]
-    subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    return out
+def random_bundle(out: Path, input_size: str) -> Path:
+    """Random-weight fp32 G-FRTM bundle (exported in a child process: GStreamer may be loaded here)."""
+    from edgevos import export_bundle
+
+    return export_bundle(out, "gfrtm", precisions=["fp32"], calib_frames=4, input_size=input_size, parity=False,
+                         progress=False, isolate=True)
 
 
 class Sampler:
@@ -100,7 +97,7 @@ def run(args) -> dict:
 
     work = Path(args.out or tempfile.mkdtemp(prefix="edgevos-soak-"))
     work.mkdir(parents=True, exist_ok=True)
-    bundle = Path(args.bundle) if args.bundle else export_bundle(work / "bundle", args.input_size)
+    bundle = Path(args.bundle) if args.bundle else random_bundle(work / "bundle", args.input_size)
     session = Session.from_bundle(bundle, threads=args.threads)
     t0 = time.perf_counter()
     sampler = Sampler(args.every, t0)
@@ -115,13 +112,12 @@ def run(args) -> dict:
             sampler.write(f.index, f.rgb, None)
         mode, summary = "bare Session loop", {"frames": args.frames, "exit_code": 0}
     else:
-        from edgevos.runtime.cli import run_pipeline
+        from edgevos.runtime.pipeline import run_pipeline
         from edgevos.runtime.sinks import open_sink
 
         src = looped_source(args.frames, args.size)
         sinks = [open_sink(f"masks://{work / 'masks'}"), open_sink(f"file://{work / 'overlay.mkv'}", fps=30)]
-        summary = run_pipeline(src, sinks + [sampler], session, warmup=min(100, args.frames // 4))
-        summary.pop("_stats")
+        summary = run_pipeline(src, sinks + [sampler], session, warmup=min(100, args.frames // 4)).as_dict()
         mode = "run_pipeline + masks:// + file:// (mkv overlay)"
     elapsed = time.perf_counter() - t0
     rows = sampler.rows  # in-run samples (sinks still open)

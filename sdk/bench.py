@@ -9,7 +9,7 @@ Rows are family[:preset] x backend x precision x tau.  ``torch`` rows run the
 checkpoint with :meth:`Session.from_model`; ``onnxruntime`` and ``tensorrt`` rows
 run a bundle exported once per family (in a child process) and cached in
 ``OUT/bundles/<family>-<precision>-<HxW>``.  Every sequence is decoded into
-memory first and played through :func:`edgevos.runtime.cli.run_pipeline`, so
+memory first and played through :func:`edgevos.runtime.pipeline.run_pipeline`, so
 FPS and latency measure the session, not the decoder; the first ``--warmup``
 frames of every sequence (the first is the initialisation) are excluded.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import subprocess
 import sys
@@ -34,15 +33,13 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from edgevos.backend import BACKENDS
 from edgevos.errors import EdgevosError, InputError
+from edgevos.parsing import parse_hw, split_list
 
 NA = "n/a"
-#: what each backend accepts on the precision axis
-BACKEND_PRECISIONS = {
-    "torch": ("fp32",),
-    "onnxruntime": ("fp32", "int8-cpu", "int8-trt"),
-    "tensorrt": ("int8", "fp16", "best"),
-}
+#: what each backend accepts on the precision axis (the backend registry's vocabulary)
+BACKEND_PRECISIONS = {name: entry.precisions for name, entry in BACKENDS.items()}
 #: ONNX precision a bundle must hold for a (backend, precision) row
 TRT_SOURCE = {"int8": "int8-trt", "fp16": "fp32", "best": "int8-trt"}
 
@@ -74,26 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-power", action="store_true", help="do not sample tegrastats/jtop")
 
 
-def _list(text) -> List[str]:
-    return [t.strip() for t in str(text or "").split(",") if t.strip()]
-
-
-def _size(text: str):
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--input-size '{text}' is not HxW (e.g. 256x448)") from None
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise InputError(f"--input-size '{text}': both sides must be positive multiples of 32 (e.g. 256x448)")
-    return h, w
-
-
 def parse_families(text: str):
     """'gfrtm,slowfast:3-7' -> [('gfrtm', None), ('slowfast', '3-7')] (validated)."""
     from edgevos.models.registry import get_family
 
     out = []
-    for item in _list(text):
+    for item in split_list(text):
         name, _, preset = item.partition(":")
         get_family(name)
         if preset:
@@ -113,7 +96,7 @@ def parse_weights(text: str, families) -> Dict[str, str]:
     if "=" not in text:
         return {f: text for f, _ in families}
     out = {}
-    for item in _list(text):
+    for item in split_list(text):
         fam, eq, w = item.partition("=")
         if not eq or not w:
             raise InputError(f"--weights item '{item}' is not FAMILY=PATH")
@@ -178,7 +161,7 @@ def open_bench_sequences(source: str, names=(), frames: Optional[int] = None, in
         from edgevos.runtime.uri import parse_source
 
         uri = parse_source(source)
-        names = list(names) or _list(uri.query.get("seq", ""))
+        names = list(names) or split_list(uri.query.get("seq", ""))
         source = uri.path
     path = Path(source[len("file://"):] if source.startswith("file://") else source).expanduser()
     if not path.exists():
@@ -259,7 +242,7 @@ class _Collect:
 
 # ----------------------------------------------------------------------------- bundles
 def _sha(path) -> str:
-    from edgevos.export.bundle import sha256
+    from edgevos.bundle import sha256
 
     return sha256(path)
 
@@ -273,9 +256,9 @@ def bundle_name(family: str, preset: Optional[str], onnx_precisions, size) -> st
 def ensure_bundle(out: Path, family: str, preset: Optional[str], weights_path: Path, onnx_precisions, size,
                   calib: str, threads: Optional[int], rebuild: bool = False, log=print) -> Path:
     """A bundle under ``out/bundles`` holding ``onnx_precisions`` for these weights: reused when a cached
-    one matches (same weights SHA-256, family, preset, size), else exported by ``edgevos export``
-    in a child process (PyTorch's tracer must not run where GStreamer was initialised)."""
-    from edgevos.export.bundle import load_bundle
+    one matches (same weights SHA-256, family, preset, size), else exported by
+    :func:`~edgevos.export.exporter.export_bundle` in a child process."""
+    from edgevos.bundle import load_bundle
 
     root = out / "bundles"
     root.mkdir(parents=True, exist_ok=True)
@@ -301,19 +284,17 @@ def ensure_bundle(out: Path, family: str, preset: Optional[str], weights_path: P
         shutil.rmtree(target)
     side = root / f"{name}.source.json"
     side.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "edgevos", "export", "--family", family, "--weights", str(weights_path),
-           "--precision", ",".join(onnx_precisions), "--calib", calib, "--calib-frames", "48",
-           "--input-size", f"{size[0]}x{size[1]}", "--heldout-frames", "20", "--out", str(target), "--quiet"]
-    if threads:
-        cmd += ["--threads", str(threads)]
+    from edgevos.export.exporter import export_bundle
+
     log(f"[bench] exporting {name} ({', '.join(onnx_precisions)}) in a child process")
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    (root / f"{name}.export.log").write_text(proc.stdout + proc.stderr)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise EdgevosError(f"export of {name} failed (exit {proc.returncode}): {tail[0]}; "
-                           f"see {root / (name + '.export.log')}")
+    export_log = root / f"{name}.export.log"
+    try:  # a child process keeps this one's torch threads and GStreamer state as they are
+        export_bundle(target, family, weights=str(weights_path), precisions=onnx_precisions, calib=calib,
+                      calib_frames=48, input_size=size, heldout_frames=20, threads=threads or 1, progress=False,
+                      isolate=True, log=export_log)
+    except EdgevosError as exc:
+        raise EdgevosError(f"export of {name} failed: {exc}; see {export_log}") from None
     side.write_text(json.dumps(key, indent=2))
     log(f"[bench] exported {target} in {time.perf_counter() - t0:.0f} s")
     return target
@@ -321,7 +302,7 @@ def ensure_bundle(out: Path, family: str, preset: Optional[str], weights_path: P
 
 def build_engines(bundle_dir: Path, precision: str):
     """TensorRT engines for a cached bundle via ``edgevos build`` in a child process (Jetson / NVIDIA GPU)."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     proc = subprocess.run([sys.executable, "-m", "edgevos", "build", str(bundle_dir), "--precision", precision],
                           capture_output=True, text=True)
@@ -351,8 +332,8 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
     import numpy as np
 
     from edgevos.metrics import evaluate_sequence
-    from edgevos.runtime.cli import run_pipeline
-    from edgevos.runtime.stats import _pct
+    from edgevos.runtime.pipeline import run_pipeline
+    from edgevos.runtime.stats import percentiles
 
     session = make_session()
     program = getattr(session, "program", None)
@@ -374,11 +355,11 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
             sink = _Collect(counter)
             summary = run_pipeline(_MemorySource(seq.name, imgs, gts_run), [sink], session, first_mask=first,
                                    warmup=warmup, status=None)
-            stats = summary.pop("_stats")
-            if summary.get("stopped_by") in ("SIGINT", "SIGTERM"):
+            stats = summary.stats
+            if summary.stopped_by in ("SIGINT", "SIGTERM"):
                 raise KeyboardInterrupt
-            if summary.get("error"):
-                raise EdgevosError(f"{seq.name}: {summary['error']}")
+            if summary.error:
+                raise EdgevosError(f"{seq.name}: {summary.error}")
             start, n, span = _steady_window(stats)
             windows.append((stats.records[start].t_end, stats.records[-1].t_end) if n else None)
             steady += stats.steady()
@@ -400,10 +381,10 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
                 j_all += js
                 f_all += fs
                 j, f = float(np.mean(js)), float(np.mean(fs))
-            per_seq.append({"sequence": seq.name, "frames": len(stats), "fps": summary.get("fps"),
-                            "reuse_rate": summary.get("reuse_rate"), "J": j, "F": f})
+            per_seq.append({"sequence": seq.name, "frames": len(stats), "fps": summary.fps,
+                            "reuse_rate": summary.reuse_rate, "J": j, "F": f})
             if status:
-                status(f"{seq.name}: {summary.get('fps') or 0:.1f} FPS")
+                status(f"{seq.name}: {summary.fps or 0:.1f} FPS")
     finally:
         if power is not None:
             power.stop()
@@ -423,11 +404,11 @@ def run_row(make_session, sequences, warmup: int, power=None, status=None) -> di
         "J&F": (jm + fm) / 2 if jm is not None else None,
         "J": jm,
         "F": fm,
-        "latency_ms": {"e2e": _pct([r.e2e_ms for r in steady]), "step": _pct([r.step_ms for r in steady])},
-        "stage_ms": {k: _pct([r.stage_ms.get(k) for r in steady]) for k in stages},
+        "latency_ms": {"e2e": percentiles([r.e2e_ms for r in steady]), "step": percentiles([r.step_ms for r in steady])},
+        "stage_ms": {k: percentiles([r.stage_ms.get(k) for r in steady]) for k in stages},
         "stage_runs": {k: sum(1 for r in steady if k in r.stage_ms) / max(len(steady), 1) for k in stages},
         # backend stages only: latency of one call, and calls per frame when the stage runs (per object)
-        "stage_call_ms": {k: _pct(v) for k, v in per_call.items() if counter is None or k in counter.counts},
+        "stage_call_ms": {k: percentiles(v) for k, v in per_call.items() if counter is None or k in counter.counts},
         "stage_calls_per_frame": {k: float(np.mean(v)) for k, v in calls_per_frame.items()
                                   if counter is None or k in counter.counts},
         "sequences": per_seq,
@@ -559,7 +540,7 @@ def plot_fps_jf(rows, path, title: str = "") -> Optional[Path]:
 def roofline(rows, bundles: Dict[tuple, Path], peaks: dict) -> Optional[dict]:
     """Per stage and (family, backend, precision): FLOPs/frame from the ONNX graph and achieved
     GFLOP/s at the median stage latency (from the largest tau at which the stage ran), vs ``peaks``."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
     from edgevos.roofline import count_flops, stage_rows
 
     groups: Dict[str, List[dict]] = {}
@@ -632,27 +613,58 @@ def _jetson_warning(device: dict) -> Optional[str]:
     return None
 
 
-def main(args) -> int:
+def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,onnxruntime",
+              precision: str = "fp32,int8-cpu", tau="1,0.7", weights: str = "default", input_size="256x448",
+              sequences: Optional[str] = None, frames: Optional[int] = None, warmup: int = 5,
+              threads: Optional[int] = None, init_mask: Optional[str] = None, max_reuse: Optional[int] = None,
+              calib: str = "test://", rebuild: bool = False, measure_roofline: bool = True,
+              measure_power: bool = True) -> dict:
+    """The benchmark matrix: family[:preset] x backend x precision x tau (what ``edgevos bench`` does).
+
+    Args:
+        source: DAVIS-layout folder, a video file (+ ``init_mask``), ``test://`` or ``davis://ROOT``.
+        out: output folder (results.json, results.md, plots, cached bundles).
+        family: comma-separated families, slowfast with a preset: ``"gfrtm,slowfast:3-7"``.
+        backend: comma-separated: torch, onnxruntime, tensorrt.
+        precision: comma-separated: fp32, int8-cpu, int8-trt (onnxruntime); int8, fp16, best (tensorrt).
+        tau: reuse-gate thresholds (a comma-separated string or a list).
+        weights: ``"default"``, a checkpoint path, or per family ``"gfrtm=PATH,slowfast=PATH"``.
+        input_size: model input ``"HxW"`` or (H, W), multiples of 32.
+        sequences: comma-separated sequence names.
+        frames: frames per sequence (default: all; 60 for test://).
+        warmup: frames per sequence excluded from FPS and latency.
+        threads: CPU threads for torch / ONNX Runtime and the GEMM peak.
+        init_mask: first-frame mask PNG when ``source`` is a video file.
+        max_reuse: force a computed frame after this many reuses.
+        calib: calibration source for INT8 exports.
+        rebuild: re-export bundles even when cached ones match.
+        measure_roofline: time a GEMM peak and write the physical-limit figure.
+        measure_power: sample tegrastats/jtop.
+
+    Returns:
+        What ``results.json`` holds: run metadata, ``rows`` (one dict per row, with ``status``)
+        and ``roofline``.
+    """
     import numpy as np
 
-    from edgevos.evaluate import _taus
+    from edgevos.parsing import parse_taus
 
     t_start = time.perf_counter()
-    families = parse_families(args.family)
-    backends, precisions = _list(args.backend), _list(args.precision)
-    taus = _taus(args.tau)
-    size = _size(args.input_size)
-    if args.warmup < 0:
-        raise InputError(f"--warmup {args.warmup} must be >= 0")
-    if args.frames is not None and args.frames < 3:
-        raise InputError(f"--frames {args.frames}: need at least 3 frames per sequence")
+    families = parse_families(family)
+    backends, precisions = split_list(backend), split_list(precision)
+    taus = parse_taus(",".join(str(t) for t in tau) if isinstance(tau, (list, tuple)) else tau)
+    size = parse_hw(input_size, "--input-size", multiple=32) if isinstance(input_size, str) else tuple(input_size)
+    if warmup < 0:
+        raise InputError(f"--warmup {warmup} must be >= 0")
+    if frames is not None and frames < 3:
+        raise InputError(f"--frames {frames}: need at least 3 frames per sequence")
     plan, skipped = matrix(families, backends, precisions, taus)
     if not plan:
         raise InputError(f"no row to run: backends {backends} x precisions {precisions} has no valid pair "
                          f"(torch: fp32; onnxruntime: fp32, int8-cpu, int8-trt; tensorrt: int8, fp16, best)")
-    weights = parse_weights(args.weights, families)
-    sequences, has_gt, src_desc = open_bench_sequences(args.source, _list(args.sequences), args.frames, args.init_mask)
-    out = Path(args.out)
+    weights = parse_weights(weights, families)
+    sequences, has_gt, src_desc = open_bench_sequences(source, split_list(sequences), frames, init_mask)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
     from edgevos.doctor import collect
@@ -712,7 +724,7 @@ def main(args) -> int:
     for (fam, preset), precs in need.items():
         try:
             bundles[(fam, preset)] = ensure_bundle(out, fam, preset, checkpoint(fam, preset), precs, size,
-                                                   args.calib, args.threads, args.rebuild)
+                                                   calib, threads, rebuild)
         except Exception as exc:  # this family's bundle rows fail; the others run
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             bundle_errors[(fam, preset)] = msg if isinstance(exc, EdgevosError) else f"{type(exc).__name__}: {msg}"
@@ -722,9 +734,9 @@ def main(args) -> int:
     from edgevos.roofline import measure_peak
 
     peaks_before = None
-    if not args.no_roofline:
-        print(f"[bench] physical limit: timing a large GEMM ({args.threads or 'default'} threads)")
-        peaks_before = measure_peak(args.threads)
+    if measure_roofline:
+        print(f"[bench] physical limit: timing a large GEMM ({threads or 'default'} threads)")
+        peaks_before = measure_peak(threads)
     rows = []
     interrupted = False
     for k, spec in enumerate(plan, 1):
@@ -738,14 +750,14 @@ def main(args) -> int:
                 model = get_model(*key)
                 r["size_mb"] = checkpoint(*key).stat().st_size / 1e6
                 r["size_of"] = "checkpoint"
-                make = lambda m=model, r=r: Session.from_model(m, tau=r["tau"], threads=args.threads,  # noqa: E731
-                                                               max_reuse=args.max_reuse, family=r["family"])
+                make = lambda m=model, r=r: Session.from_model(m, tau=r["tau"], threads=threads,  # noqa: E731
+                                                               max_reuse=max_reuse, family=r["family"])
             else:
                 if key in bundle_errors:
                     raise EdgevosError(bundle_errors[key])
                 bdir = bundles[key]
                 prec = r["precision"] if r["backend"] == "onnxruntime" else f"trt-{r['precision']}"
-                from edgevos.export.bundle import load_bundle
+                from edgevos.bundle import load_bundle
 
                 b = load_bundle(bdir)
                 r["bundle"] = str(bdir)
@@ -755,10 +767,10 @@ def main(args) -> int:
                     b = build_engines(bdir, r["precision"])
                     r["size_mb"] = stage_files_mb(b, prec)
                 make = lambda r=r, bdir=bdir: Session.from_bundle(  # noqa: E731
-                    bdir, backend=r["backend"], precision=r["precision"], tau=r["tau"], threads=args.threads,
-                    max_reuse=args.max_reuse)
-            power = None if args.no_power else PowerMonitor()
-            r.update(run_row(make, sequences, args.warmup, power=power))
+                    bdir, backend=r["backend"], precision=r["precision"], tau=r["tau"], threads=threads,
+                    max_reuse=max_reuse)
+            power = None if not measure_power else PowerMonitor()
+            r.update(run_row(make, sequences, warmup, power=power))
             r["status"] = "ok"
         except KeyboardInterrupt:
             r["status"] = "interrupted"
@@ -777,9 +789,9 @@ def main(args) -> int:
             break
 
     roof = None
-    if not args.no_roofline and not interrupted:
+    if measure_roofline and not interrupted:
         try:
-            roof = roofline(rows, bundles, best_peaks(peaks_before, measure_peak(args.threads)))
+            roof = roofline(rows, bundles, best_peaks(peaks_before, measure_peak(threads)))
         except EdgevosError as exc:
             print(f"[bench] physical-limit figure skipped: {exc}", file=sys.stderr)
 
@@ -789,14 +801,14 @@ def main(args) -> int:
     meta = {
         "date": date,
         "command": "edgevos bench " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
-        "source": args.source,
+        "source": source,
         "source_description": src_desc,
         "ground_truth": has_gt,
         "sequences": [s.name for s in sequences],
         "frames_per_sequence": frames_per_seq,
         "frames_total": int(np.sum(frames_per_seq)),
-        "warmup_per_sequence": args.warmup,
-        "threads": args.threads,
+        "warmup_per_sequence": warmup,
+        "threads": threads,
         "input_size": list(size),
         "weights": {f: str(w) for f, w in weights.items()},
         "skipped": skipped,
@@ -814,8 +826,8 @@ def main(args) -> int:
                       title=f"FPS vs J&F on {src_desc.split(' (')[0]} ({sum(frames_per_seq)} frames)")
     md = [f"# edgevos bench, {date}", "",
           f"* device: {device_line(device)}",
-          f"* source: {src_desc}; frames per sequence {frames_per_seq}, first {args.warmup} of each excluded "
-          f"from FPS/latency; input {size[0]}x{size[1]}; threads {args.threads or 'default'}",
+          f"* source: {src_desc}; frames per sequence {frames_per_seq}, first {warmup} of each excluded "
+          f"from FPS/latency; input {size[0]}x{size[1]}; threads {threads or 'default'}",
           f"* weights: {', '.join(f'{f}={w}' for f, w in weights.items())}",
           "* size MB: the stage files a row loads (checkpoint for torch); latency: end to end per frame, "
           "steady state; W and J/frame from tegrastats/jtop (n/a where power cannot be read)", ""]
@@ -853,6 +865,15 @@ def main(args) -> int:
           + (f", {out / 'roofline.png'}" if roof else ""))
     if warning:
         print(warning, file=sys.stderr)
-    if interrupted:
+    return {**meta, "rows": rows, "roofline": roof}
+
+
+def main(args) -> int:
+    results = benchmark(args.source, args.out, family=args.family, backend=args.backend, precision=args.precision,
+                        tau=args.tau, weights=args.weights, input_size=args.input_size, sequences=args.sequences,
+                        frames=args.frames, warmup=args.warmup, threads=args.threads, init_mask=args.init_mask,
+                        max_reuse=args.max_reuse, calib=args.calib, rebuild=args.rebuild,
+                        measure_roofline=not args.no_roofline, measure_power=not args.no_power)
+    if results["interrupted"]:
         return 130
-    return 0 if any(r["status"] == "ok" for r in rows) else 1
+    return 0 if any(r["status"] == "ok" for r in results["rows"]) else 1

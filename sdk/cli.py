@@ -15,11 +15,11 @@ from edgevos.errors import EdgevosError
 # verb -> (module, one-line help)
 COMMANDS = {
     "doctor": ("edgevos.doctor", "report versions, CPU features, GPU and Jetson state"),
-    "eval": ("edgevos.evaluate", "DAVIS J&F of saved masks, or of a model on a DAVIS folder"),
+    "eval": ("edgevos.eval_cli", "DAVIS J&F of saved masks, or of a model on a DAVIS folder"),
     "train": ("edgevos.train.cli", "train a model family on DAVIS-layout folders + synthetic data"),
-    "export": ("edgevos.export.cli", "export a model to a bundle: per-stage ONNX, INT8, parity report"),
-    "build": ("edgevos.export.build_cli", "build TensorRT engines for a bundle (Jetson / GPU)"),
-    "run": ("edgevos.runtime.cli", "segment a source URI and write sinks (video, masks)"),
+    "export": ("edgevos.export_cli", "export a model to a bundle: per-stage ONNX, INT8, parity report"),
+    "build": ("edgevos.build_cli", "build TensorRT engines for a bundle (Jetson / GPU)"),
+    "run": ("edgevos.run_cli", "segment a source URI and write sinks (video, masks)"),
     "bench": ("edgevos.bench", "benchmark matrix: family x backend x precision x tau"),
     "demo": ("edgevos.demo", "the quick-start job on embedded defaults"),
     "import-weights": ("edgevos.import_weights", "import an FRTM / Reuse_VOS ResNet18 checkpoint as an edgevos checkpoint"),

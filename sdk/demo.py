@@ -39,16 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="store_true", help="re-export the bundle even if one exists")
 
 
-def _size(text):
-    from edgevos.errors import InputError
-
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"size '{text}' is not HxW (e.g. 240x432)") from None
-    return h, w
-
-
 def make_clip(out: Path, frames: int, size, seed: int):
     """A generated sequence and its H.264 MP4 (encoded by the runtime's GStreamer sink)."""
     from edgevos.data import SyntheticConfig, make_sequence
@@ -64,17 +54,13 @@ def make_clip(out: Path, frames: int, size, seed: int):
     return seq, path
 
 
-def export_bundle(out: Path, weights: str, input_size, precision: str, rebuild: bool) -> Path:
-    """``edgevos export`` in a child process: PyTorch's TorchScript tracer and an
-    initialised GStreamer do not share a process safely, and the export is a
-    one-off torch job anyway."""
-    import subprocess
-    import sys
-
+def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: bool) -> Path:
+    """``out/bundle``: reused when it holds ``precision`` at ``input_size``, else exported
+    (in a child process: this one has initialised GStreamer)."""
     bundle = out / "bundle"
     if bundle.exists() and not rebuild:
         from edgevos.errors import BundleError
-        from edgevos.export.bundle import load_bundle
+        from edgevos.bundle import load_bundle
 
         try:
             b = load_bundle(bundle)
@@ -87,16 +73,10 @@ def export_bundle(out: Path, weights: str, input_size, precision: str, rebuild: 
         import shutil
 
         shutil.rmtree(bundle)
-    precisions = "fp32" if precision == "fp32" else f"fp32,{precision}"
-    code = subprocess.call([sys.executable, "-m", "edgevos", "export", "--family", "gfrtm", "--weights", weights,
-                            "--precision", precisions, "--calib", "test://", "--calib-frames", "48",
-                            "--input-size", f"{input_size[0]}x{input_size[1]}", "--heldout-frames", "20",
-                            "--out", str(bundle), "--quiet"])
-    if code:
-        from edgevos.errors import EdgevosError
+    from edgevos.export.exporter import export_bundle
 
-        raise EdgevosError(f"export failed with exit code {code}")
-    return bundle
+    return export_bundle(bundle, "gfrtm", weights=weights, precisions=sorted({"fp32", precision}), calib="test://",
+                         calib_frames=48, input_size=input_size, heldout_frames=20, progress=False, isolate=True)
 
 
 def _pinning(text, threads):
@@ -119,22 +99,22 @@ def main(args) -> int:
     import numpy as np
 
     from edgevos.data import read_mask
-    from edgevos.evaluate import _taus
+    from edgevos.parsing import parse_hw, parse_taus
     from edgevos.metrics import evaluate_sequence
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.session import Session
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    taus = _taus(args.tau)
+    taus = parse_taus(args.tau)
     t0 = time.perf_counter()
     print("[demo] 1/3 generating a clip with ground truth and encoding it to MP4")
-    seq, clip = make_clip(out, args.frames, _size(args.clip_size), args.seed)
+    seq, clip = make_clip(out, args.frames, parse_hw(args.clip_size, "--clip-size"), args.seed)
     print(f"[demo]     {clip} ({len(seq)} frames, {seq.frame(0).shape[1]}x{seq.frame(0).shape[0]}, objects {seq.object_ids})")
     print(f"[demo] 2/3 exporting G-FRTM-fast ({args.weights}) to ONNX + {args.precision}")
-    bundle = export_bundle(out, args.weights, _size(args.input_size), args.precision, args.rebuild)
+    bundle = ensure_bundle(out, args.weights, parse_hw(args.input_size, "--input-size"), args.precision, args.rebuild)
     print(f"[demo] 3/3 GStreamer runtime: file://{clip.name} -> overlay MP4 + masks, ONNX Runtime {args.precision}")
     gts = [seq.mask(i) for i in range(len(seq))]
     rows = []
@@ -155,8 +135,8 @@ def main(args) -> int:
         sinks = [open_sink(f"file://{(out / f'overlay_{tag}.mp4').resolve()}", fps=25),
                  open_sink(f"masks://{(out / f'masks_{tag}').resolve()}")]
         summary = run_pipeline(source, sinks, session, first_mask=gts[0], warmup=5, status=None, core_split=split)
-        if summary.get("error"):
-            print(f"[demo] run at tau={tau:g} ended with an error: {summary['error']}")
+        if summary.error:
+            print(f"[demo] run at tau={tau:g} ended with an error: {summary.error}")
         masks_dir = out / f"masks_{tag}"
         preds = []
         for i in range(len(seq)):
@@ -166,9 +146,9 @@ def main(args) -> int:
         st = ev["stats"]
         jm = float(np.mean([s["J-Mean"] for s in st.values()]))
         fm = float(np.mean([s["F-Mean"] for s in st.values()]))
-        rows.append({"tau": tau, "precision": args.precision, "frames": summary.get("frames"),
-                     "fps": summary.get("fps"), "reuse_rate": summary.get("reuse_rate"),
-                     "latency_ms_p50": summary.get("latency_ms", {}).get("p50") if isinstance(summary.get("latency_ms"), dict) else None,
+        rows.append({"tau": tau, "precision": args.precision, "frames": summary.frames,
+                     "fps": summary.fps, "reuse_rate": summary.reuse_rate,
+                     "latency_ms_p50": summary.latency_ms.get("p50"),
                      "J": jm, "F": fm, "J&F": (jm + fm) / 2, "overlay": str(out / f"overlay_{tag}.mp4"),
                      "masks": str(masks_dir)})
     print()

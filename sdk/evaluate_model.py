@@ -1,15 +1,19 @@
-"""Evaluate a model family on DAVIS-layout sequences: J&F, reuse rate and FPS per tau.
+"""Evaluate a model on sequences with ground truth: J&F, reuse rate and FPS per tau.
 
-Used by ``edgevos eval --family ...`` and the benchmarks.  The session is
-created once per tau; the first frame (initialisation) is excluded from FPS.
+``evaluate(...)`` is the public entry (``edgevos eval --family ...`` is its
+argument layer).  The session is created once per tau; the first frame
+(initialisation) is excluded from FPS.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
+
+from edgevos.errors import InputError
+from edgevos.parsing import parse_hw, parse_taus
 
 
 def run_sequence(session, seq, save_dir: Optional[Path] = None) -> dict:
@@ -86,6 +90,78 @@ def evaluate_taus(make_session: Callable[[float], object], sequences: Sequence, 
             "sequences": per_seq,
         })
     return rows
+
+
+def session_factory(family: Optional[str] = None, weights: str = "default", bundle=None,
+                    backend: Optional[str] = None, precision: Optional[str] = None, threads: Optional[int] = None,
+                    max_reuse: Optional[int] = None, input_size=None) -> Callable[[float], object]:
+    """``tau -> Session`` for a bundle (any backend) or a family's PyTorch weights.
+
+    Args:
+        family: model family of ``weights`` (not needed with ``bundle``).
+        weights: ``"default"`` or a checkpoint path (PyTorch).
+        bundle: an exported bundle directory instead of weights.
+        backend: for ``bundle``; default onnxruntime.  Weights run on torch.
+        precision, threads, max_reuse: for the session.
+        input_size: model input (H, W) or ``"HxW"`` for weights (default: the checkpoint's).
+
+    Returns:
+        A function making a fresh session for a threshold.
+    """
+    from edgevos.runtime.session import Session
+
+    if bundle:
+        backend = backend or "onnxruntime"
+        return lambda tau: Session.from_bundle(bundle, backend=backend, precision=precision, tau=tau,
+                                               threads=threads, max_reuse=max_reuse)
+    if backend not in (None, "torch"):
+        raise InputError(f"--backend {backend} needs an exported --bundle; --weights runs on torch")
+    if not family:
+        raise InputError("evaluating weights needs their model family (--family gfrtm, or family='gfrtm')")
+    from edgevos.models.registry import get_family
+
+    kwargs = {}
+    if input_size:
+        kwargs["input_size"] = parse_hw(input_size, "--input-size") if isinstance(input_size, str) else tuple(input_size)
+    else:
+        from edgevos.models.weights import load_checkpoint
+
+        saved = load_checkpoint(family, weights).get("config", {})
+        if "input_size" in saved:
+            kwargs["input_size"] = tuple(saved["input_size"])
+    model = get_family(family).build(weights=weights, **kwargs)
+    return lambda tau: Session.from_model(model, tau=tau, threads=threads, max_reuse=max_reuse)
+
+
+def evaluate(sequences, tau: Union[float, Sequence[float]] = 1.0, *, family: Optional[str] = None,
+             weights: str = "default", bundle=None, backend: Optional[str] = None, precision: Optional[str] = None,
+             max_reuse: Optional[int] = None, input_size=None, threads: Optional[int] = None,
+             save_masks=None, progress: bool = True) -> List[dict]:
+    """Run a model over sequences with ground truth and score it, once per tau.
+
+        rows = evaluate("DAVIS", tau=[1, 0.7], bundle="bundles/gfrtm")
+
+    Args:
+        sequences: a DAVIS-layout folder (every sequence in it), or sequence objects
+            (``name``, ``len()``, ``frame(i)``, ``mask(i)``: :mod:`edgevos.data`).
+        tau: one reuse-gate threshold or several.
+        family, weights, bundle, backend, precision, max_reuse, input_size, threads:
+            the model to run; see :func:`session_factory`.
+        save_masks: write predicted masks in DAVIS layout here (``tau<t>/`` per tau when several).
+        progress: show a progress bar.
+
+    Returns:
+        One row per tau: ``tau``, ``J&F``, ``J``, ``F`` (means over objects), ``reuse_rate``,
+        ``fps`` and per-sequence detail under ``sequences``.
+    """
+    if isinstance(sequences, (str, Path)):
+        from edgevos.data import DavisDataset
+
+        ds = DavisDataset(sequences)
+        sequences = [ds[n] for n in ds.sequences]
+    taus = parse_taus(",".join(str(t) for t in tau) if isinstance(tau, (list, tuple)) else tau)
+    make = session_factory(family, weights, bundle, backend, precision, threads, max_reuse, input_size)
+    return evaluate_taus(make, sequences, taus, save_masks=save_masks, progress=progress)
 
 
 def format_rows(rows: List[dict]) -> str:

@@ -43,6 +43,52 @@ def _check_same_shape(a, b, what):
         raise InputError(f"{what} shapes differ: annotation {a.shape} vs segmentation {b.shape}; pass masks of the same size")
 
 
+def mean_object_iou(pred: np.ndarray, gt: np.ndarray) -> Optional[float]:
+    """Accuracy against ground truth: the mean over the object ids of ``gt`` of the
+    IoU of that id in ``pred`` and ``gt``, void (255) pixels ignored.
+
+    Args:
+        pred: (H, W) predicted object ids.
+        gt: (H, W) ground-truth object ids, 0 background, 255 void.
+
+    Returns:
+        The mean IoU, or None when ``gt`` has no object.
+    """
+    valid = gt != VOID
+    ious = []
+    for obj in np.unique(gt[valid]):
+        if obj == 0:
+            continue
+        p = (pred == obj) & valid
+        g = gt == obj
+        union = np.count_nonzero(p | g)
+        ious.append(np.count_nonzero(p & g) / union if union else 1.0)
+    return float(np.mean(ious)) if ious else None
+
+
+def agreement_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Agreement of two id maps, neither taken as the truth: the mean over the ids
+    present in either (0 and 255 excluded) of their IoU.
+
+    Args:
+        a, b: (H, W) object ids of the same shape.
+
+    Returns:
+        The mean IoU; 1.0 when both maps are empty.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    ids = sorted((set(np.unique(a).tolist()) | set(np.unique(b).tolist())) - {0, VOID})
+    if not ids:
+        return 1.0
+    vals = []
+    for k in ids:
+        x, y = a == k, b == k
+        union = np.logical_or(x, y).sum()
+        vals.append(1.0 if union == 0 else float(np.logical_and(x, y).sum() / union))
+    return float(np.mean(vals))
+
+
 def db_eval_iou(annotation, segmentation, void_pixels=None):
     """Jaccard index of two binary masks (or stacks of masks, last two axes
     are H, W); pixels set in ``void_pixels`` are ignored.  An empty union

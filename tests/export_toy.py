@@ -80,8 +80,9 @@ class ToyResult:
 class ToyProgram:
     """Host logic: normalise, encode, decode with the previous soft mask."""
 
-    def __init__(self, backend, config=None, tau=1.0):
+    def __init__(self, backend, config=None, tau=1.0, max_reuse=None):
         self.backend = backend
+        self.tau, self.max_reuse = tau, max_reuse  # no reuse gate: kept for the Session interface
         spec = backend.spec("encoder").inputs[0]
         self.h, self.w = spec.shape[2], spec.shape[3]
         self.prev = None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,18 +14,18 @@ _BUNDLE = {}
 
 
 def ort_bundle(tmp_path_factory) -> Path:
-    """An fp32 G-FRTM bundle at 128x224 with random weights.  The export runs in a child
-    process: the TorchScript tracer crashes in a process where GStreamer was initialised."""
+    """An fp32 G-FRTM bundle at 128x224 with random weights, exported in a spawned process
+    (the TorchScript tracer crashes in a process where GStreamer was initialised)."""
     if "path" not in _BUNDLE:
+        from edgevos import export_bundle
+
         out = tmp_path_factory.mktemp("reliability_bundle") / "gfrtm"
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        proc = subprocess.run(
-            [sys.executable, "-m", "edgevos", "export", "--family", "gfrtm", "--precision", "fp32",
-             "--calib", "test://", "--calib-frames", "4", "--input-size", BUNDLE_SIZE, "--no-parity",
-             "--quiet", "--out", str(out)],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            pytest.fail(f"export of the test bundle failed:\n{proc.stdout}\n{proc.stderr}")
+        log = out.parent / "export.log"
+        try:
+            export_bundle(out, "gfrtm", precisions=["fp32"], calib_frames=4, input_size=BUNDLE_SIZE, parity=False,
+                          progress=False, isolate=True, log=log)
+        except Exception as exc:
+            pytest.fail(f"export of the test bundle failed: {exc}\n{log.read_text() if log.is_file() else ''}")
         _BUNDLE["path"] = out
     return _BUNDLE["path"]
 

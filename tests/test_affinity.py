@@ -94,7 +94,7 @@ class _RecordingSession:
 
 @linux_2cores
 def test_run_pipeline_keeps_inference_on_its_core_and_the_mask_writer_off_it(tmp_path):
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
@@ -106,7 +106,7 @@ def test_run_pipeline_keeps_inference_on_its_core_and_the_mask_writer_off_it(tmp
     sink = open_sink(f"masks://{tmp_path / 'm'}")
     summary = run_pipeline(open_source("test://?frames=12&size=48x64"), [sink], session, warmup=3,
                            handle_signals=False, core_split=split)
-    assert summary["exit_code"] == 0 and summary["affinity"]["inference_cores"] == [core]
+    assert summary.exit_code == 0 and summary.affinity["inference_cores"] == [core]
     assert session.step_cores and all(c == {core} for c in session.step_cores)
     assert session.writer_cores and all(c == allowed - {core} for c in session.writer_cores[1:])
     assert len(list((tmp_path / "m").glob("*.png"))) == 12

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgevos.errors import BundleError
-from edgevos.export.bundle import FORMAT_VERSION, load_bundle, sha256, write_bundle
+from edgevos.bundle import FORMAT_VERSION, load_bundle, sha256, write_bundle
 from edgevos.stages import StageSpec, TensorSpec
 
 SPECS = [

@@ -9,7 +9,7 @@ pytest.importorskip("onnxslim")
 from export_toy import ToyProgram, ToySequence, build_toy  # noqa: E402
 
 from edgevos.errors import BundleError, DataError  # noqa: E402
-from edgevos.runtime.backends import TorchBackend  # noqa: E402
+from edgevos.backend import TorchBackend  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -258,18 +258,18 @@ def test_int8_cpu_thin_convs_float_bias_and_compact_file(toy, tmp_path):
 
 def test_cli_method_and_keep_float_per_flavour():
     from edgevos.errors import InputError
-    from edgevos.export.cli import _keep_float, _methods
+    from edgevos.export.exporter import keep_float_for, resolve_methods
     from edgevos.export.quantize import DEFAULT_METHOD
 
     both = ["int8-cpu", "int8-trt"]
-    assert _methods(None, both) == DEFAULT_METHOD
-    assert _methods("minmax", both) == {"int8-cpu": "minmax", "int8-trt": "minmax"}
-    assert _methods("int8-trt=entropy", both) == {"int8-cpu": DEFAULT_METHOD["int8-cpu"], "int8-trt": "entropy"}
-    assert _methods("minmax", ["int8-cpu"]) == {"int8-cpu": "minmax"}
+    assert resolve_methods(None, both) == DEFAULT_METHOD
+    assert resolve_methods("minmax", both) == {"int8-cpu": "minmax", "int8-trt": "minmax"}
+    assert resolve_methods("int8-trt=entropy", both) == {"int8-cpu": DEFAULT_METHOD["int8-cpu"], "int8-trt": "entropy"}
+    assert resolve_methods("minmax", ["int8-cpu"]) == {"int8-cpu": "minmax"}
     with pytest.raises(InputError, match="'bogus'"):
-        _methods("bogus", both)
+        resolve_methods("bogus", both)
     with pytest.raises(InputError, match="'int4'"):
-        _methods("int4=minmax", both)
+        resolve_methods("int4=minmax", both)
     text = "decoder_reuse,int8-trt:/features.0/*,int8-cpu:/predict/*"
-    assert _keep_float(text, "int8-trt") == ["decoder_reuse", "/features.0/*"]
-    assert _keep_float(text, "int8-cpu") == ["decoder_reuse", "/predict/*"]
+    assert keep_float_for(text, "int8-trt") == ["decoder_reuse", "/features.0/*"]
+    assert keep_float_for(text, "int8-cpu") == ["decoder_reuse", "/predict/*"]

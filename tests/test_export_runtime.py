@@ -36,7 +36,7 @@ def toy_bundle(tmp_path_factory):
 
 
 def test_cli_bundle_and_parity(toy_bundle, capsys):
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     b = load_bundle(toy_bundle)
     m = b.manifest
@@ -60,15 +60,10 @@ def test_cli_errors(tmp_path, monkeypatch):
     register_toy_family(monkeypatch)
     base = ["export", "--family", "toy", "--input-size", "64x96", "--quiet"]
     assert cli(base + ["--calib", str(tmp_path / "missing"), "--out", str(tmp_path / "o1")]) == 1
+    from edgevos import export_bundle
+
     with pytest.raises(InputError, match="unknown model family 'nope'"):
-        from edgevos.export.cli import main
-
-        class A:
-            pass
-
-        a = A()
-        a.__dict__.update(precision="fp32", input_size="64x96", calib_frames=10, out=str(tmp_path / "o2"), family="nope")
-        main(a)
+        export_bundle(tmp_path / "o2", "nope", precisions="fp32", input_size="64x96", calib_frames=10)
     assert cli(base + ["--calib", "test://", "--calib-frames", "0", "--out", str(tmp_path / "o3")]) == 1
     assert cli(base + ["--precision", "int4", "--out", str(tmp_path / "o4")]) == 1
 
@@ -118,8 +113,8 @@ def test_ort_backend_errors(toy_bundle, tmp_path):
 
 
 def test_parity_end_to_end_detects_a_broken_backend(toy_bundle):
-    from edgevos.export.parity import end_to_end, mask_iou
-    from edgevos.runtime.backends import Backend
+    from edgevos.export.parity import end_to_end
+    from edgevos.backend import Backend
     from edgevos.runtime.ort_backend import OrtBackend
     from export_toy import ToyProgram
 
@@ -139,12 +134,11 @@ def test_parity_end_to_end_detects_a_broken_backend(toy_bundle):
                      [ToySequence("s", n=6, h=64, w=96)])
     assert res["per_precision"]["same"]["iou_vs_reference_mean"] == 1.0
     assert res["per_precision"]["broken"]["iou_vs_reference_mean"] < 0.5
-    assert mask_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
 
 
 def test_gfrtm_export_int8_cpu(tmp_path, capsys):
     """The real family through the CLI at a small input size; parity report printed and saved."""
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     out = tmp_path / "gfrtm"
     rc = cli(["export", "--family", "gfrtm", "--precision", "int8-cpu", "--calib", "test://", "--calib-frames", "12",
@@ -191,7 +185,7 @@ def test_engine_names_and_trtexec_args():
 
 
 def test_build_script_shellcheck_and_register(toy_bundle, tmp_path):
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     b = tmp_path / "b"
     shutil.copytree(toy_bundle, b)
@@ -273,7 +267,7 @@ def test_benchmark_compare_two_bundles(toy_bundle):
 def test_int8_cpu_stage_slower_than_fp32_stays_fp32(tmp_path, monkeypatch):
     """The export times each int8-cpu stage against FP32 and keeps FP32 where INT8 is not faster."""
     from edgevos.export import benchmark
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     register_toy_family(monkeypatch)
     monkeypatch.setattr(benchmark, "interleaved_ms", lambda paths, feeds, threads=1: [1.0, 2.0] if "head" in str(paths[0]) else [2.0, 1.0])
@@ -287,3 +281,25 @@ def test_int8_cpu_stage_slower_than_fp32_stays_fp32(tmp_path, monkeypatch):
     info = b.manifest["quantization"]["stages"]["head"]["int8-cpu"]
     assert info["used"] == "fp32" and "INT8 2.000 ms >= FP32 1.000 ms" in info["reason"]
     assert b.manifest["quantization"]["stages"]["encoder"]["int8-cpu"]["speed_check_ms"] == {"fp32": 2.0, "int8-cpu": 1.0}
+
+
+def test_a_backend_is_one_file_plus_one_registry_line(toy_bundle, tmp_path, monkeypatch):
+    from edgevos.backend import BACKENDS, BackendEntry
+    from edgevos.runtime.session import Session
+
+    monkeypatch.setitem(BACKENDS, "onnx-reference",
+                        BackendEntry("onnx-reference", "toy_backend:OnnxReferenceBackend", ("fp32",), "onnx"))
+    register_toy_family(monkeypatch)
+    seq = ToySequence("s", n=5, h=64, w=96)
+    masks = {}
+    for backend in ("onnx-reference", "onnxruntime"):
+        s = Session.from_bundle(toy_bundle, backend=backend, precision="fp32")
+        masks[backend] = [s.start(seq.frame(0), seq.mask(0)).mask] + [s.step(seq.frame(i)).mask for i in range(1, 5)]
+    assert type(s.backend).__name__ == "OrtBackend"
+    assert all((a == b).mean() > 0.999 for a, b in zip(masks["onnx-reference"], masks["onnxruntime"]))
+    # the CLI offers it too: its --backend choices are the registry
+    assert cli(["run", "test://?frames=4&size=64x96&objects=1", f"masks://{tmp_path / 'm'}", "--bundle",
+                str(toy_bundle), "--backend", "onnx-reference", "--no-power", "--quiet"]) == 0
+    assert len(list((tmp_path / "m").glob("*.png"))) == 4
+    with pytest.raises(InputError, match="unknown backend 'nope'"):
+        Session.from_bundle(toy_bundle, backend="nope")

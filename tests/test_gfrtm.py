@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 
 from edgevos.errors import InputError  # noqa: E402
 from edgevos.models.registry import get_family  # noqa: E402
-from edgevos.runtime.backends import TorchBackend  # noqa: E402
+from edgevos.backend import TorchBackend  # noqa: E402
 from edgevos.runtime.session import Session  # noqa: E402
 
 SIZE = (64, 128)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.gst
 
 CHILD = r'''
 import json, sys
-from edgevos.runtime.cli import run_pipeline
+from edgevos.runtime.pipeline import run_pipeline
 from edgevos.runtime.session import Session
 from edgevos.runtime.sinks import open_sink
 from edgevos.runtime.sources import open_source
@@ -34,9 +34,8 @@ src = open_source("test://?frames=600&size=96x160&seed=2&objects=1")
 sinks = [open_sink("file://" + out + "/overlay.mp4", fps=30), open_sink("masks://" + out + "/masks"),
          open_sink("json://" + out + "/stats.jsonl")]
 s = run_pipeline(src, sinks, session)
-s.pop("_stats")
-print(json.dumps(s), flush=True)
-sys.exit(s["exit_code"])
+print(json.dumps(s.as_dict()), flush=True)
+sys.exit(s.exit_code)
 '''
 
 
@@ -160,7 +159,7 @@ def session(tmp_path_factory):
 
 def test_stalled_camera_reconnects_and_the_session_keeps_its_state(session, tmp_path):
     gst_or_skip()
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
 
     src = _camera(timeout=0.5, reconnect=2, backoff=0.05)
@@ -168,17 +167,17 @@ def test_stalled_camera_reconnects_and_the_session_keeps_its_state(session, tmp_
     masks = open_sink(f"masks://{tmp_path / 'm'}")
     t0 = time.perf_counter()
     s = run_pipeline(src, [masks, probe], session, first_mask=_first_mask(), max_frames=16)
-    assert s["exit_code"] == 0 and s["stopped_by"] == "max frames" and s["reconnects"] == 1
+    assert s.exit_code == 0 and s.stopped_by == "max frames" and s.reconnects == 1
     assert probe.indices == list(range(16))  # frame index continues across the reconnect
     assert session.program.frame_index == 15 and session.object_ids == [1]  # same session, same objects
     assert time.perf_counter() - t0 >= 0.5  # the stall was waited out (timeout), then recovered
     assert len(list((tmp_path / "m").glob("*.png"))) == 16
-    assert "hunter2" not in json.dumps({k: v for k, v in s.items() if k != "_stats"})
+    assert "hunter2" not in json.dumps(s.as_dict())
 
 
 def test_stall_without_reconnect_ends_the_run_with_outputs_intact(session, tmp_path):
     gst_or_skip()
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
 
     src = _camera(timeout=0.5)
@@ -186,10 +185,10 @@ def test_stall_without_reconnect_ends_the_run_with_outputs_intact(session, tmp_p
     video = tmp_path / "overlay.mp4"
     sinks = [open_sink(f"file://{video}", fps=30), open_sink(f"masks://{tmp_path / 'm'}"), probe]
     s = run_pipeline(src, sinks, session, first_mask=_first_mask())
-    assert s["exit_code"] == 1 and s["stopped_by"] == "source error"
-    assert "no frame for 0.5 s (source stalled or disconnected)" in s["error"]
-    assert "rtsp://***@cam.local/x" in s["error"] and "hunter2" not in s["error"]
-    n = s["frames"]
+    assert s.exit_code == 1 and s.stopped_by == "source error"
+    assert "no frame for 0.5 s (source stalled or disconnected)" in s.error
+    assert "rtsp://***@cam.local/x" in s.error and "hunter2" not in s.error
+    n = s.frames
     assert n == len(probe.indices) >= 8
     assert len(list((tmp_path / "m").glob("*.png"))) == n
     assert _count_frames(video) == n
@@ -198,13 +197,13 @@ def test_stall_without_reconnect_ends_the_run_with_outputs_intact(session, tmp_p
 def test_camera_disconnect_mid_stream_then_reconnect_budget_runs_out(session, tmp_path):
     """A camera that drops out (end of stream) twice: reconnected once, then reported."""
     gst_or_skip()
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
 
     src = _camera(extra="num-buffers=6 ", timeout=2.0, reconnect=1, backoff=0.05)
     probe = Probe(src)
     s = run_pipeline(src, [open_sink(f"masks://{tmp_path / 'm'}"), probe], session, first_mask=_first_mask())
-    assert s["exit_code"] == 1 and s["reconnects"] == 1
-    assert "stream ended (camera disconnected?) after 1 reconnect attempt(s)" in s["error"]
+    assert s.exit_code == 1 and s.reconnects == 1
+    assert "stream ended (camera disconnected?) after 1 reconnect attempt(s)" in s.error
     assert probe.indices == list(range(len(probe.indices))) and len(probe.indices) >= 8
-    assert len(list((tmp_path / "m").glob("*.png"))) == s["frames"]
+    assert len(list((tmp_path / "m").glob("*.png"))) == s.frames

@@ -175,7 +175,7 @@ def test_add_object_and_step_errors_after_start(session):
 def test_mid_stream_resolution_change_through_the_run_loop(session, tmp_path):
     """A source whose frames change size: the run stops with a clear error, exit code 1,
     and every mask computed before the change is on disk."""
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import Frame, Source
     from edgevos.runtime.uri import parse_source
@@ -187,8 +187,8 @@ def test_mid_stream_resolution_change_through_the_run_loop(session, tmp_path):
 
     sink = open_sink(f"masks://{tmp_path / 'm'}")
     s = run_pipeline(Changing(parse_source("test://")), [sink], session, first_mask=_box_mask(48, 80))
-    assert s["exit_code"] == 1 and s["stopped_by"] == "error" and s["frames"] == 4
-    assert "frame is 96x64 but the sequence started at 80x48" in s["error"]
+    assert s.exit_code == 1 and s.stopped_by == "error" and s.frames == 4
+    assert "frame is 96x64 but the sequence started at 80x48" in s.error
     assert len(list((tmp_path / "m").glob("*.png"))) == 4
 
 
@@ -262,7 +262,7 @@ def _edit_manifest(root: Path, fn) -> None:
 
 
 def test_real_bundle_faults_refuse_to_load(tmp_path_factory, tmp_path):
-    from edgevos.export.bundle import sha256
+    from edgevos.bundle import sha256
     from edgevos.runtime.session import Session
 
     assert Session.from_bundle(ort_bundle(tmp_path_factory), threads=1).object_ids == []
@@ -321,25 +321,23 @@ def test_real_bundle_faults_refuse_to_load(tmp_path_factory, tmp_path):
 
 
 def test_bundle_weights_file_cannot_escape(tmp_path_factory, tmp_path):
-    from edgevos.runtime.session import _bundle_weights
-
     d = bundle_copy(tmp_path_factory, tmp_path / "w")
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     b = load_bundle(d)
     b.manifest["weights_file"] = "../../etc/passwd"
     with pytest.raises(BundleError, match="points outside the bundle"):
-        _bundle_weights(b)
+        b.weights_path()
     b.manifest["weights_file"] = "gate.onnx"
-    assert _bundle_weights(b) == (d / "gate.onnx").resolve()
+    assert b.weights_path() == (d / "gate.onnx").resolve()
     b.manifest["weights_file"] = "unlisted.pt"
     with pytest.raises(BundleError, match="no SHA-256"):
-        _bundle_weights(b)
+        b.weights_path()
 
 
 def test_engine_built_for_another_tensorrt_or_gpu(tmp_path_factory, tmp_path):
     """No TensorRT here: the check runs on engine names registered in a real bundle."""
-    from edgevos.export.bundle import add_files, load_bundle
+    from edgevos.bundle import add_files, load_bundle
     from edgevos.runtime.trt_backend import TrtBackend, engine_mismatch
 
     d = bundle_copy(tmp_path_factory, tmp_path / "trt")
@@ -399,7 +397,7 @@ def test_output_directory_not_writable(tmp_path):
 
 
 def test_mask_directory_replaced_by_a_file_mid_run(session, tmp_path):
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
@@ -421,9 +419,9 @@ def test_mask_directory_replaced_by_a_file_mid_run(session, tmp_path):
             pass
 
     s = run_pipeline(open_source("test://?frames=40&size=48x80&objects=1"), [masks, Saboteur()], session)
-    assert s["exit_code"] == 1 and s["frames"] < 40
-    assert f"writing masks to {out} failed" in s["error"]
-    assert "File exists" in s["error"] or "Not a directory" in s["error"]
+    assert s.exit_code == 1 and s.frames < 40
+    assert f"writing masks to {out} failed" in s.error
+    assert "File exists" in s.error or "Not a directory" in s.error
 
 
 def test_disk_fills(session, tmp_path):
@@ -432,7 +430,7 @@ def test_disk_fills(session, tmp_path):
     behind, and the unfinished video never appears under its final name."""
     gst_or_skip()
     from edgevos.data.masks import read_mask
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
@@ -442,7 +440,7 @@ def test_disk_fills(session, tmp_path):
     try:
         sinks = [open_sink(f"masks://{disk / 'm'}"), open_sink(f"json://{disk / 's.jsonl'}")]
         s = run_pipeline(open_source("test://?frames=3000&size=96x160&objects=1"), sinks, session, warmup=0)
-        assert s["exit_code"] == 1 and "No space left on device" in s["error"] and s["frames"] < 3000
+        assert s.exit_code == 1 and "No space left on device" in s.error and s.frames < 3000
         pngs = sorted((disk / "m").glob("*.png"))
         assert len(pngs) > 10 and not list((disk / "m").glob("*.tmp"))
         for p in pngs:
@@ -453,8 +451,8 @@ def test_disk_fills(session, tmp_path):
         sink = open_sink(f"file://{video}", fps=30, overlay=False)
         src = open_source("test://?frames=400&size=240x432&objects=1")  # noisy texture: compresses badly
         s = run_pipeline(src, [sink], session, warmup=0)
-        assert s["exit_code"] == 1 and "No space left on the resource" in s["error"], s["error"]
-        assert "could not finalize the video" in s["error"] and "partial data left in" in s["error"]
+        assert s.exit_code == 1 and "No space left on the resource" in s.error, s.error
+        assert "could not finalize the video" in s.error and "partial data left in" in s.error
         assert not video.exists()
     finally:
         _umount(disk)
@@ -512,15 +510,14 @@ def test_credentials_never_in_clear(tmp_path_factory, tmp_path):
     JSON log never show the password (connection to loopback port 1 fails fast)."""
     gst_or_skip()
     from edgevos.data.masks import write_mask
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sources import open_source
 
     try:  # the failure shows either when the pipeline starts or on the first pull
         src = open_source("rtsp://user:s3cret@127.0.0.1:1/x", timeout=2)
         summary = run_pipeline(src, [], None, first_mask=_box_mask(48, 80))
-        summary.pop("_stats")
-        text = json.dumps(summary)
-        assert summary["exit_code"] == 1 and summary["stopped_by"] == "source error"
+        text = json.dumps(summary.as_dict())
+        assert summary.exit_code == 1 and summary.stopped_by == "source error"
     except SourceError as exc:
         text = str(exc)
     assert "s3cret" not in text and "rtsp://***@127.0.0.1:1/x" in text

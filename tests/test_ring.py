@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edgevos.errors import InputError
-from edgevos.runtime.ring import SLACK, RingBuffer, RingBuffers, StridedRing, mirrored_slots
+from edgevos.ring import SLACK, RingBuffer, RingBuffers, StridedRing, mirrored_slots
 
 LAYOUTS = ["mirrored", "sliding"]
 

@@ -33,8 +33,8 @@ def _items(ring):
 def test_in_place_ring_writes_match_copying_and_sliding_rings(bundle, monkeypatch):
     """Zero-copy (mirrored rings, stage outputs bound to ring slots) vs the plain path (sliding rings,
     outputs copied in): identical masks and probabilities, computed and reused frames alike."""
-    from edgevos.runtime import ring as ring_mod
-    from edgevos.runtime.backends import Backend
+    from edgevos import ring as ring_mod
+    from edgevos.backend import Backend
     from edgevos.runtime.ort_backend import OrtBackend
     from edgevos.runtime.session import Session
 
@@ -99,7 +99,7 @@ def test_out_arrays_are_checked(bundle):
 
 def test_binding_table_covers_a_full_period_and_wraps(bundle, monkeypatch):
     """The per-frame binding table: built at start without moving the rings, and right past its wrap-around."""
-    from edgevos.runtime import ring as ring_mod
+    from edgevos import ring as ring_mod
     from edgevos.runtime.session import Session
 
     fast = Session.from_bundle(bundle, precision="fp32", tau=1.0, threads=1)

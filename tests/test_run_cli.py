@@ -70,7 +70,7 @@ def _gst_or_skip():
 
 def test_run_pipeline_test_source_to_masks_and_json(tmp_path):
     from edgevos.data.masks import read_mask
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
@@ -78,11 +78,11 @@ def test_run_pipeline_test_source_to_masks_and_json(tmp_path):
     sinks = [open_sink(f"masks://{tmp_path / 'm'}"), open_sink(f"json://{tmp_path / 's.jsonl'}")]
     lines = []
     summary = run_pipeline(src, sinks, ColourSession(), warmup=4, status=lines.append, status_every=0.0)
-    assert summary["frames"] == 30 and summary["stopped_by"] == "end of stream" and summary["exit_code"] == 0
-    assert summary["reuse_rate"] == pytest.approx(sum(i % 2 == 0 for i in range(4, 30)) / 26, abs=1e-3)
-    assert 0.0 <= summary["mean_j"] <= 1.0 and summary["fps"] > 0
-    assert summary["latency_ms"]["e2e"]["p95"] >= summary["latency_ms"]["e2e"]["p50"] > 0
-    assert "label" in summary["stage_ms"] and summary["dropped"] == 0 and summary["power"] is None
+    assert summary.frames == 30 and summary.stopped_by == "end of stream" and summary.exit_code == 0
+    assert summary.reuse_rate == pytest.approx(sum(i % 2 == 0 for i in range(4, 30)) / 26, abs=1e-3)
+    assert 0.0 <= summary.mean_j <= 1.0 and summary.fps > 0
+    assert summary.latency_ms["e2e"]["p95"] >= summary.latency_ms["e2e"]["p50"] > 0
+    assert "label" in summary.stage_ms and summary.dropped == 0 and summary.power is None
     assert len(lines) == 30 and lines[-1].startswith("frame     29")
     pngs = sorted((tmp_path / "m").glob("*.png"))
     assert len(pngs) == 30
@@ -93,29 +93,29 @@ def test_run_pipeline_test_source_to_masks_and_json(tmp_path):
 
 
 def test_run_pipeline_max_frames_and_wrong_mask(tmp_path):
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
     sink = open_sink(f"masks://{tmp_path / 'a'}")
     s = run_pipeline(open_source("test://?frames=20&size=64x96"), [sink], ColourSession(), max_frames=7)
-    assert s["stopped_by"] == "max frames" and s["frames"] == 7 and s["exit_code"] == 0
+    assert s.stopped_by == "max frames" and s.frames == 7 and s.exit_code == 0
     assert len(list((tmp_path / "a").glob("*.png"))) == 7
     bad = np.zeros((10, 10), np.uint8)
     bad[2:5, 2:5] = 1
     sink = open_sink(f"masks://{tmp_path / 'b'}")
     s = run_pipeline(open_source("test://?frames=5&size=64x96"), [sink], ColourSession(), first_mask=bad)
-    assert s["exit_code"] == 1 and s["frames"] == 0 and sink.closed
-    assert "first mask is 10x10 but the frame is 96x64" in s["error"]
+    assert s.exit_code == 1 and s.frames == 0 and sink.closed
+    assert "mask is 10x10 but frame is 96x64" in s.error
     s = run_pipeline(open_source("test://?frames=5&size=64x96"), [], ColourSession(),
                      first_mask=np.zeros((64, 96), np.uint8))
-    assert s["exit_code"] == 1 and "no object pixels" in s["error"]
+    assert s.exit_code == 1 and "no object pixels" in s.error
 
 
 def test_source_error_mid_run_keeps_outputs_valid(tmp_path):
     """A truncated input: every frame before the cut is segmented, the video is finalized."""
     _gst_or_skip()
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
@@ -130,15 +130,15 @@ def test_source_error_mid_run_keeps_outputs_valid(tmp_path):
     out = tmp_path / "overlay.mp4"
     sinks = [open_sink(f"file://{out}", fps=20), open_sink(f"masks://{tmp_path / 'm'}")]
     s = run_pipeline(open_source(f"file://{cut}"), sinks, ColourSession(), first_mask=first)
-    assert s["stopped_by"] == "source error" and s["exit_code"] == 1 and "truncated" in s["error"]
-    n = s["frames"]
+    assert s.stopped_by == "source error" and s.exit_code == 1 and "truncated" in s.error
+    n = s.frames
     assert 5 < n < 40
     assert len(list((tmp_path / "m").glob("*.png"))) == n
     assert sum(1 for _ in open_source(f"file://{out}")) == n
 
 
 def test_grabcut_box_to_mask():
-    from edgevos.runtime.cli import grabcut_mask, parse_box
+    from edgevos.data import grabcut_mask, parse_box
 
     rng = np.random.default_rng(0)
     img = (rng.integers(0, 40, (120, 160, 3))).astype(np.uint8)
@@ -198,16 +198,15 @@ def test_cli_end_to_end_with_box(monkeypatch, tmp_path, videos_dir, capsys):
 
 CHILD = DOUBLE + '''
 import json, sys
-from edgevos.runtime.cli import run_pipeline
+from edgevos.runtime.pipeline import run_pipeline
 from edgevos.runtime.sinks import open_sink
 from edgevos.runtime.sources import open_source
 out = sys.argv[1]
 src = open_source("test://?frames=1000&size=96x160&seed=2")
 sinks = [open_sink("file://" + out + "/overlay.mp4", fps=30), open_sink("masks://" + out + "/masks")]
 s = run_pipeline(src, sinks, ColourSession(delay=0.01))
-s.pop("_stats")
-print(json.dumps(s), flush=True)
-sys.exit(s["exit_code"])
+print(json.dumps(s.as_dict()), flush=True)
+sys.exit(s.exit_code)
 '''
 
 
@@ -275,7 +274,7 @@ def test_disk_full_while_writing_masks_stops_the_run_cleanly(tmp_path):
     import errno
 
     from edgevos.data.masks import write_mask
-    from edgevos.runtime.cli import run_pipeline
+    from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
@@ -291,8 +290,8 @@ def test_disk_full_while_writing_masks_stops_the_run_cleanly(tmp_path):
     masks._write_mask = filling_disk
     log = open_sink(f"json://{tmp_path / 's.jsonl'}")
     s = run_pipeline(open_source("test://?frames=200&size=48x64"), [masks, log], ColourSession())
-    assert s["exit_code"] == 1 and "No space left on device" in s["error"] and str(tmp_path / "m") in s["error"]
-    assert s["frames"] < 200  # stopped early, not after the whole stream
+    assert s.exit_code == 1 and "No space left on device" in s.error and str(tmp_path / "m") in s.error
+    assert s.frames < 200  # stopped early, not after the whole stream
     assert len(list((tmp_path / "m").glob("*.png"))) == 5 and not list((tmp_path / "m").glob("*.tmp"))
     assert log.closed and len((tmp_path / "s.jsonl").read_text().splitlines()) >= 5
 

@@ -87,7 +87,7 @@ def test_export_int8_parity_and_timing(tmp_path, weights):
                "--out", "bundle", cwd=tmp_path)
     assert "held-out mask IoU vs PyTorch" in out
     assert "int8-cpu" in out and "fp32" in out and "MB, all stages once" in out
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     assert {"fp32", "int8-cpu"} <= set(load_bundle(tmp_path / "bundle").precisions)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from edgevos.runtime.power import PowerMonitor, integrate, parse_tegrastats
-from edgevos.runtime.stats import FrameRecord, RunStats, format_table, mask_iou
+from edgevos.metrics import agreement_iou, mean_object_iou
+from edgevos.runtime.stats import FrameRecord, RunStats, format_table
 
 # Recorded-format tegrastats lines (one per board generation)
 ORIN_NANO = ("11-22-2026 10:00:00 RAM 1878/7620MB (lfb 1x4MB) SWAP 0/3810MB (cached 0MB) "
@@ -157,8 +158,11 @@ def test_short_runs_and_iou():
     pred = np.zeros((4, 4), np.uint8)
     pred[:2, :1] = 1
     pred[3, 3] = 1  # void pixel: ignored
-    assert mask_iou(pred, gt) == pytest.approx(0.5)
-    assert mask_iou(pred, np.zeros((4, 4), np.uint8)) is None
+    assert mean_object_iou(pred, gt) == pytest.approx(0.5)
+    assert mean_object_iou(pred, np.zeros((4, 4), np.uint8)) is None
+    # agreement of two predictions: symmetric, over the ids of either map
+    assert agreement_iou(pred, gt) == agreement_iou(gt, pred) == pytest.approx(2 / 5)  # void counts here
+    assert agreement_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
 
 
 def test_run_stats_memory_is_bounded_but_totals_cover_the_run():

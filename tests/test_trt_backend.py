@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _engine_bundle(tmp_path):
-    from edgevos.export.bundle import add_files, write_bundle
+    from edgevos.bundle import add_files, write_bundle
     from edgevos.stages import StageSpec, TensorSpec
 
     root = tmp_path / "b"

@@ -19,7 +19,7 @@ onnx = pytest.importorskip("onnx")
 
 @pytest.fixture
 def bundle(tmp_path):
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     return load_bundle(qdq_bundle(tmp_path / "b"))
 
@@ -85,7 +85,7 @@ def test_python_builder_int8_only_where_the_graph_has_qdq(bundle, trt, tmp_path)
 
 def test_build_bundle_records_what_each_stage_runs_in(bundle, trt, monkeypatch):
     from edgevos.export import tensorrt as T
-    from edgevos.export.bundle import load_bundle
+    from edgevos.bundle import load_bundle
 
     monkeypatch.setattr(T, "device_identity", lambda device=0: "sm87x16")
     engines = T.build_bundle_engines(bundle.root, T.BuildOptions("int8"), progress=False)

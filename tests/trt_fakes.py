@@ -43,7 +43,7 @@ def conv_onnx(path: Path, qdq: bool, c: int = 4, hw=(8, 8)) -> Path:
 def qdq_bundle(root: Path) -> Path:
     """A bundle with fp32 and int8-trt files: 'encoder' quantized, 'decoder' kept float
     (its int8-trt entry is the FP32 file, as ``edgevos export`` writes for such a stage)."""
-    from edgevos.export.bundle import write_bundle
+    from edgevos.bundle import write_bundle
     from edgevos.stages import StageSpec, TensorSpec
 
     root.mkdir(parents=True)

@@ -15,11 +15,14 @@ class Family:
     _program: str  # "module:Class" (torch-free)
 
     def build(self, weights=None, input_size=None, **overrides):
-        """The PyTorch model (needs torch): stage_modules(), stage_specs(), config, normalization.
+        """The PyTorch model (needs torch): stage_modules(), stage_specs(), config, normalization,
+        and ``family`` (this family's name).
 
         ``input_size`` None: the size the weights were trained at (the family's default without weights).
         """
-        return _load(self._build)(weights=weights, input_size=input_size, **overrides)
+        model = _load(self._build)(weights=weights, input_size=input_size, **overrides)
+        model.family = self.name
+        return model
 
     def make_program(self, backend, config: dict, tau: float = 1.0, **kwargs):
         """The torch-free step program running this family's stages on ``backend``."""
@@ -46,3 +49,17 @@ def get_family(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise InputError(f"unknown model family '{name}': choose one of {sorted(FAMILIES)}") from None
+
+
+def family_of(model) -> Family:
+    """The family a PyTorch model belongs to: its ``family`` attribute (set by
+    :meth:`Family.build`), else the family whose builder module defines its class."""
+    name = getattr(model, "family", None)
+    if name is not None:
+        return get_family(name)
+    module = type(model).__module__
+    for fam in FAMILIES.values():
+        if fam._build.split(":")[0] == module:
+            return fam
+    raise InputError(f"{type(model).__name__} ({module}) is no registered family's model: build it with "
+                     f"get_family(name).build(...) or pass family= (one of {sorted(FAMILIES)})")

@@ -6,7 +6,7 @@ reuse gate (tau < 1) -> either ``slow_body`` + ``mask_decoder`` per object
 
 State (all explicit, inspectable):
 
-* ``rings``: one ring buffer per temporal layer (a :class:`~edgevos.runtime.ring.StridedRing`
+* ``rings``: one ring buffer per temporal layer (a :class:`~edgevos.ring.StridedRing`
   where it is read at a stride, so that window is contiguous as well),
   holding that layer's input at past frames (``k - 1`` items read at stride
   ``alpha`` for slow layers, so capacity ``(k - 1) * stride``).  Fast-layer and
@@ -85,7 +85,7 @@ class SlowFastProgram(ObjectSetMixin):
     START_HINT = "the first frame (and its mask)"
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None):
-        from edgevos.runtime.ring import RingBuffer, StridedRing
+        from edgevos.ring import RingBuffer, StridedRing
 
         self.backend = backend
         self.config = dict(config)

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from edgevos.export.bundle import add_files, load_bundle
+    from edgevos.bundle import add_files, load_bundle
     from edgevos.export.tensorrt import BuildOptions, build_bundle_engines, register_engines, write_build_script
 
     if args.register:

@@ -234,6 +234,22 @@ class Bundle:
                 return s
         raise BundleError(f"bundle {self.root} has no stage '{stage}'; it has {self.stage_names}")
 
+    def weights_path(self) -> Path:
+        """The PyTorch checkpoint the bundle carries (hash-verified, inside the bundle)."""
+        from edgevos.errors import InputError
+
+        path = self.manifest.get("weights_file")
+        if not path:
+            raise InputError(
+                f"bundle {self.root} does not carry PyTorch weights: the torch backend needs them; "
+                f"use --backend onnxruntime or export with the weights included"
+            )
+        full = _safe_rel(self.root, path)  # no absolute paths, '..' or symlinks out of the bundle
+        if path not in self.manifest.get("files", {}):
+            raise BundleError(f"bundle {self.root}: weights file '{path}' has no SHA-256 in the manifest: "
+                              "re-export the bundle")
+        return full
+
     def stage_path(self, stage: str, precision: str) -> Path:
         files = self._stage(stage).get("files", {})
         if precision not in files:

@@ -1,4 +1,4 @@
-"""``edgevos eval``: DAVIS J&F of saved masks.
+"""``edgevos eval``: DAVIS J&F of saved masks, or of a model (the argument layer over :func:`edgevos.evaluate`).
 
     edgevos eval --results RESULTS --davis DAVIS [--sequences a,b] [--out DIR]
 
@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from edgevos.backend import BACKENDS
 from edgevos.errors import InputError
+from edgevos.parsing import parse_taus
 
 
 def add_results_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +39,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--family", default=None, help="run this model family over --davis (e.g. gfrtm)")
     g.add_argument("--weights", default="default", help="shipped weights name or checkpoint path (torch backend)")
     g.add_argument("--bundle", default=None, help="evaluate an exported bundle instead of PyTorch weights")
-    g.add_argument("--backend", default=None, choices=["torch", "onnxruntime", "tensorrt"],
+    g.add_argument("--backend", default=None, choices=list(BACKENDS),
                    help="default: torch for --weights, onnxruntime for --bundle")
     g.add_argument("--precision", default=None, help="bundle precision (fp32, int8-cpu, int8-trt, ...)")
     g.add_argument("--tau", default="1", help="reuse-gate threshold(s), comma-separated: 1,0.9,0.8,0.7,0.5")
@@ -115,58 +117,20 @@ def main_results(args) -> int:
     return 0
 
 
-def _taus(text: str):
-    try:
-        taus = [float(t) for t in str(text).split(",") if t.strip()]
-    except ValueError:
-        raise InputError(f"--tau '{text}' is not a comma-separated list of numbers in [0, 1]") from None
-    bad = [t for t in taus if not 0.0 <= t <= 1.0]
-    if not taus or bad:
-        raise InputError(f"--tau values {bad or text} must lie in [0, 1] (1 = never reuse)")
-    return taus
-
-
-def make_session_factory(args):
-    """tau -> Session, for --weights (PyTorch) or --bundle (any backend)."""
-    from edgevos.runtime.session import Session
-
-    if args.bundle:
-        backend = args.backend or "onnxruntime"
-        return lambda tau: Session.from_bundle(args.bundle, backend=backend, precision=args.precision, tau=tau,
-                                               threads=args.threads, max_reuse=args.max_reuse)
-    if args.backend not in (None, "torch"):
-        raise InputError(f"--backend {args.backend} needs an exported --bundle; --weights runs on torch")
-    from edgevos.models.registry import get_family
-
-    kwargs = {}
-    if args.input_size:
-        try:
-            kwargs["input_size"] = tuple(int(v) for v in args.input_size.lower().split("x"))
-        except ValueError:
-            raise InputError(f"--input-size '{args.input_size}' is not HxW (e.g. 256x448)") from None
-    else:
-        from edgevos.models.weights import load_checkpoint
-
-        saved = load_checkpoint(args.family, args.weights).get("config", {})
-        if "input_size" in saved:
-            kwargs["input_size"] = tuple(saved["input_size"])
-    model = get_family(args.family).build(weights=args.weights, **kwargs)
-    return lambda tau: Session.from_model(model, tau=tau, threads=args.threads, max_reuse=args.max_reuse,
-                                          family=args.family)
-
-
 def main_model(args) -> int:
     """Run a model family over ``--davis`` and score it (model-evaluation mode): J&F, reuse rate, FPS per tau."""
     import json
 
     from edgevos.data import DavisDataset
-    from edgevos.evaluate_model import evaluate_taus, format_rows, plot_rows
+    from edgevos.evaluate_model import evaluate, format_rows, plot_rows
 
-    taus = _taus(args.tau)
+    taus = parse_taus(args.tau)
     ds = DavisDataset(args.davis, sequences=args.sequences, resolution=args.resolution)
     seqs = [ds[n] for n in ds.sequences]
-    rows = evaluate_taus(make_session_factory(args), seqs, taus, save_masks=args.save_masks,
-                         progress=not args.no_progress)
+    rows = evaluate(seqs, tau=taus, family=args.family, weights=args.weights, bundle=args.bundle,
+                    backend=args.backend, precision=args.precision, max_reuse=args.max_reuse,
+                    input_size=args.input_size, threads=args.threads, save_masks=args.save_masks,
+                    progress=not args.no_progress)
     out = Path(args.out or args.save_masks or ".")
     out.mkdir(parents=True, exist_ok=True)
     what = args.bundle or args.weights

@@ -1,0 +1,334 @@
+"""The run loop: a source URI through a :class:`~edgevos.runtime.session.Session` into sinks.
+
+``run(source, sinks, bundle=...)`` opens everything from URIs and returns a
+:class:`RunSummary`; ``run_pipeline(source, sinks, session)`` is the loop itself
+for callers that open their own source, sinks and session (benchmarks, tests).
+On Ctrl-C, SIGTERM, end of stream or a source error the sinks are finalized
+(the video is playable, every computed mask is on disk) and the summary says
+how the run ended: exit code 0 end of stream / max frames, 1 source or input
+error, 130 Ctrl-C, 143 SIGTERM.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+from edgevos.errors import EdgevosError, InputError, SourceError
+from edgevos.runtime.stats import RunStats
+
+EXIT_CODES = {"end of stream": 0, "max frames": 0, "SIGINT": 130, "SIGTERM": 143}
+
+#: GIL switch interval while a pipeline runs (Python's default is 5 ms)
+SWITCH_INTERVAL_S = 0.001
+
+
+@dataclass
+class RunSummary:
+    """How a run went: steady-state statistics plus how it ended.
+
+    ``as_dict()`` is the JSON form (what ``edgevos run --log`` writes and
+    :func:`~edgevos.runtime.stats.format_table` prints); ``stats`` keeps every
+    per-frame record.
+    """
+
+    frames: int  # frames handled over the whole run
+    warmup: int
+    steady_frames: int
+    fps: Optional[float]  # steady-state frames per second
+    wall_s: float
+    reuse_rate: Optional[float]
+    dropped: int
+    latency_ms: Dict[str, Optional[dict]]  # e2e / step / sink / wait -> p50, p95, p99, mean, max
+    stage_ms: Dict[str, Optional[dict]]  # stage -> p50, p95, p99, mean, max
+    mean_j: Optional[float]  # mean IoU with the source's ground truth, when it has one
+    power: Optional[dict]
+    source: str
+    sinks: List[str]
+    stopped_by: str  # "end of stream", "max frames", "SIGINT", "SIGTERM", "source error", "error"
+    error: Optional[str]
+    reconnects: int
+    affinity: Optional[dict]
+    exit_code: int
+    window_frames: Optional[int] = None  # set when latency/FPS describe only a recent window
+    sink_frames: List[int] = field(default_factory=list)  # frames each sink wrote
+    stats: Optional[RunStats] = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        """The summary as plain JSON-ready data (no per-frame records)."""
+        out = {k: getattr(self, k) for k in ("frames", "warmup", "steady_frames", "fps", "wall_s", "reuse_rate",
+                                             "dropped", "latency_ms", "stage_ms", "mean_j", "power")}
+        if self.window_frames is not None:
+            out["window_frames"] = self.window_frames
+        out.update({k: getattr(self, k) for k in ("source", "sinks", "stopped_by", "error", "reconnects",
+                                                  "affinity", "exit_code")})
+        return out
+
+    def table(self) -> str:
+        """The summary as a table a person can read."""
+        from edgevos.runtime.stats import format_table
+
+        return format_table(self.as_dict())
+
+    def write_json(self, path) -> Path:
+        """The summary and every per-frame record, written atomically to ``path``."""
+        return self.stats.write_json(path, self.as_dict())
+
+
+def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frames: Optional[int] = None,
+                 warmup: int = 10, status: Optional[Callable[[str], None]] = None, status_every: float = 0.5,
+                 power=None, handle_signals: bool = True, stop_event: Optional[threading.Event] = None,
+                 core_split=None, prefetch: int = 3) -> RunSummary:
+    """Run ``session`` over an open ``source`` and write open ``sinks``.
+
+    Args:
+        source: an open source (:func:`~edgevos.runtime.sources.open_source`).
+        sinks: open sinks (:func:`~edgevos.runtime.sinks.open_sink`); closed here in every case.
+        session: a started-or-not :class:`~edgevos.runtime.session.Session` (or anything with
+            ``start(rgb, mask)`` and ``step(rgb)``).
+        first_mask: (H, W) ids, a callable ``rgb -> mask`` (e.g. GrabCut from a box), or None
+            to use ``source.first_mask`` (test://, davis://).
+        max_frames: stop after this many frames.
+        warmup: frames excluded from steady-state statistics.
+        status: called with a one-line live status every ``status_every`` seconds.
+        power: a :class:`~edgevos.runtime.power.PowerMonitor` (started here).
+        handle_signals: in the main thread, SIGINT/SIGTERM end the run cleanly.
+        stop_event: set it from another thread to end the run.
+        core_split: a :class:`~edgevos.runtime.affinity.CoreSplit` (inference on its cores,
+            every other thread off them), applied as the source and sinks start their
+            threads and restored on return.
+        prefetch: frames a lossless source (file, test://, davis://) is read ahead in a
+            background thread (0: in this thread); live sources are read here.
+
+    Returns:
+        A :class:`RunSummary`; errors of the source, the input or a sink end the run and
+        are reported in it (``error``, ``exit_code``); other exceptions are re-raised
+        after the sinks are finalized.
+    """
+    from edgevos.metrics import mean_object_iou
+    from edgevos.programs.base import check_mask
+    from edgevos.runtime.stats import FrameRecord
+
+    stats = RunStats(warmup)
+    state = {"stopped_by": None}
+    # the sink and source threads hand the GIL back within 1 ms instead of Python's default
+    # 5 ms, so the inference loop does not stall behind a writer thread (restored on return)
+    old_switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(old_switch, SWITCH_INTERVAL_S))
+    stop_event = stop_event or threading.Event()
+
+    def on_signal(signum, _frame):
+        state["stopped_by"] = signal.Signals(signum).name
+        stop_event.set()
+        source.stop()
+
+    old = {}
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    error: Optional[str] = None
+    pending: Optional[BaseException] = None
+    if power is not None:
+        power.start()
+    last_status = 0.0
+    dropped_seen = 0
+    t_prev = time.perf_counter()
+    prefetcher = None
+    try:
+        from edgevos.runtime.sources import frames_of
+
+        it, prefetcher = frames_of(source, prefetch)
+        if core_split is not None:
+            core_split.apply()  # after the frame reader thread started
+        while True:
+            if stop_event.is_set():
+                break
+            if max_frames is not None and len(stats) >= max_frames:
+                state["stopped_by"] = "max frames"
+                break
+            try:
+                frame = next(it)
+            except StopIteration:
+                break
+            t_recv = time.perf_counter()
+            t0 = time.perf_counter()
+            if len(stats) == 0:
+                mask = first_mask(frame.rgb) if callable(first_mask) else first_mask
+                if mask is None:
+                    mask = getattr(source, "first_mask", None)
+                if mask is None:
+                    raise InputError(f"{source.uri} carries no first mask: pass --init-mask PNG or --init-box x,y,w,h")
+                mask, _ = check_mask(np.asarray(mask), frame.rgb.shape[:2])
+                result = session.start(frame.rgb, mask)
+            else:
+                result = session.step(frame.rgb)
+            t1 = time.perf_counter()
+            for sink in sinks:
+                sink.write(frame.index, frame.rgb, result)
+            t2 = time.perf_counter()
+            dropped = int(getattr(source, "dropped", 0))
+            j = None
+            if frame.gt is not None and len(stats) > 0:
+                j = mean_object_iou(result.mask, frame.gt)
+            stats.add(FrameRecord(
+                index=frame.index, t_end=t2, e2e_ms=(t2 - t_recv) * 1e3, step_ms=(t1 - t0) * 1e3,
+                sink_ms=(t2 - t1) * 1e3, wait_ms=(t_recv - t_prev) * 1e3,
+                stage_ms=dict(getattr(result, "stage_ms", None) or {}),
+                reused=getattr(result, "reused", None), p_gate=getattr(result, "p_gate", None),
+                dropped=dropped - dropped_seen, j=j,
+            ))
+            dropped_seen = dropped
+            t_prev = t2
+            if core_split is not None and len(stats) in (1, warmup):  # sinks start their threads on frame 0
+                core_split.apply()
+            if status is not None and t2 - last_status >= status_every:
+                status(stats.status_line())
+                last_status = t2
+    except EdgevosError as exc:
+        error = str(exc)
+        state["stopped_by"] = state["stopped_by"] or ("source error" if isinstance(exc, SourceError) else "error")
+    except BaseException as exc:  # finalize outputs, then re-raise
+        pending = exc
+        state["stopped_by"] = state["stopped_by"] or type(exc).__name__
+    finally:
+        close_errors = []
+        if prefetcher is not None:
+            prefetcher.close()
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception as exc:  # keep closing the others
+                close_errors.append(f"{sink}: {exc}")
+        try:
+            source.close()
+        except Exception as exc:
+            close_errors.append(f"{source}: {exc}")
+        power_summary = power.stop(frames=len(stats.steady())) if power is not None else None
+        if core_split is not None:
+            core_split.restore()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        sys.setswitchinterval(old_switch)
+    if pending is not None:
+        raise pending
+    stopped_by = state["stopped_by"] or "end of stream"
+    if close_errors:
+        error = "; ".join(([error] if error else []) + close_errors)
+    return RunSummary(
+        **stats.summary(power=power_summary),
+        source=str(source.uri),
+        sinks=[str(s.uri) for s in sinks],
+        stopped_by=stopped_by,
+        error=error,
+        reconnects=int(getattr(source, "reconnects", 0)),
+        affinity=core_split.describe() if core_split is not None else None,
+        exit_code=EXIT_CODES.get(stopped_by, 1) if not error else (EXIT_CODES.get(stopped_by, 1) or 1),
+        sink_frames=[int(getattr(s, "frames", 0)) for s in sinks],
+        stats=stats,
+    )
+
+
+def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, backend: str = "onnxruntime",
+        precision: Optional[str] = None, tau: Optional[float] = None, max_reuse: Optional[int] = None,
+        threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
+        pin_inference: Union[str, Iterable[int], None] = None, max_frames: Optional[int] = None,
+        warmup: int = 10, timeout: Optional[float] = None, reconnect: int = 0, power: bool = True,
+        status: Optional[Callable[[str], None]] = None, log=None) -> RunSummary:
+    """Segment a source URI and write sink URIs (what ``edgevos run`` does).
+
+        summary = run("file://clip.mp4", ["file://out.mp4", "masks://out/"], bundle="bundles/gfrtm",
+                      tau=0.7, init_box=[(250, 100, 150, 300)])
+
+    Args:
+        source: source URI: ``file://clip.mp4``, ``v4l2:///dev/video0``, ``csi://0``,
+            ``rtsp://host/x``, ``test://``, ``davis://ROOT?seq=NAME``.
+        sinks: sink URIs: ``file://out.mp4``, ``masks://DIR``, ``display://0``, ``json://stats.jsonl``.
+        bundle: bundle directory (from :func:`~edgevos.export.export_bundle`); or give ``session``.
+        session: a ready :class:`~edgevos.runtime.session.Session` instead of ``bundle``.
+        backend, precision, tau, max_reuse, threads: for ``Session.from_bundle``.
+        first_mask: (H, W) ids, a mask PNG path, or a callable ``rgb -> mask``; sources with
+            ground truth (test://, davis://) carry their own.
+        init_box: boxes (x, y, w, h) or ``"x,y,w,h"`` strings, one per object: the first
+            mask is GrabCut inside each.
+        pin_inference: Linux: cores for inference (``"0,1"`` or a set); decoding, encoding
+            and writing run on the others; ``threads`` defaults to their number.
+        max_frames: stop after this many frames.
+        warmup: frames excluded from steady-state statistics.
+        timeout: seconds without a frame before a live source counts as stalled.
+        reconnect: live sources: reconnect attempts after a stall or disconnect.
+        power: sample tegrastats/jtop where they exist.
+        status: called with a one-line live status twice a second.
+        log: write the summary and per-frame records as JSON here.
+
+    Returns:
+        A :class:`RunSummary`.
+    """
+    from edgevos.runtime.sinks import open_sink
+    from edgevos.runtime.sources import open_source
+    from edgevos.runtime.uri import parse_sink, parse_source
+
+    src_uri = parse_source(source)
+    sink_uris = [parse_sink(s) for s in sinks]  # validate every URI before opening anything
+    if (bundle is None) == (session is None):
+        raise InputError("run() needs exactly one of bundle= (a bundle directory) or session= (a Session)")
+    if first_mask is not None and init_box:
+        raise InputError("give either first_mask (--init-mask) or init_box (--init-box), not both")
+    if isinstance(first_mask, (str, Path)):
+        from edgevos.data.masks import read_mask
+
+        first_mask = read_mask(first_mask)
+    elif init_box:
+        from edgevos.data.boxes import grabcut_mask, parse_box
+
+        boxes = [parse_box(b) if isinstance(b, str) else tuple(int(v) for v in b) for b in init_box]
+        first_mask = lambda rgb: grabcut_mask(rgb, boxes)  # noqa: E731
+    elif first_mask is None and src_uri.scheme not in ("test", "davis"):
+        raise InputError(f"{src_uri} has no ground truth: pass --init-mask PNG or --init-box x,y,w,h "
+                         "(first_mask= or init_box= in Python)")
+
+    split = None
+    if pin_inference is not None:
+        from edgevos.runtime.affinity import CoreSplit, parse_cores
+
+        split = CoreSplit(parse_cores(pin_inference) if isinstance(pin_inference, str) else set(pin_inference))
+        if threads is None and backend != "tensorrt":
+            threads = len(split.cores)  # one intra-op thread per inference core, not one per machine core
+    if session is None:
+        from edgevos.runtime.session import Session
+
+        kwargs = {"backend": backend}
+        for name, value in (("precision", precision), ("tau", tau), ("threads", threads), ("max_reuse", max_reuse)):
+            if value is not None:
+                kwargs[name] = value
+        make = lambda: Session.from_bundle(bundle, **kwargs)  # noqa: E731
+        session = split.build(make) if split is not None else make()  # the backend's threads count as inference
+
+    options = {"reconnect": reconnect}
+    if timeout is not None:
+        options["timeout"] = timeout
+    src = open_source(src_uri, **options) if src_uri.scheme not in ("test", "davis") else open_source(src_uri)
+    opened = []
+    try:
+        for u in sink_uris:
+            opened.append(open_sink(u, fps=src.fps))
+    except BaseException:
+        for s in opened:
+            s.close()
+        src.close()
+        raise
+    monitor = None
+    if power:
+        from edgevos.runtime.power import PowerMonitor
+
+        monitor = PowerMonitor()
+    summary = run_pipeline(src, opened, session, first_mask=first_mask, max_frames=max_frames, warmup=warmup,
+                           status=status, power=monitor, core_split=split)
+    if log:
+        summary.write_json(log)
+    return summary

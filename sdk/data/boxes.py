@@ -1,0 +1,65 @@
+"""First-frame masks from boxes: ``parse_box("x,y,w,h")`` and GrabCut inside each box."""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from edgevos.errors import InputError
+
+Box = Tuple[int, int, int, int]
+
+
+def parse_box(text: str) -> Box:
+    """``"x,y,w,h"`` in pixels -> ``(x, y, w, h)``.
+
+    Args:
+        text: four comma-separated numbers, e.g. ``"120,80,200,150"``.
+
+    Returns:
+        The box as integers (rounded).
+    """
+    try:
+        x, y, w, h = (int(round(float(v))) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"box '{text}' must be x,y,w,h in pixels, e.g. --init-box 120,80,200,150") from None
+    if w <= 0 or h <= 0:
+        raise InputError(f"box '{text}': width and height must be positive")
+    return x, y, w, h
+
+
+def grabcut_mask(rgb: np.ndarray, boxes: Sequence[Box], iterations: int = 5) -> np.ndarray:
+    """First-frame mask from boxes: object k+1 is GrabCut inside box k, or the
+    filled box when GrabCut finds nothing.
+
+    Args:
+        rgb: the first frame, uint8 (H, W, 3).
+        boxes: one (x, y, w, h) per object, in pixels.
+        iterations: GrabCut iterations.
+
+    Returns:
+        uint8 (H, W) object ids, 0 background.
+    """
+    import cv2
+
+    H, W = rgb.shape[:2]
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    out = np.zeros((H, W), np.uint8)
+    for k, (x, y, w, h) in enumerate(boxes, start=1):
+        x0, y0 = max(0, x), max(0, y)
+        x1, y1 = min(W, x + w), min(H, y + h)
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise InputError(f"box {x},{y},{w},{h} lies outside the {W}x{H} frame: give a box inside it")
+        gc = np.zeros((H, W), np.uint8)
+        fg = None
+        try:
+            bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.grabCut(bgr, gc, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
+            fg = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+        except cv2.error:
+            fg = None
+        if fg is None or not fg.any():
+            fg = np.zeros((H, W), bool)
+            fg[y0:y1, x0:x1] = True
+        out[fg & (out == 0)] = k
+    return out

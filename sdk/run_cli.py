@@ -1,0 +1,71 @@
+"""``edgevos run SOURCE [SINK ...] --bundle B (--init-mask PNG | --init-box x,y,w,h)``.
+
+The argument layer over :func:`edgevos.run`: segments a source URI frame by
+frame and writes every sink, then prints a summary table.  The exit code says
+how the run ended: 0 end of stream / --max-frames, 1 source or input error,
+130 Ctrl-C, 143 SIGTERM.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from edgevos.backend import BACKENDS
+
+
+def add_arguments(p) -> None:
+    p.add_argument("source", help="source URI: file://clip.mp4, v4l2:///dev/video0, csi://0, rtsp://host/x, test://, davis://ROOT?seq=NAME")
+    p.add_argument("sinks", nargs="*", help="sink URIs: file://out.mp4, masks://DIR, display://0, json://stats.jsonl")
+    p.add_argument("--bundle", required=True, help="bundle directory (from edgevos export)")
+    p.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="a registered backend")
+    p.add_argument("--precision", default=None, help="bundle precision to load, e.g. int8-cpu, fp32, fp16, int8")
+    p.add_argument("--tau", type=float, default=None, help="reuse-gate threshold (1 = never reuse)")
+    p.add_argument("--max-reuse", type=int, default=None, help="force a full step after this many reuses")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+    p.add_argument("--pin-inference", metavar="CORES", default=None,
+                   help="Linux: run inference on these cores (e.g. 0 or 0,1) and decoding/encoding/writing on the "
+                        "others; --threads defaults to the number of these cores")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--init-mask", help="first-frame mask PNG (ids; DAVIS layout)")
+    g.add_argument("--init-box", action="append", help="x,y,w,h of an object in the first frame (GrabCut); repeat per object")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=10, help="frames excluded from steady-state statistics")
+    p.add_argument("--log", help="write the summary and per-frame stats as JSON here")
+    p.add_argument("--timeout", type=float, default=None, help="seconds without a frame before a source counts as stalled")
+    p.add_argument("--reconnect", type=int, default=0, help="live sources: reconnect attempts after a stall/disconnect")
+    p.add_argument("--no-power", action="store_true", help="do not sample tegrastats/jtop")
+    p.add_argument("--quiet", action="store_true", help="no live status line")
+
+
+def _status_printer():
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(line: str) -> None:
+        if tty:
+            sys.stderr.write("\r" + line[:160] + "\x1b[K")
+            sys.stderr.flush()
+        elif time.perf_counter() - last[0] >= 5.0:
+            print(line, file=sys.stderr, flush=True)
+            last[0] = time.perf_counter()
+
+    return show, tty
+
+
+def main(args) -> int:
+    from edgevos.runtime.pipeline import run
+
+    show, tty = _status_printer()
+    summary = run(args.source, args.sinks, bundle=args.bundle, backend=args.backend, precision=args.precision,
+                  tau=args.tau, max_reuse=args.max_reuse, threads=args.threads, first_mask=args.init_mask,
+                  init_box=args.init_box, pin_inference=args.pin_inference, max_frames=args.max_frames,
+                  warmup=args.warmup, timeout=args.timeout, reconnect=args.reconnect, power=not args.no_power,
+                  status=None if args.quiet else show, log=args.log)
+    if tty and not args.quiet:
+        sys.stderr.write("\n")
+    print(summary.table())
+    print(f"stopped by: {summary.stopped_by}" + (f" ({summary.error})" if summary.error else ""))
+    for uri, frames in zip(summary.sinks, summary.sink_frames):
+        if frames:
+            print(f"wrote {uri} ({frames} frames)")
+    return int(summary.exit_code)

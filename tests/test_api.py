@@ -1,0 +1,120 @@
+"""The public API: ``from edgevos import Session, export_bundle, run, evaluate, benchmark``."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgevos.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_public_names_import_without_torch_or_gstreamer():
+    code = ("import sys\n"
+            "from edgevos import Session, export_bundle, run, evaluate, benchmark, RunSummary\n"
+            "import edgevos\n"
+            "assert callable(export_bundle) and callable(run) and callable(evaluate) and callable(benchmark)\n"
+            "print(sorted(m for m in ('torch', 'gi', 'tensorrt') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import edgevos
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        edgevos.nope  # noqa: B018
+
+
+def test_samples_use_only_the_public_api():
+    allowed = {"edgevos", "edgevos.data", "edgevos.evaluate_model"}
+    for path in sorted((ROOT / "samples").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("edgevos"):
+                assert node.module in allowed, f"{path.name} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("edgevos.") for a in node.names), path.name
+
+
+def test_no_code_shells_out_to_the_cli_for_export():
+    needle = '"-m", "edgevos", ' + '"export"'
+    for folder in ("sdk", "export", "runtime", "samples", "scripts", "benchmarks", "tests"):
+        for path in (ROOT / folder).rglob("*.py"):
+            assert needle not in path.read_text(), f"{path.name} runs `python -m edgevos export`: call export_bundle"
+
+
+def test_export_bundle_spawns_where_gstreamer_is_loaded(monkeypatch, tmp_path):
+    import edgevos.export.exporter as exporter
+    from edgevos import export_bundle
+
+    calls = []
+    monkeypatch.setattr(exporter, "_export", lambda out, **kw: calls.append(("here", out)) or out)
+    monkeypatch.setattr(exporter, "_export_spawned", lambda out, kw, log: calls.append(("spawned", out)) or out)
+    monkeypatch.delitem(sys.modules, "gi.repository.Gst", raising=False)
+    export_bundle(tmp_path / "a", "gfrtm")
+    monkeypatch.setitem(sys.modules, "gi.repository.Gst", object())
+    export_bundle(tmp_path / "b", "gfrtm")
+    export_bundle(tmp_path / "c", "gfrtm", isolate=False)
+    assert calls == [("here", tmp_path / "a"), ("spawned", tmp_path / "b"), ("here", tmp_path / "c")]
+
+
+def test_export_bundle_in_a_spawned_process_raises_the_same_error(tmp_path):
+    from edgevos import export_bundle
+
+    log = tmp_path / "export.log"
+    with pytest.raises(InputError, match="unknown model family 'nope'"):
+        export_bundle(tmp_path / "o", "nope", precisions="fp32", input_size="64x96", isolate=True, log=log)
+    with pytest.raises(InputError, match="--precision int4"):
+        export_bundle(tmp_path / "o", "gfrtm", precisions="int4", isolate=True)
+
+
+def _tiny_session(tau=0.5):
+    import torch
+
+    from edgevos import Session
+    from edgevos.models.registry import get_family
+
+    torch.manual_seed(0)
+    model = get_family("gfrtm").build(input_size=(128, 224))
+    assert model.family == "gfrtm"  # a model carries its family
+    return Session.from_model(model, tau=tau, threads=1)
+
+
+def test_session_reset_forgets_the_video():
+    from edgevos.data import SyntheticConfig, make_sequence
+
+    seq = make_sequence(SyntheticConfig(height=128, width=224, num_frames=6, num_objects=1, seed=4))
+    session = _tiny_session()
+
+    def play():
+        masks = [session.start(seq.frame(0), seq.mask(0)).mask]
+        masks += [session.step(seq.frame(i)).mask for i in range(1, len(seq))]
+        return masks
+
+    first = play()
+    program = session.program
+    session.reset()
+    assert session.program is not program and session.object_ids == [] and session.tau == 0.5
+    with pytest.raises(InputError, match="before start"):
+        session.step(seq.frame(1))
+    again = play()
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
+def test_run_segments_a_source_uri_into_sinks(tmp_path):
+    from edgevos import RunSummary, run
+
+    session = _tiny_session(tau=1.0)
+    log = tmp_path / "log.json"
+    s = run("test://?frames=6&size=128x224&objects=1", [f"masks://{tmp_path / 'm'}"], session=session,
+            warmup=1, power=False, log=log)
+    assert isinstance(s, RunSummary) and s.exit_code == 0 and s.stopped_by == "end of stream"
+    assert s.frames == 6 and s.sink_frames == [6] and len(list((tmp_path / "m").glob("*.png"))) == 6
+    assert s.mean_j is not None and len(s.stats.records) == 6
+    data = json.loads(log.read_text())
+    assert data["summary"] == json.loads(json.dumps(s.as_dict())) and len(data["frames"]) == 6
+    with pytest.raises(InputError, match="exactly one of bundle= .* or session="):
+        run("test://", [])
+    with pytest.raises(InputError, match="--init-box"):
+        run("file://clip.mp4", [], session=session)
