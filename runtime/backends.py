@@ -4,6 +4,12 @@ Every backend implements :class:`Backend`: ``run(stage, feeds) -> outputs`` on
 numpy arrays, validated against the stage's :class:`~edgevos.stages.StageSpec`.
 The same step program runs on any backend, so parity between backends is a
 test of stages alone.
+
+An output may also be an array that lives on an accelerator and reads like a
+read-only numpy array (TensorRT's :class:`~edgevos.runtime.trt_backend.DeviceArray`):
+it is copied to the host when read, and fed back to the backend that made it, it
+never leaves the device.  A step program treats outputs as read-only arrays and
+passes them on unchanged, so what it only forwards is never copied.
 """
 from __future__ import annotations
 
