@@ -95,9 +95,9 @@ print_table() {
   for i in "${!NAMES[@]}"; do
     [ "${#NAMES[$i]}" -gt "$width" ] && width="${#NAMES[$i]}"
   done
-  printf "%-${width}s  %-4s  %s\n" "check" "state" "detail"
+  printf "%-${width}s  %-5s  %s\n" "check" "state" "detail"
   for i in "${!NAMES[@]}"; do
-    printf "%-${width}s  %-4s  %s\n" "${NAMES[$i]}" "${STATES[$i]}" "${DETAILS[$i]}"
+    printf "%-${width}s  %-5s  %s\n" "${NAMES[$i]}" "${STATES[$i]}" "${DETAILS[$i]}"
   done
 }
 

@@ -153,7 +153,7 @@ def _run(env, *args):
     r = subprocess.run([BASH, str(CHECK), *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
     rows = {}
     for line in r.stdout.splitlines():
-        m = re.match(r"^(\S+(?: \S+)?)\s+(PASS|WARN|FAIL|SKIP)  (.*)$", line)
+        m = re.match(r"^(\S+(?: \S+)?)\s+(PASS|WARN|FAIL|SKIP)\s+(.*)$", line)
         if m:
             rows[m.group(1)] = (m.group(2), m.group(3))
     return r, rows
