@@ -19,6 +19,7 @@ Command line::
 
     python3 trtinfo.py identity          # sm87x16, or 'unknown' without a CUDA device
     python3 trtinfo.py trt-version       # 10.3.0, or 'unknown'
+    python3 trtinfo.py cuda              # 'runtime 12.6 driver 12.6'; the reason and exit 1 without one
     python3 trtinfo.py qdq FILE.onnx     # 'qdq' or 'float'
 """
 from __future__ import annotations
@@ -255,13 +256,29 @@ def has_qdq(path) -> bool:
     return counts.get("QuantizeLinear", 0) + counts.get("DequantizeLinear", 0) > 0
 
 
+def cuda_versions_text(runtime: Optional[CudaRuntime] = None) -> str:
+    """'runtime 12.6 driver 12.6' (CUDA runtime and the newest runtime the driver supports)."""
+    v = (runtime or CudaRuntime()).versions()
+
+    def dotted(n):
+        return f"{n // 1000}.{n % 1000 // 10}"
+
+    return f"runtime {dotted(v['runtime'])} driver {dotted(v['driver'])}"
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: trtinfo.py identity | trt-version | qdq FILE.onnx"
+    usage = "usage: trtinfo.py identity | trt-version | cuda | qdq FILE.onnx"
     if argv[:1] == ["identity"] and len(argv) == 1:
         print(device_identity())
     elif argv[:1] == ["trt-version"] and len(argv) == 1:
         print(trt_version())
+    elif argv[:1] == ["cuda"] and len(argv) == 1:
+        try:
+            print(cuda_versions_text())
+        except CudaError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     elif argv[:1] == ["qdq"] and len(argv) == 2:
         try:
             print("qdq" if has_qdq(argv[1]) else "float")

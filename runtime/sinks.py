@@ -8,15 +8,17 @@ is idempotent; sinks are context managers.
 * ``file://out.mp4`` / ``file://out.mkv``: overlay video.  ``appsrc (I420) !
   ENCODER ! h264parse ! mp4mux|matroskamux ! filesink``, ENCODER the Jetson's
   NVENC (``nvv4l2h264enc`` through ``nvvidconv``) where it exists, else x264enc,
-  openh264enc or the FFmpeg encoder; an encoder that fails to start (an Orin
-  Nano lists nvv4l2h264enc but has no NVENC) falls back to the next with a
-  warning, and ``?encoder=NAME`` picks one.  The file is written under a temporary
+  openh264enc or the FFmpeg encoder; an encoder that fails to start or fails on
+  the first frame (an Orin Nano lists nvv4l2h264enc but has no NVENC; the failure
+  can come when the caps are negotiated) falls back to the next with a warning,
+  and ``?encoder=NAME`` picks one.  The file is written under a temporary
   name and renamed into place once the muxer has finished (EOS reached the
   file), so ``out.mp4`` only ever exists as a playable file.
 * ``masks://DIR[?seq=NAME]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
   each written atomically (temp + rename) by a background thread; ``close()``
   waits until every queued mask is on disk.
-* ``display://``: an on-screen window (Wayland, X11, or a Jetson's DRM sink; chosen from the environment).
+* ``display://``: an on-screen window (Wayland, X11, or a Jetson's DRM sink; chosen from the environment);
+  a Jetson's sinks (nv3dsink, nvdrmvideosink) get the frames in NVMM memory through ``nvvidconv``.
 * ``json://stats.jsonl``: one JSON line per frame (gate decision, timings, object areas).
 * ``rtsp://host:port/path``: the overlay stream pushed to an RTSP server
   (``rtspclientsink``, from gst-rtsp-server; where the plugin exists).
@@ -101,6 +103,8 @@ ENCODERS = {
     "avenc_h264_omx": "avenc_h264_omx",
 }
 HARDWARE_ENCODERS = ("nvv4l2h264enc",)
+#: the name the encoder element gets in an output pipeline
+ENCODER_ELEMENT = "enc"
 
 
 def encoder_candidates(uri: Optional[URI] = None) -> list:
@@ -124,6 +128,15 @@ def encoder_candidates(uri: Optional[URI] = None) -> list:
     return names
 
 
+#: Jetson video sinks that take frames in NVMM (device) memory: ``nvvidconv`` copies system
+#: memory frames there (and converts the format) on the VIC
+NVMM_SINKS = ("nv3dsink", "nvdrmvideosink")
+
+
+def _nvmm(sink: str) -> str:
+    return f"nvvidconv ! video/x-raw(memory:NVMM) ! {sink}" if sink in NVMM_SINKS else sink
+
+
 def display_sink() -> str:
     """The video sink element for ``display://``, chosen from the session's display.
 
@@ -138,12 +151,12 @@ def display_sink() -> str:
         return "waylandsink sync=false"
     if os.environ.get("DISPLAY"):
         for name in ("nv3dsink", "ximagesink", "xvimagesink", "glimagesink"):  # ximagesink needs no Xv/GL
-            if has_element(name):
-                return f"{name} sync=false"
+            if has_element(name) and (name not in NVMM_SINKS or has_element("nvvidconv")):
+                return _nvmm(name) + " sync=false"
         raise SourceError("display://: DISPLAY is set but no X11 video sink is installed: install "
                           "gstreamer1.0-x (ximagesink, xvimagesink)")
-    if has_element("nvdrmvideosink"):  # Jetson console without a window system
-        return "nvdrmvideosink sync=false"
+    if has_element("nvdrmvideosink") and has_element("nvvidconv"):  # Jetson console without a window system
+        return _nvmm("nvdrmvideosink") + " sync=false"
     raise SourceError(
         "display://: there is no display to show video on (neither DISPLAY nor WAYLAND_DISPLAY with "
         "XDG_RUNTIME_DIR is set): run in a desktop session or with X forwarding, or write the overlay to "
@@ -159,7 +172,7 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
     if uri.scheme == "display":
         return f"videoconvert ! {display_sink()}"
     name = encoder or encoder_candidates(uri)[0]
-    enc = ENCODERS[name]
+    enc = f"{ENCODERS[name]} name={ENCODER_ELEMENT}"  # the chain's last element is the encoder
     parse = " ! h264parse" if has_element("h264parse") else ""
     if not parse and name != "x264enc":
         raise SourceError(f"{uri}: encoder '{name}' needs h264parse (gstreamer1.0-plugins-bad)")
@@ -243,6 +256,8 @@ class VideoSink(_QueuedSink):
         # the RECORD session, so its EOS may not come back.  Wait briefly and only warn.
         self.eos_required = uri.scheme != "rtsp"
         self.eos_timeout = eos_timeout if self.eos_required else min(eos_timeout, 5.0)
+        # how long the first frame may take through an encoder that has a fallback
+        self.first_buffer_timeout = 5.0
         self._pipeline = None
         self._src = None
         self._size = None  # (H, W) of the frames written
@@ -260,7 +275,9 @@ class VideoSink(_QueuedSink):
             _prepare_dir(self._final.parent if str(self._final.parent) else Path("."), uri)
         video_sink_description(uri, "x")  # validate elements / extension now, not on frame 1
 
-    def _start(self, h: int, w: int) -> None:
+    def _start(self, h: int, w: int, first=None) -> None:
+        """Start the output pipeline; with ``first`` (the first frame's I420 bytes) an encoder
+        that has a fallback is tried on that frame, which is then pushed (``_pushed`` 1)."""
         from edgevos.runtime.sources import gst
 
         Gst = gst()
@@ -279,8 +296,12 @@ class VideoSink(_QueuedSink):
                 f"max-bytes={4 * w * h * 3} caps={caps} ! ")
         names = [None] if self.uri.scheme == "display" else encoder_candidates(self.uri)
         failures = []
-        for name in names:  # a listed hardware encoder can still fail to open (an Orin Nano has no NVENC)
+        for k, name in enumerate(names):  # a listed hardware encoder can still fail to open (an Orin Nano has no NVENC)
             err = self._try_start(Gst, head + video_sink_description(self.uri, location, name))
+            if err is None and first is not None and k + 1 < len(names):
+                # an encoder may only fail when caps are negotiated or on its first frame: try that
+                # frame here while another encoder can still take over
+                err = self._try_first_buffer(Gst, first)
             if err is None:
                 self.encoder = name
                 if failures:
@@ -304,6 +325,38 @@ class VideoSink(_QueuedSink):
             pipeline.set_state(Gst.State.NULL)
             self._pipeline = self._src = None
             return err or "state change failed"
+        return None
+
+    def _buffer(self, Gst, data: bytes):
+        """The next frame's buffer (timestamps from the frame count and the rate)."""
+        buf = Gst.Buffer.new_wrapped(data)
+        dur = int(Gst.SECOND / self.fps)
+        buf.pts = self._pushed * dur
+        buf.duration = dur
+        return buf
+
+    def _try_first_buffer(self, Gst, data: bytes, timeout_s: Optional[float] = None) -> Optional[str]:
+        """Push the first frame into a started pipeline and wait until the encoder put out a
+        buffer (it works), an error came (None is returned with the pipeline stopped, else the
+        reason) or ``timeout_s`` passed without either (taken as working: some encoders hold
+        frames back)."""
+        timeout_s = self.first_buffer_timeout if timeout_s is None else timeout_s
+        done = threading.Event()
+        enc = self._pipeline.get_by_name(ENCODER_ELEMENT)
+        pad = enc.get_static_pad("src") if enc is not None else None
+        if pad is not None:
+            pad.add_probe(Gst.PadProbeType.BUFFER, lambda *_: (done.set(), Gst.PadProbeReturn.REMOVE)[1])
+        ret = self._src.push_buffer(self._buffer(Gst, data))
+        err = None if ret == Gst.FlowReturn.OK else f"first frame refused ({ret.value_nick})"
+        t_end = time.perf_counter() + timeout_s
+        while err is None and not done.is_set() and time.perf_counter() < t_end:
+            err = self._bus_error(0.05)
+        err = err or self._bus_error()
+        if err is not None:
+            self._pipeline.set_state(Gst.State.NULL)
+            self._pipeline = self._src = None
+            return err
+        self._pushed = 1
         return None
 
     def _bus_error(self, timeout_s: float = 0.0) -> Optional[str]:
@@ -372,13 +425,12 @@ class VideoSink(_QueuedSink):
         h2, w2 = self._size
         if (h2, w2) != (h, w):
             img = np.pad(img, ((0, h2 - h), (0, w2 - w), (0, 0)), mode="edge")
+        data = i420_bytes(img)
         if self._pipeline is None:
-            self._start(h2, w2)
-        buf = Gst.Buffer.new_wrapped(i420_bytes(img))
-        dur = int(Gst.SECOND / self.fps)
-        buf.pts = self._pushed * dur
-        buf.duration = dur
-        ret = self._src.push_buffer(buf)
+            self._start(h2, w2, data if self._pushed == 0 else None)
+            if self._pushed:  # the first frame went in while the encoder was tried
+                return
+        ret = self._src.push_buffer(self._buffer(Gst, data))
         if ret != Gst.FlowReturn.OK:
             err = self._bus_error(0.2)
             raise SourceError(f"{self.uri}: output refused frame {frame_index}: {err or ret.value_nick}")

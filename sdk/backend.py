@@ -7,6 +7,12 @@ test of stages alone.  :class:`TorchBackend` (the PyTorch reference) lives here;
 the others are one module each, named in :data:`BACKENDS` and imported on use::
 
     BACKENDS["mybackend"] = BackendEntry("mybackend", "mypackage.runner:MyBackend", ("fp32",), "onnx")
+
+An output may also be an array that lives on an accelerator and reads like a
+read-only numpy array (TensorRT's :class:`~edgevos.runtime.trt_backend.DeviceArray`):
+it is copied to the host when read, and fed back to the backend that made it, it
+never leaves the device.  A step program treats outputs as read-only arrays and
+passes them on unchanged, so what it only forwards is never copied.
 """
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """Stand-ins for what only a board has: tiny ONNX graphs with and without Q/DQ, a bundle
 made of them, a recording ``tensorrt`` module and a CUDA runtime that counts its calls.
-They record what edgevos asks of TensorRT and CUDA; they compute nothing."""
+They record what edgevos asks of TensorRT and CUDA.  "Device" memory is host memory, so
+copies really move bytes, and a fake engine fills each output with one number made from
+its inputs (1 + the mean of the inputs' first elements): enough to see which buffers a
+stage read and wrote, nothing like the network's math."""
 from __future__ import annotations
 
 import ctypes
@@ -170,14 +173,15 @@ def fake_tensorrt(version: str = "10.3.0.30", dla_cores: int = 2):
 
 class FakeCudaLib:
     """What ``CudaRuntime`` calls in libcudart: device attributes of a compute capability 8.7
-    GPU with 16 SMs, host memory from ctypes buffers, and a count of every call and copy."""
+    GPU with 16 SMs, host and "device" memory from ctypes buffers, copies made with memmove,
+    and a count of every call and copy."""
 
     def __init__(self, cc=(8, 7), sms=16, integrated=1):
         self.attrs = {75: cc[0], 76: cc[1], 16: sms, 18: integrated, 19: 1}
         self.calls = {}
         self.copies = []  # (kind, nbytes)
         self._host = {}
-        self._next = 1 << 20
+        self._device = {}
 
     def _count(self, name):
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -213,13 +217,21 @@ class FakeCudaLib:
 
     def cudaMalloc(self, ref, size):
         self._count("cudaMalloc")
-        self._set(ref, self._next)
-        self._next += (size.value + 255) // 256 * 256 + 256
+        buf = ctypes.create_string_buffer(max(int(size.value), 1))
+        self._device[ctypes.addressof(buf)] = buf
+        self._set(ref, ctypes.addressof(buf))
         return 0
 
     def cudaFree(self, p):
         self._count("cudaFree")
+        if self._device.pop(p.value, None) is None:
+            return 1  # cudaErrorInvalidValue: not a live allocation
         return 0
+
+    @property
+    def device_bytes(self):
+        """Bytes of "device" memory allocated and not freed."""
+        return sum(len(b) for b in self._device.values())
 
     def cudaHostAlloc(self, ref, size, flags):
         self._count("cudaHostAlloc")
@@ -236,6 +248,7 @@ class FakeCudaLib:
     def cudaMemcpyAsync(self, dst, src, n, kind, stream):
         self._count("cudaMemcpyAsync")
         self.copies.append((kind.value, n.value))
+        ctypes.memmove(dst.value, src.value, n.value)
         return 0
 
     def cudaRuntimeGetVersion(self, ref):
@@ -247,17 +260,25 @@ class FakeCudaLib:
         return 0
 
 
+def engine_io(spec):
+    """A stage's engine I/O for :func:`add_fake_runtime`: ``[(name, shape, 'in' | 'out')]``."""
+    return ([(t.name, tuple(t.shape), "in") for t in spec.inputs]
+            + [(t.name, tuple(t.shape), "out") for t in spec.outputs])
+
+
 def add_fake_runtime(trt, engines_io):
-    """Give a fake ``tensorrt`` module a Runtime whose engines have the I/O tensors
-    ``engines_io[blob] = [(name, shape)]`` (float32) and 1 MiB of activation memory each;
-    contexts record their tensor addresses, activation memory and executions."""
+    """Give a fake ``tensorrt`` module a Runtime whose engines have the float32 I/O tensors
+    ``engines_io[blob] = ([(name, shape, 'in' | 'out')], activation bytes)``; contexts record
+    their tensor addresses, activation memory and executions, and an execution fills every
+    output with 1 + the mean of the inputs' first elements, read at the bound addresses."""
     trt.ExecutionContextAllocationStrategy = _Enum("STATIC", "ON_PROFILE_CHANGE", "USER_MANAGED")
+    trt.TensorIOMode = _Enum("NONE", "INPUT", "OUTPUT")
     trt.nptype = lambda dt: np.float32
     trt.contexts = []
 
     class Context:
-        def __init__(self, strategy):
-            self.strategy, self.addresses, self.scratch, self.runs = strategy, {}, None, 0
+        def __init__(self, engine, strategy):
+            self.engine, self.strategy, self.addresses, self.scratch, self.runs = engine, strategy, {}, None, 0
             trt.contexts.append(self)
 
         def set_tensor_address(self, name, ptr):
@@ -268,6 +289,12 @@ def add_fake_runtime(trt, engines_io):
 
         def execute_async_v3(self, stream):
             self.runs += 1
+            ins = [ctypes.c_float.from_address(self.addresses[n]).value for n, _, m in self.engine.io if m == "in"]
+            value = 1.0 + (sum(ins) / len(ins) if ins else 0.0)
+            for name, shape, mode in self.engine.io:
+                if mode == "out":
+                    n = int(np.prod(shape))
+                    np.frombuffer((ctypes.c_float * n).from_address(self.addresses[name]), np.float32)[:] = value
             return True
 
     class Engine:
@@ -282,13 +309,17 @@ def add_fake_runtime(trt, engines_io):
             return self.io[i][0]
 
         def get_tensor_shape(self, name):
-            return dict(self.io)[name]
+            return {n: s for n, s, _ in self.io}[name]
 
         def get_tensor_dtype(self, name):
             return "float32"
 
+        def get_tensor_mode(self, name):
+            mode = {n: m for n, _, m in self.io}[name]
+            return trt.TensorIOMode.INPUT if mode == "in" else trt.TensorIOMode.OUTPUT
+
         def create_execution_context(self, strategy=None):
-            return Context(strategy)
+            return Context(self, strategy)
 
     class Runtime:
         def __init__(self, logger):
