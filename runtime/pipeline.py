@@ -58,6 +58,7 @@ class RunSummary:
     exit_code: int
     window_frames: Optional[int] = None  # set when latency/FPS describe only a recent window
     sink_frames: List[int] = field(default_factory=list)  # frames each sink wrote
+    budget: Optional[dict] = None  # FPS budget mode: target and achieved FPS, reuse rate, tau over time
     stats: Optional[RunStats] = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
@@ -68,6 +69,8 @@ class RunSummary:
             out["window_frames"] = self.window_frames
         out.update({k: getattr(self, k) for k in ("source", "sinks", "stopped_by", "error", "reconnects",
                                                   "affinity", "exit_code")})
+        if self.budget is not None:
+            out["budget"] = self.budget
         return out
 
     def table(self) -> str:
@@ -230,13 +233,14 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
         affinity=core_split.describe() if core_split is not None else None,
         exit_code=EXIT_CODES.get(stopped_by, 1) if not error else (EXIT_CODES.get(stopped_by, 1) or 1),
         sink_frames=[int(getattr(s, "frames", 0)) for s in sinks],
+        budget=session.governor.summary() if getattr(session, "governor", None) is not None else None,
         stats=stats,
     )
 
 
 def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, backend: str = "onnxruntime",
         precision: Optional[str] = None, tau: Optional[float] = None, max_reuse: Optional[int] = None,
-        threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
+        target_fps: Optional[float] = None, threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
         pin_inference: Union[str, Iterable[int], None] = None, max_frames: Optional[int] = None,
         warmup: int = 10, timeout: Optional[float] = None, reconnect: int = 0, power: bool = True,
         status: Optional[Callable[[str], None]] = None, log=None) -> RunSummary:
@@ -252,6 +256,9 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         bundle: bundle directory (from :func:`~edgevos.export.export_bundle`); or give ``session``.
         session: a ready :class:`~edgevos.runtime.session.Session` instead of ``bundle``.
         backend, precision, tau, max_reuse, threads: for ``Session.from_bundle``.
+        target_fps: FPS budget mode: steer tau live to hold this frame rate with the least
+            reuse (tau starts at 1); the summary's ``budget``
+            tells the achieved FPS, reuse rate and tau over time.
         first_mask: (H, W) ids, a mask PNG path, or a callable ``rgb -> mask``; sources with
             ground truth (test://, davis://) carry their own.
         init_box: boxes (x, y, w, h) or ``"x,y,w,h"`` strings, one per object: the first
@@ -308,6 +315,8 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
                 kwargs[name] = value
         make = lambda: Session.from_bundle(bundle, **kwargs)  # noqa: E731
         session = split.build(make) if split is not None else make()  # the backend's threads count as inference
+    if target_fps is not None:
+        session.target_fps = target_fps
 
     options = {"reconnect": reconnect}
     if timeout is not None:

@@ -194,6 +194,12 @@ def format_table(summary: dict) -> str:
     ]
     if summary.get("mean_j") is not None:
         rows.append(("mean J vs ground truth", f"{summary['mean_j']:.4f}"))
+    budget = summary.get("budget")
+    if budget:
+        achieved = budget.get("achieved_fps")
+        rows.append(("FPS budget", f"target {budget['target_fps']:g}, achieved "
+                                   f"{'n/a' if achieved is None else f'{achieved:.2f}'}, tau mean "
+                                   f"{budget['tau_mean']:.2f} (min {budget['tau_min_seen']:.2f})"))
     power = summary.get("power")
     if power:
         rows.append(("power", f"{power['avg_watts']:.2f} W avg ({power['source']})"))

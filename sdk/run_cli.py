@@ -21,6 +21,8 @@ def add_arguments(p) -> None:
     p.add_argument("--precision", default=None, help="bundle precision to load, e.g. int8-cpu, fp32, fp16, int8")
     p.add_argument("--tau", type=float, default=None, help="reuse-gate threshold (1 = never reuse)")
     p.add_argument("--max-reuse", type=int, default=None, help="force a full step after this many reuses")
+    p.add_argument("--target-fps", type=float, default=None,
+                   help="FPS budget mode: steer tau live to hold this frame rate with the least reuse")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
     p.add_argument("--pin-inference", metavar="CORES", default=None,
                    help="Linux: run inference on these cores (e.g. 0 or 0,1) and decoding/encoding/writing on the "
@@ -57,7 +59,7 @@ def main(args) -> int:
 
     show, tty = _status_printer()
     summary = run(args.source, args.sinks, bundle=args.bundle, backend=args.backend, precision=args.precision,
-                  tau=args.tau, max_reuse=args.max_reuse, threads=args.threads, first_mask=args.init_mask,
+                  tau=args.tau, max_reuse=args.max_reuse, target_fps=args.target_fps, threads=args.threads, first_mask=args.init_mask,
                   init_box=args.init_box, pin_inference=args.pin_inference, max_frames=args.max_frames,
                   warmup=args.warmup, timeout=args.timeout, reconnect=args.reconnect, power=not args.no_power,
                   status=None if args.quiet else show, log=args.log)

@@ -80,3 +80,21 @@ def test_session_steers_tau_on_a_real_clip(videos_dir):
             assert taus[-1] < taus[1] and all(b <= a for a, b in zip(taus, taus[1:]))
         else:  # any model beats one frame in 1000 s: never reuse
             assert set(taus) == {1.0} and s.governor.summary()["reuse_rate"] == 0.0
+
+
+def test_run_reports_the_budget_and_the_cli_takes_target_fps():
+    pytest.importorskip("torch")
+    from edgevos.models.registry import get_family
+    from edgevos.runtime.pipeline import run_pipeline
+    from edgevos.runtime.session import Session
+    from edgevos.runtime.sources import open_source
+    from edgevos.cli import build_parser
+
+    s = Session.from_model(get_family("gfrtm").build(weights="default"), num_augmentations=0)
+    s.target_fps = 1e6  # unreachable: tau goes down every frame
+    summary = run_pipeline(open_source("test://?frames=10&size=96x160"), [], s, warmup=2)
+    b = summary.as_dict()["budget"]
+    assert b["target_fps"] == 1e6 and b["achieved_fps"] > 0 and b["tau_min_seen"] < 1.0
+    assert "FPS budget" in summary.table()
+    args = build_parser().parse_args(["run", "test://", "--bundle", "B", "--target-fps", "25"])
+    assert args.target_fps == 25.0
