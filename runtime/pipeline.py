@@ -84,6 +84,38 @@ class RunSummary:
         return self.stats.write_json(path, self.as_dict())
 
 
+def mask_from_boxes(session, rgb: np.ndarray, boxes: Sequence, refine: bool = True) -> np.ndarray:
+    """The first mask from boxes: GrabCut inside each box, then (``refine``) the model's own
+    segmentation of the same frame, its target model fitted on the GrabCut mask, kept inside
+    each (slightly grown) box.  An object the model loses falls back to its GrabCut mask.
+
+    On the first frames of the six held-out DAVIS 2016 train sequences (box = the ground
+    truth's bounding box) the refinement raised J from 0.752 to 0.767; on all 30, 0.683 to 0.735.
+
+    Args:
+        session: the Session that will track the objects (its state is replaced by ``start``).
+        rgb: the first frame, uint8 (H, W, 3).
+        boxes: one (x, y, w, h) per object, in pixels.
+        refine: run the model's refinement (else GrabCut only).
+
+    Returns:
+        uint8 (H, W) object ids 1..len(boxes), 0 background.
+    """
+    from edgevos.data.boxes import box_region, grabcut_mask
+
+    mask = grabcut_mask(rgb, boxes)
+    if not refine:
+        return mask
+    program = getattr(session, "program", session)  # the program itself: no FPS-budget bookkeeping
+    program.start(rgb, mask)
+    ids = program.step(rgb).mask
+    out = np.zeros_like(mask)
+    for k, box in enumerate(boxes, start=1):
+        mine = (ids == k) & box_region(mask.shape, box)
+        out[(mine if mine.sum() >= 0.2 * (mask == k).sum() else mask == k) & (out == 0)] = k
+    return out
+
+
 def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frames: Optional[int] = None,
                  warmup: int = 10, status: Optional[Callable[[str], None]] = None, status_every: float = 0.5,
                  power=None, handle_signals: bool = True, stop_event: Optional[threading.Event] = None,
@@ -241,6 +273,7 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
 def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, backend: str = "onnxruntime",
         precision: Optional[str] = None, tau: Optional[float] = None, max_reuse: Optional[int] = None,
         target_fps: Optional[float] = None, threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
+        refine_box: bool = True,
         pin_inference: Union[str, Iterable[int], None] = None, max_frames: Optional[int] = None,
         warmup: int = 10, timeout: Optional[float] = None, reconnect: int = 0, power: bool = True,
         status: Optional[Callable[[str], None]] = None, log=None) -> RunSummary:
@@ -262,7 +295,8 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         first_mask: (H, W) ids, a mask PNG path, or a callable ``rgb -> mask``; sources with
             ground truth (test://, davis://) carry their own.
         init_box: boxes (x, y, w, h) or ``"x,y,w,h"`` strings, one per object: the first
-            mask is GrabCut inside each.
+            mask is GrabCut inside each, refined by the model (:func:`mask_from_boxes`).
+        refine_box: with ``init_box``, refine GrabCut's mask with the model (default on).
         pin_inference: Linux: cores for inference (``"0,1"`` or a set); decoding, encoding
             and writing run on the others; ``threads`` defaults to their number.
         max_frames: stop after this many frames.
@@ -291,10 +325,10 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
 
         first_mask = read_mask(first_mask)
     elif init_box:
-        from edgevos.data.boxes import grabcut_mask, parse_box
+        from edgevos.data.boxes import parse_box
 
         boxes = [parse_box(b) if isinstance(b, str) else tuple(int(v) for v in b) for b in init_box]
-        first_mask = lambda rgb: grabcut_mask(rgb, boxes)  # noqa: E731
+        first_mask = lambda rgb: mask_from_boxes(session, rgb, boxes, refine_box)  # noqa: E731
     elif first_mask is None and src_uri.scheme not in ("test", "davis"):
         raise InputError(f"{src_uri} has no ground truth: pass --init-mask PNG or --init-box x,y,w,h "
                          "(first_mask= or init_box= in Python)")

@@ -29,7 +29,9 @@ def add_arguments(p) -> None:
                         "others; --threads defaults to the number of these cores")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--init-mask", help="first-frame mask PNG (ids; DAVIS layout)")
-    g.add_argument("--init-box", action="append", help="x,y,w,h of an object in the first frame (GrabCut); repeat per object")
+    g.add_argument("--init-box", action="append",
+                   help="x,y,w,h of an object in the first frame (GrabCut, refined by the model); repeat per object")
+    p.add_argument("--no-refine-box", action="store_true", help="with --init-box: GrabCut's mask as it is")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--warmup", type=int, default=10, help="frames excluded from steady-state statistics")
     p.add_argument("--log", help="write the summary and per-frame stats as JSON here")
@@ -60,7 +62,7 @@ def main(args) -> int:
     show, tty = _status_printer()
     summary = run(args.source, args.sinks, bundle=args.bundle, backend=args.backend, precision=args.precision,
                   tau=args.tau, max_reuse=args.max_reuse, target_fps=args.target_fps, threads=args.threads, first_mask=args.init_mask,
-                  init_box=args.init_box, pin_inference=args.pin_inference, max_frames=args.max_frames,
+                  init_box=args.init_box, refine_box=not args.no_refine_box, pin_inference=args.pin_inference, max_frames=args.max_frames,
                   warmup=args.warmup, timeout=args.timeout, reconnect=args.reconnect, power=not args.no_power,
                   status=None if args.quiet else show, log=args.log)
     if tty and not args.quiet:

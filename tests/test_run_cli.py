@@ -342,3 +342,30 @@ def test_prefetcher_keeps_order_forwards_errors_and_closes(tmp_path):
     it, p = frames_of(live)
     assert p is None  # a live source keeps its latest-frame policy in the caller's thread
     live.stop()
+
+
+def test_mask_from_boxes_refines_inside_the_box_and_falls_back():
+    from types import SimpleNamespace
+
+    from edgevos.runtime.pipeline import mask_from_boxes
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 40, (120, 160, 3)).astype(np.uint8)
+    img[40:80, 50:110] = rng.integers(200, 255, (40, 60, 3))
+
+    class Model:
+        def __init__(self, answer):
+            self.answer = answer
+
+        def start(self, rgb, mask):
+            self.given = mask.copy()
+
+        def step(self, rgb):
+            return SimpleNamespace(mask=self.answer(self.given))
+
+    everywhere = Model(lambda m: np.ones_like(m))  # the model says "object" everywhere
+    m = mask_from_boxes(everywhere, img, [(40, 30, 80, 60)])
+    assert m[35:90, 45:120].all() and not m[:20].any() and not m[:, :30].any()  # kept inside the grown box
+    lost = Model(lambda m: np.zeros_like(m))  # the model loses the object: GrabCut's mask stays
+    np.testing.assert_array_equal(mask_from_boxes(lost, img, [(40, 30, 80, 60)]), lost.given)
+    np.testing.assert_array_equal(mask_from_boxes(lost, img, [(40, 30, 80, 60)], refine=False), lost.given)

@@ -28,9 +28,32 @@ def parse_box(text: str) -> Box:
     return x, y, w, h
 
 
+def _tidy(fg: np.ndarray) -> np.ndarray:
+    """Drop specks (components under a tenth of the largest) and fill holes."""
+    import cv2
+
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    if n > 2:
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        fg = np.isin(lab, 1 + np.nonzero(areas >= 0.1 * areas.max())[0])
+    n, lab = cv2.connectedComponents((~fg).astype(np.uint8), connectivity=4)
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    return fg | (lab > 0) & ~np.isin(lab, border)
+
+
+def box_region(shape, box: Box, margin: float = 0.03) -> np.ndarray:
+    """Boolean (H, W) map of ``box`` grown by ``margin`` of its size (+2 px) on each side."""
+    H, W = shape[:2]
+    x, y, w, h = box
+    dx, dy = int(margin * w) + 2, int(margin * h) + 2
+    out = np.zeros((H, W), bool)
+    out[max(0, y - dy):min(H, y + h + dy), max(0, x - dx):min(W, x + w + dx)] = True
+    return out
+
+
 def grabcut_mask(rgb: np.ndarray, boxes: Sequence[Box], iterations: int = 5) -> np.ndarray:
-    """First-frame mask from boxes: object k+1 is GrabCut inside box k, or the
-    filled box when GrabCut finds nothing.
+    """First-frame mask from boxes: object k+1 is GrabCut inside box k (specks dropped,
+    holes filled), or the filled box when GrabCut finds nothing.
 
     Args:
         rgb: the first frame, uint8 (H, W, 3).
@@ -61,5 +84,7 @@ def grabcut_mask(rgb: np.ndarray, boxes: Sequence[Box], iterations: int = 5) -> 
         if fg is None or not fg.any():
             fg = np.zeros((H, W), bool)
             fg[y0:y1, x0:x1] = True
+        else:
+            fg = _tidy(fg)
         out[fg & (out == 0)] = k
     return out
