@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="default", help="shipped weights name or checkpoint path")
     p.add_argument("--frames", type=int, default=90, help="frames in the generated clip (default 90)")
     p.add_argument("--clip-size", default="240x432", help="generated clip HxW (default 240x432)")
-    p.add_argument("--input-size", default="256x448", help="model input HxW (default 256x448)")
+    p.add_argument("--input-size", default=None, help="model input HxW (default: the size the weights were trained at)")
     p.add_argument("--tau", default="1,0.7", help="reuse-gate thresholds to run (default 1,0.7)")
     p.add_argument("--precision", default="int8-cpu", choices=["fp32", "int8-cpu", "int8-trt"])
     p.add_argument("--threads", type=int, default=None,
@@ -114,7 +114,13 @@ def main(args) -> int:
     seq, clip = make_clip(out, args.frames, parse_hw(args.clip_size, "--clip-size"), args.seed)
     print(f"[demo]     {clip} ({len(seq)} frames, {seq.frame(0).shape[1]}x{seq.frame(0).shape[0]}, objects {seq.object_ids})")
     print(f"[demo] 2/3 exporting G-FRTM-fast ({args.weights}) to ONNX + {args.precision}")
-    bundle = ensure_bundle(out, args.weights, parse_hw(args.input_size, "--input-size"), args.precision, args.rebuild)
+    if args.input_size:
+        size = parse_hw(args.input_size, "--input-size")
+    else:
+        from edgevos.models.weights import load_checkpoint
+
+        size = tuple(load_checkpoint("gfrtm", args.weights)["config"]["input_size"])
+    bundle = ensure_bundle(out, args.weights, size, args.precision, args.rebuild)
     print(f"[demo] 3/3 GStreamer runtime: file://{clip.name} -> overlay MP4 + masks, ONNX Runtime {args.precision}")
     gts = [seq.mask(i) for i in range(len(seq))]
     rows = []
