@@ -266,16 +266,19 @@ class ObjectSetMixin:
 
     def _begin_step(self, frame: np.ndarray):
         """The common head of ``step``: checks, frame counter, timer, model input.
-        Returns (t0, frame, timer, x)."""
+        Returns (t0, frame, timer, what ``_preprocess`` returns)."""
         if not self.objects:
             raise InputError(f"step() called before start(): give {self.START_HINT} to start()")
         t0 = time.perf_counter()
         frame = check_frame(frame, self.frame_hw)
         self.frame_index += 1
         timer = Timer()
+        return t0, frame, timer, self._preprocess(frame, timer)
+
+    def _preprocess(self, frame: np.ndarray, timer: Timer):
+        """The model input for a checked frame (programs may return more than one input)."""
         with timer.section("preprocess"):
-            x = to_input(frame, self.input_size)
-        return t0, frame, timer, x
+            return to_input(frame, self.input_size)
 
     @property
     def tau(self) -> float:

@@ -90,7 +90,7 @@ class GfrtmProgram(ObjectSetMixin):
         """The gate and the reuse path run on the half-resolution encoding (``encoder_reuse``)."""
         return self.backend.has("encoder_reuse")
 
-    def _images(self, frame: np.ndarray, timer: Timer):
+    def _preprocess(self, frame: np.ndarray, timer: Timer):
         """Model input (1, 3, H, W) and, for a half-resolution gate, (1, 3, H/2, W/2)."""
         with timer.section("preprocess"):
             img = resize_image(frame, self.input_size)
@@ -176,7 +176,7 @@ class GfrtmProgram(ObjectSetMixin):
         frame = check_frame(frame)
         mask, ids = check_mask(mask, frame.shape[:2])
         timer = Timer()
-        x, xh = self._images(frame, timer)
+        x, xh = self._preprocess(frame, timer)
         with timer.section("preprocess"):
             import cv2
 
@@ -208,13 +208,7 @@ class GfrtmProgram(ObjectSetMixin):
         return max((o.reuse_run for o in self.objects), default=0)
 
     def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
-        if not self.objects:
-            raise InputError(f"step() called before start(): give {self.START_HINT} to start()")
-        t0 = time.perf_counter()
-        frame = check_frame(frame, self.frame_hw)
-        self.frame_index += 1
-        timer = Timer()
-        x, xh = self._images(frame, timer)
+        t0, frame, timer, (x, xh) = self._begin_step(frame)
         feats: Dict[str, np.ndarray] = {}
 
         # ---- reuse gate, per object (skipped entirely at tau = 1)
