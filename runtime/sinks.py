@@ -103,6 +103,8 @@ ENCODERS = {
     "avenc_h264_omx": "avenc_h264_omx",
 }
 HARDWARE_ENCODERS = ("nvv4l2h264enc",)
+#: an MP4 output is written in fragments of this many milliseconds (what a crash can lose)
+MP4_FRAGMENT_MS = 200
 #: the name the encoder element gets in an output pipeline
 ENCODER_ELEMENT = "enc"
 
@@ -186,7 +188,10 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
         return f"{head} ! rtspclientsink location={_q(uri.raw)}"
     suffix = Path(uri.path).suffix.lower()
     if suffix in (".mp4", ".mov", ".m4v"):
-        mux = "mp4mux"
+        # fragmented while it is written (a fragment every MP4_FRAGMENT_MS, each playable on its
+        # own), so a kill or power loss keeps every finished fragment; at the end of the stream
+        # the muxer rewrites the index into a normal, seekable MP4
+        mux = f"mp4mux fragment-duration={MP4_FRAGMENT_MS} fragment-mode=first-moov-then-finalise"
     elif suffix == ".mkv":
         mux = "matroskamux"
     else:
@@ -283,7 +288,8 @@ class VideoSink(_QueuedSink):
         Gst = gst()
         location = None
         if self._final is not None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self._final.name}.", suffix=".partial",
+            # a visible name with the video's extension: after a crash it plays as it is
+            fd, tmp = tempfile.mkstemp(prefix=f"{self._final.stem}.partial-", suffix=self._final.suffix,
                                        dir=self._final.parent if str(self._final.parent) else ".")
             os.close(fd)
             self._tmp = Path(tmp)

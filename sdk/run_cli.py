@@ -3,7 +3,7 @@
 The argument layer over :func:`edgevos.run`: segments a source URI frame by
 frame and writes every sink, then prints a summary table.  The exit code says
 how the run ended: 0 end of stream / --max-frames, 1 source or input error,
-130 Ctrl-C, 143 SIGTERM.
+129 SIGHUP (terminal closed), 130 Ctrl-C, 143 SIGTERM.
 """
 from __future__ import annotations
 
@@ -46,12 +46,15 @@ def _status_printer():
     last = [0.0]
 
     def show(line: str) -> None:
-        if tty:
-            sys.stderr.write("\r" + line[:160] + "\x1b[K")
-            sys.stderr.flush()
-        elif time.perf_counter() - last[0] >= 5.0:
-            print(line, file=sys.stderr, flush=True)
-            last[0] = time.perf_counter()
+        try:
+            if tty:
+                sys.stderr.write("\r" + line[:160] + "\x1b[K")
+                sys.stderr.flush()
+            elif time.perf_counter() - last[0] >= 5.0:
+                print(line, file=sys.stderr, flush=True)
+                last[0] = time.perf_counter()
+        except OSError:  # the terminal went away (SIGHUP follows): the run itself goes on to a clean end
+            pass
 
     return show, tty
 

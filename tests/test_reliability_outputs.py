@@ -1,0 +1,95 @@
+"""Outputs: a user's input is never overwritten, runs never mix, what was written is never
+lost, and every output location is checked before the first frame.
+
+The session is the colour double of tests/test_run_cli.py: these tests are about files,
+signals and numbering, not about the model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reliability_common import gst_or_skip  # noqa: E402
+from test_run_cli import ColourSession  # noqa: E402
+
+pytestmark = pytest.mark.gst
+
+
+def _gst_write(desc: str) -> None:
+    """Run a gst-launch description to its end of stream."""
+    Gst = gst_or_skip()
+    pipeline = Gst.parse_launch(desc)
+    pipeline.set_state(Gst.State.PLAYING)
+    msg = pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    pipeline.set_state(Gst.State.NULL)
+    assert msg is not None and msg.type == Gst.MessageType.EOS, desc
+
+
+def _video(path: Path, frames: int = 12, pattern: str = "ball") -> Path:
+    _gst_write(f"videotestsrc pattern={pattern} num-buffers={frames} ! video/x-raw,width=160,height=96,framerate=30/1 "
+               f"! x264enc ! h264parse ! mp4mux ! filesink location={path}")
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``edgevos run`` with the session double; returns (exit code, stdout + stderr)."""
+    import edgevos.runtime.session as session_mod
+    from edgevos.cli import main
+
+    monkeypatch.setattr(session_mod.Session, "from_bundle", classmethod(lambda cls, *a, **k: ColourSession()))
+
+    def go(*argv, capsys=None):
+        return main(["run", *map(str, argv), "--bundle", ".", "--quiet", "--no-power"])
+
+    return go
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. an output equal to the input, or to another output, is refused before anything is opened
+# ---------------------------------------------------------------------------------------------
+def test_output_that_is_the_input_is_refused_and_the_input_survives(cli, tmp_path, capsys, monkeypatch):
+    clip = _video(tmp_path / "a.mp4")
+    before = _digest(clip)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.mp4").symlink_to(clip)
+    monkeypatch.chdir(tmp_path)
+    box = ["--init-box", "40,20,40,40", "--max-frames", "3"]
+    for argv in (["file://a.mp4", "file://a.mp4"], ["a.mp4", "a.mp4"], ["file://a.mp4", "json://a.mp4"],
+                 ["file://a.mp4", "file://sub/../a.mp4"], ["file://a.mp4", f"json://{tmp_path / 'link.mp4'}"],
+                 ["file://a.mp4", "masks://m", "--log", "a.mp4"]):
+        assert cli(*argv, *box) == 1, argv
+        err = capsys.readouterr().err
+        assert "is the input" in err and "Traceback" not in err, (argv, err)
+        assert _digest(clip) == before, argv
+    assert not (tmp_path / "m").exists()  # nothing was opened
+
+
+def test_two_outputs_on_one_path_are_refused(cli, tmp_path, capsys, monkeypatch):
+    clip = _video(tmp_path / "a.mp4")
+    monkeypatch.chdir(tmp_path)
+    box = ["--init-box", "40,20,40,40", "--max-frames", "3"]
+    for argv in (["file://out.mp4", "json://out.mp4"], ["json://s.jsonl", "json://./s.jsonl"],
+                 ["masks://m", "masks://m/"], ["json://s.jsonl", "--log", "s.jsonl"]):
+        assert cli(f"file://{clip}", *argv, *box) == 1, argv
+        err = capsys.readouterr().err
+        assert "are the same path" in err and "Traceback" not in err, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_output_inside_a_davis_dataset_is_refused(davis_root, tmp_path):
+    from edgevos import run
+    from edgevos.errors import InputError
+
+    with pytest.raises(InputError, match="inside the dataset"):
+        run(f"davis://{davis_root}?seq=bear", [f"masks://{davis_root}/Annotations/480p/bear"], session=ColourSession())
