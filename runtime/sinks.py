@@ -14,8 +14,9 @@ is idempotent; sinks are context managers.
   and ``?encoder=NAME`` picks one.  The file is written under a temporary
   name and renamed into place once the muxer has finished (EOS reached the
   file), so ``out.mp4`` only ever exists as a playable file.
-* ``masks://DIR[?seq=NAME]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
-  each written atomically (temp + rename) by a background thread; ``close()``
+* ``masks://DIR[?seq=NAME][&overwrite=1]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
+  numbered by source frame.  The directory must hold no PNGs (two runs' masks never mix);
+  ``overwrite=1`` deletes the masks of an earlier run first.  Each mask is written atomically (temp + rename) by a background thread; ``close()``
   waits until every queued mask is on disk.
 * ``display://``: an on-screen window (Wayland, X11, or a Jetson's DRM sink; chosen from the environment);
   a Jetson's sinks (nv3dsink, nvdrmvideosink) get the frames in NVMM memory through ``nvvidconv``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -525,6 +527,37 @@ def _writer():
     return write_mask
 
 
+_MASK_NAME = re.compile(r"^(\d{5,}\.png|\.\d{5,}\.png\..*\.tmp)$")  # a mask, or one being written
+
+
+def _claim_mask_dir(path: Path, uri: URI, overwrite: bool) -> None:
+    """A masks directory must hold no PNGs, so one run's masks never mix with another's (other
+    files, such as this run's video or JSON, may share it); with ``overwrite`` the masks of an
+    earlier run (``NNNNN.png``) are deleted first."""
+    def pngs():
+        try:
+            return sorted(n for n in os.listdir(path) if n.lower().endswith((".png", ".tmp")))
+        except OSError as exc:
+            raise SourceError(f"{uri}: cannot list output directory {path}: {exc.strerror}") from exc
+
+    found = pngs()
+    if found and overwrite:
+        for name in found:
+            if _MASK_NAME.match(name):
+                try:
+                    (path / name).unlink()
+                except OSError as exc:
+                    raise SourceError(f"{uri}: cannot delete the old mask {path / name}: {exc.strerror}") from exc
+        found = pngs()
+        if found:
+            raise InputError(f"{uri}: output directory {path} holds PNGs that are not masks (e.g. '{found[0]}'): "
+                             "choose a new directory")
+    if found:
+        raise InputError(
+            f"{uri}: output directory {path} already holds masks ({len(found)} files, e.g. '{found[0]}'): two "
+            "runs' masks would mix; choose a new directory, or add ?overwrite=1 to delete them first")
+
+
 class MaskSink(_QueuedSink):
     """DAVIS-layout indexed PNGs, written atomically by one background thread."""
 
@@ -533,7 +566,14 @@ class MaskSink(_QueuedSink):
         self.dir = Path(uri.path)
         if uri.query.get("seq"):
             self.dir = self.dir / uri.query["seq"]
+        unknown = set(uri.query) - {"seq", "overwrite"}
+        if unknown:
+            raise InputError(f"{uri}: unknown option(s) {sorted(unknown)}; known: seq, overwrite")
+        overwrite = uri.query.get("overwrite", "0").strip().lower()
+        if overwrite not in ("0", "1", "true", "false", "yes", "no"):
+            raise InputError(f"{uri}: overwrite={uri.query['overwrite']!r} must be 1 or 0")
         _prepare_dir(self.dir, uri)
+        _claim_mask_dir(self.dir, uri, overwrite in ("1", "true", "yes"))
         self._write_mask = _writer()
         self._queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
         self._error: Optional[BaseException] = None

@@ -93,3 +93,25 @@ def test_output_inside_a_davis_dataset_is_refused(davis_root, tmp_path):
 
     with pytest.raises(InputError, match="inside the dataset"):
         run(f"davis://{davis_root}?seq=bear", [f"masks://{davis_root}/Annotations/480p/bear"], session=ColourSession())
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. a reused masks:// directory never mixes two runs
+# ---------------------------------------------------------------------------------------------
+def test_reused_masks_directory_is_refused_unless_overwrite(cli, tmp_path, capsys):
+    masks = tmp_path / "m"
+    assert cli("test://?frames=12&size=48x64", f"masks://{masks}", f"json://{masks / 's.jsonl'}") == 0
+    assert len(list(masks.glob("*.png"))) == 12
+    capsys.readouterr()
+    assert cli("test://?frames=5&size=48x64", f"masks://{masks}") == 1
+    err = capsys.readouterr().err
+    assert "already holds masks" in err and "?overwrite=1" in err and "Traceback" not in err
+    assert len(list(masks.glob("*.png"))) == 12  # untouched
+    assert cli("test://?frames=5&size=48x64", f"masks://{masks}?overwrite=1") == 0
+    assert sorted(p.name for p in masks.glob("*.png")) == [f"{i:05d}.png" for i in range(5)]
+    assert (masks / "s.jsonl").is_file()  # only masks are deleted
+    (masks / "photo.png").write_bytes(b"x")
+    assert cli("test://?frames=5&size=48x64", f"masks://{masks}?overwrite=1") == 1
+    assert "not masks" in capsys.readouterr().err and (masks / "photo.png").exists()
+    assert cli("test://?frames=5&size=48x64", f"masks://{tmp_path / 'n'}?overwrite=maybe") == 1
+    assert "overwrite='maybe' must be 1 or 0" in capsys.readouterr().err
