@@ -115,3 +115,48 @@ def test_reused_masks_directory_is_refused_unless_overwrite(cli, tmp_path, capsy
     assert "not masks" in capsys.readouterr().err and (masks / "photo.png").exists()
     assert cli("test://?frames=5&size=48x64", f"masks://{tmp_path / 'n'}?overwrite=maybe") == 1
     assert "overwrite='maybe' must be 1 or 0" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. complete files are not taken for truncated ones; truncated ones still are
+# ---------------------------------------------------------------------------------------------
+def _decode(path: Path) -> int:
+    from edgevos.runtime.sources import open_source
+
+    return sum(1 for _ in open_source(f"file://{path}"))
+
+
+def test_complete_files_with_odd_durations_are_accepted(tmp_path):
+    """An MP4 whose audio outlasts its video (phones), and a raw H.264 stream whose first
+    frames are small (the duration GStreamer estimates from the bitrate is far too long)."""
+    gst_or_skip()
+    from edgevos.runtime.sources import has_element
+
+    raw = "video/x-raw,width=160,height=96,framerate=30/1 ! x264enc key-int-max=30 ! h264parse"
+    if has_element("avenc_aac"):
+        av = tmp_path / "av.mp4"
+        _gst_write(f"videotestsrc num-buffers=30 ! {raw} ! queue ! mp4mux name=m ! filesink location={av} "
+                   "audiotestsrc num-buffers=130 samplesperbuffer=1024 ! audioconvert ! avenc_aac ! queue ! m.")
+        assert _decode(av) == 30  # 1 s of video, 3 s of audio
+    parts = []
+    for name, pattern, n in (("flat", "black", 60), ("busy", "snow", 30)):
+        parts.append(tmp_path / f"{name}.h264")
+        _gst_write(f"videotestsrc pattern={pattern} num-buffers={n} ! {raw} ! video/x-h264,stream-format=byte-stream "
+                   f"! filesink location={parts[-1]}")
+    stream = tmp_path / "clip.h264"
+    stream.write_bytes(b"".join(p.read_bytes() for p in parts))
+    assert _decode(stream) == 90
+
+
+@pytest.mark.parametrize("mux", ["mp4mux faststart=true", "matroskamux"])
+def test_truncated_files_are_still_named(tmp_path, mux):
+    from edgevos.errors import SourceError
+
+    gst_or_skip()
+    whole = tmp_path / "whole"
+    _gst_write(f"videotestsrc pattern=snow num-buffers=90 ! video/x-raw,width=160,height=96,framerate=30/1 ! "
+               f"x264enc ! h264parse ! {mux} ! filesink location={whole}")
+    cut = tmp_path / ("cut.mp4" if "mp4" in mux else "cut.mkv")
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    with pytest.raises(SourceError, match="file is truncated"):
+        _decode(cut)
