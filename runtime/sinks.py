@@ -273,6 +273,8 @@ class VideoSink(_QueuedSink):
         self._t_last = None
         self._rate = None
         self._pushed = 0
+        self._first_index: Optional[int] = None  # the first frame's number: time 0
+        self._next_slot = 0  # the earliest frame slot the next buffer may take
         self.encoder: Optional[str] = None  # the encoder that started (see encoder_candidates)
         self._queue: "queue.Queue" = queue.Queue(maxsize=4)
         self._thread: Optional[threading.Thread] = None
@@ -335,11 +337,16 @@ class VideoSink(_QueuedSink):
             return err or "state change failed"
         return None
 
-    def _buffer(self, Gst, data: bytes):
-        """The next frame's buffer (timestamps from the frame count and the rate)."""
+    def _buffer(self, Gst, data: bytes, frame_index: Optional[int] = None):
+        """A frame's buffer, timed by its source frame number at the rate (a frame the source
+        lost leaves a gap in time, so the video keeps the source's timing), never before the
+        previous one."""
         buf = Gst.Buffer.new_wrapped(data)
         dur = int(Gst.SECOND / self.fps)
-        buf.pts = self._pushed * dur
+        slot = self._pushed if frame_index is None or self._first_index is None else frame_index - self._first_index
+        slot = max(slot, self._next_slot)
+        self._next_slot = slot + 1
+        buf.pts = slot * dur
         buf.duration = dur
         return buf
 
@@ -363,6 +370,7 @@ class VideoSink(_QueuedSink):
         if err is not None:
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline = self._src = None
+            self._next_slot = 0  # the next encoder starts at time 0 again
             return err
         self._pushed = 1
         return None
@@ -434,11 +442,13 @@ class VideoSink(_QueuedSink):
         if (h2, w2) != (h, w):
             img = np.pad(img, ((0, h2 - h), (0, w2 - w), (0, 0)), mode="edge")
         data = i420_bytes(img)
+        if self._first_index is None:
+            self._first_index = frame_index
         if self._pipeline is None:
             self._start(h2, w2, data if self._pushed == 0 else None)
             if self._pushed:  # the first frame went in while the encoder was tried
                 return
-        ret = self._src.push_buffer(self._buffer(Gst, data))
+        ret = self._src.push_buffer(self._buffer(Gst, data, frame_index))
         if ret != Gst.FlowReturn.OK:
             err = self._bus_error(0.2)
             raise SourceError(f"{self.uri}: output refused frame {frame_index}: {err or ret.value_nick}")

@@ -28,10 +28,13 @@ elements present) the pipelines come from :mod:`edgevos.jetson.pipelines`
 """
 from __future__ import annotations
 
+import collections
 import os
 import queue
+import statistics
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Tuple, Union
@@ -104,8 +107,9 @@ def on_jetson() -> bool:
 class Frame:
     """One decoded frame: ``rgb`` is (H, W, 3) uint8 (read-only for GStreamer sources:
     copy it before drawing on it); ``pts`` in seconds or None; ``gt`` the ground-truth
-    id mask when the source has one.  ``index`` counts delivered frames from 0 and
-    continues across reconnects."""
+    id mask when the source has one.  ``index`` is the source's frame number from 0: for a
+    file, from the PTS (a frame the decoder dropped leaves a gap); for a live source, the
+    count of delivered frames, continued across reconnects."""
 
     index: int
     pts: Optional[float]
@@ -120,7 +124,7 @@ class Source:
 
     def __init__(self, uri: URI):
         self.uri = uri
-        self.dropped = 0  # frames produced upstream but never delivered (live sources)
+        self.dropped = 0  # frames never delivered: too slow for a live source, undecodable in a file
         self.delivered = 0
         self.reconnects = 0
         self.first_mask: Optional[np.ndarray] = None
@@ -421,6 +425,9 @@ class GstSource(Source):
         self._arrived_lock = threading.Lock()
         self._closed = False
         self._last_end: Optional[float] = None
+        self._prev: Optional[Tuple[int, Optional[float]]] = None  # (index, pts) of the last frame delivered
+        self._steps: "collections.deque" = collections.deque(maxlen=15)  # recent PTS steps of one frame
+        self.repeated = 0  # frames of a damaged file skipped because their PTS repeated an earlier one
         self._preflight()
         self._start()
 
@@ -532,7 +539,7 @@ class GstSource(Source):
         return redact(text)
 
     # -- frames --------------------------------------------------------------
-    def _to_frame(self, sample) -> Frame:
+    def _to_frame(self, sample) -> Optional[Frame]:
         Gst = gst()
         buf = sample.get_buffer()
         s = sample.get_caps().get_structure(0)
@@ -556,7 +563,11 @@ class GstSource(Source):
         if pts is not None:
             dur = buf.duration / Gst.SECOND if buf.duration != Gst.CLOCK_TIME_NONE else 0.0
             self._last_end = pts + dur
-        frame = Frame(self.delivered, pts, rgb)
+        index = self._source_index(pts)
+        if index is None:
+            self.repeated += 1
+            return None
+        frame = Frame(index, pts, rgb)
         self.delivered += 1
         if self.live:
             with self._arrived_lock:
@@ -565,6 +576,40 @@ class GstSource(Source):
             # in flight (at most queue 1 + appsink 1) or was dropped
             self.dropped = max(self.dropped, arrived - self.delivered - 2)
         return frame
+
+    def _source_index(self, pts: Optional[float]) -> Optional[int]:
+        """A file's frame number from the PTS step since the previous frame over the frame period,
+        so a frame the decoder drops (a corrupt slice) leaves a gap instead of shifting every
+        later output; the gap is counted in ``dropped``.  Step by step, not from the first PTS,
+        so a rate that is nominal only (29.97 against 30) never adds up to a false gap; the
+        period is the median of recent one-frame steps.  Live
+        sources, and files without PTS or rate, count delivered frames.  None for a frame whose
+        PTS is not after the previous one's (a damaged stream's decoder output): it is skipped
+        and counted in ``repeated``."""
+        if self._prev is None:
+            index = self.delivered
+        elif self.live or pts is None or self._prev[1] is None or not (self.fps or self._steps):
+            index = self._prev[0] + 1
+        elif pts <= self._prev[1]:
+            return None  # a damaged stream's decoder repeats a time: that frame has no place of its own
+        else:
+            step = pts - self._prev[1]
+            # the frame period: the median of recent steps (a container's rate can be an average
+            # that already counts the gap), the nominal rate until there are any
+            period = statistics.median(self._steps) if self._steps else 1.0 / self.fps
+            n = max(1, round(step / period))
+            if n == 1:
+                self._steps.append(step)
+            index = self._prev[0] + n
+        gap = index - (self._prev[0] + 1 if self._prev is not None else index)
+        if gap > 0:
+            self.dropped += gap
+            if self.dropped == gap:
+                warnings.warn(f"{self.uri}: {gap} frame(s) could not be decoded before {pts:.3f} s (damaged "
+                              "stream?); outputs keep the source's frame numbers and the summary counts them",
+                              RuntimeWarning, stacklevel=2)
+        self._prev = (index, pts)
+        return index
 
     def __iter__(self) -> Iterator[Frame]:
         Gst = gst()
@@ -608,7 +653,9 @@ class GstSource(Source):
                     break
             if sample is None:
                 continue  # stopped, or reconnected: loop re-checks
-            yield self._to_frame(sample)
+            frame = self._to_frame(sample)
+            if frame is not None:
+                yield frame
 
     def _truncated(self):
         """(last frame end, video duration) when a file's frames stop well before the duration

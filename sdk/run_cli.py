@@ -72,6 +72,9 @@ def main(args) -> int:
         sys.stderr.write("\n")
     print(summary.table())
     print(f"stopped by: {summary.stopped_by}" + (f" ({summary.error})" if summary.error else ""))
+    if summary.dropped:
+        print(f"warning: the source lost {summary.dropped} frame(s) (a live source outran, or a file's decoder "
+              "dropped them); outputs keep the source's frame numbers", file=sys.stderr)
     for uri, frames in zip(summary.sinks, summary.sink_frames):
         if frames:
             print(f"wrote {uri} ({frames} frames)")

@@ -160,3 +160,66 @@ def test_truncated_files_are_still_named(tmp_path, mux):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
     with pytest.raises(SourceError, match="file is truncated"):
         _decode(cut)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. frames a file's decoder drops leave gaps; they never shift later outputs
+# ---------------------------------------------------------------------------------------------
+def _video_with_gap(path: Path, frames: int = 30, gap=range(10, 20)) -> Path:
+    """An MP4 whose frames ``gap`` are missing (their time is empty), as a decoder that
+    drops damaged frames delivers them."""
+    Gst = gst_or_skip()
+    pipeline = Gst.parse_launch(f"videotestsrc name=src pattern=ball num-buffers={frames} ! "
+                                "video/x-raw,width=160,height=96,framerate=30/1 ! x264enc ! h264parse ! mp4mux ! "
+                                f"filesink location={path}")
+    seen = [0]
+
+    def drop(_pad, _info):
+        seen[0] += 1
+        return Gst.PadProbeReturn.DROP if seen[0] - 1 in gap else Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("src").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, drop)
+    pipeline.set_state(Gst.State.PLAYING)
+    msg = pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    pipeline.set_state(Gst.State.NULL)
+    assert msg is not None and msg.type == Gst.MessageType.EOS
+    return path
+
+
+def test_dropped_frames_keep_the_source_numbering(cli, tmp_path, capsys):
+    from edgevos.runtime.sources import open_source
+
+    clip = _video_with_gap(tmp_path / "gap.mp4")
+    masks, out, log = tmp_path / "m", tmp_path / "o.mp4", tmp_path / "log.json"
+    with pytest.warns(RuntimeWarning, match="10 frame.s. could not be decoded"):
+        code = cli(f"file://{clip}", f"masks://{masks}", f"json://{tmp_path / 's.jsonl'}", f"file://{out}",
+                   "--init-box", "40,20,40,40", "--log", log, "--warmup", "2")
+    assert code == 0
+    want = [*range(10), *range(20, 30)]
+    assert sorted(int(p.stem) for p in masks.glob("*.png")) == want
+    lines = (tmp_path / "s.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame"] for line in lines] == want
+    summary = json.loads(log.read_text())["summary"]
+    assert summary["dropped"] == 10 and summary["frames"] == 20
+    assert "lost 10 frame(s)" in capsys.readouterr().err
+    assert [f.index for f in open_source(f"file://{out}")] == want  # the overlay keeps the source's timing
+
+
+def test_damaged_real_video_numbers_frames_by_source_time(videos_dir, tmp_path):
+    """A corrupt stretch of a real clip's mdat: the decoder drops frames and repeats a time;
+    every frame still gets the number of its time, and delivered + dropped = the clip's frames."""
+    gst_or_skip()
+    from edgevos.runtime.sources import open_source
+
+    src = videos_dir / "cutie_example.mp4"  # 117 frames at 25 fps
+    data = bytearray(src.read_bytes())
+    start = len(data) // 3
+    data[start: start + 60000] = bytes(60000)
+    (tmp_path / "bad.mp4").write_bytes(bytes(data))
+    source = open_source(f"file://{tmp_path / 'bad.mp4'}")
+    with pytest.warns(RuntimeWarning, match="could not be decoded"):
+        frames = list(source)
+    assert source.dropped > 0 and len(frames) + source.dropped == 117
+    assert frames[-1].index == 116
+    t0 = frames[0].pts
+    assert all(f.index == round((f.pts - t0) * 25) for f in frames)
