@@ -223,3 +223,52 @@ def test_damaged_real_video_numbers_frames_by_source_time(videos_dir, tmp_path):
     assert frames[-1].index == 116
     t0 = frames[0].pts
     assert all(f.index == round((f.pts - t0) * 25) for f in frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. every output location is checked before the first frame (or the first calibration step)
+# ---------------------------------------------------------------------------------------------
+def test_unwritable_log_is_refused_before_the_first_frame(cli, tmp_path, capsys):
+    (tmp_path / "f").write_text("a file")
+    (tmp_path / "d").mkdir()
+    for log, words in ((tmp_path / "f" / "log.json", "is a file"), (tmp_path / "d", "is a directory")):
+        assert cli("test://?frames=5&size=48x64", f"masks://{tmp_path / 'm'}", "--log", log) == 1
+        err = capsys.readouterr().err
+        assert "--log" in err and words in err and "Traceback" not in err, err
+        assert not (tmp_path / "m").exists()  # refused before anything was opened
+    from test_reliability_inputs import _mount_tmpfs, _umount
+
+    ro = tmp_path / "ro"
+    if _mount_tmpfs(ro, "ro,size=64k"):  # root ignores permission bits; a read-only mount refuses
+        try:
+            assert cli("test://?frames=5&size=48x64", f"masks://{tmp_path / 'm'}", "--log", ro / "log.json") == 1
+            err = capsys.readouterr().err
+            assert "not writable" in err and str(ro) in err and not (tmp_path / "m").exists(), err
+        finally:
+            _umount(ro)
+
+
+def test_export_and_import_weights_check_out_before_working(tmp_path, capsys, monkeypatch):
+    import edgevos.export.exporter as exporter
+    import edgevos.models.upstream as upstream
+    from edgevos.cli import main
+
+    def never(*a, **k):
+        raise AssertionError("the work started before --out was checked")
+
+    monkeypatch.setattr(exporter, "_export", never)
+    monkeypatch.setattr(exporter, "_export_spawned", never)
+    monkeypatch.setattr(upstream, "import_upstream", never)
+    (tmp_path / "f").write_text("a file")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    for out, words in ((tmp_path / "f" / "bundle", "is a file"), (tmp_path / "f", "is a file, not a directory"),
+                       (tmp_path / "full", "is not empty")):
+        assert main(["export", "--family", "gfrtm", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "--out" in err and words in err and "Traceback" not in err, err
+    (tmp_path / "src.pth").write_bytes(b"x")
+    for out, words in ((tmp_path / "f" / "w.pt", "is a file"), (tmp_path / "full", "is a directory")):
+        assert main(["import-weights", str(tmp_path / "src.pth"), "--no-backbone", "--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert "--out" in err and words in err and "Traceback" not in err, err
