@@ -16,7 +16,8 @@ is idempotent; sinks are context managers.
   file), so ``out.mp4`` only ever exists as a playable file.
 * ``masks://DIR[?seq=NAME][&overwrite=1]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
   numbered by source frame.  The directory must hold no PNGs (two runs' masks never mix);
-  ``overwrite=1`` deletes the masks of an earlier run first.  Each mask is written atomically (temp + rename) by a background thread; ``close()``
+  ``overwrite=1`` deletes the masks of an earlier run first.  Each mask is written
+  atomically (temp + rename) by a background thread; ``close()``
   waits until every queued mask is on disk.
 * ``display://``: an on-screen window (Wayland, X11, or a Jetson's DRM sink; chosen from the environment);
   a Jetson's sinks (nv3dsink, nvdrmvideosink) get the frames in NVMM memory through ``nvvidconv``.
@@ -105,6 +106,8 @@ ENCODERS = {
     "avenc_h264_omx": "avenc_h264_omx",
 }
 HARDWARE_ENCODERS = ("nvv4l2h264enc",)
+#: the smallest frame side an encoded output takes (one H.264 macroblock; x264 fails below it)
+MIN_VIDEO_SIDE = 16
 #: an MP4 output is written in fragments of this many milliseconds (what a crash can lose)
 MP4_FRAGMENT_MS = 200
 #: the name the encoder element gets in an output pipeline
@@ -397,6 +400,9 @@ class VideoSink(_QueuedSink):
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"{self.uri}: frames must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
+        if min(h, w) < MIN_VIDEO_SIDE and self.uri.scheme != "display":
+            raise InputError(f"{self.uri}: frames of {w}x{h} are too small to encode (H.264 needs at least "
+                             f"{MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}): resize the source, or write masks:// / json:// only")
         size = (h + (h & 1), w + (w & 1))
         if self._size is None:
             self._size = size
@@ -478,6 +484,7 @@ class VideoSink(_QueuedSink):
         pending = self._error
         self._error = None
         if self._pipeline is None:
+            self.frames = 0  # nothing was started, so nothing was written
             if pending is not None:
                 raise SourceError(f"{self.uri}: writing the video failed: {pending}") from pending
             return
@@ -486,6 +493,10 @@ class VideoSink(_QueuedSink):
         Gst = gst()
         err = None
         try:
+            if pending is not None and self._tmp is not None:
+                # writing already failed (a full disk): finalizing would rewrite the file's head
+                # and then fail on its tail; the fragments written so far stay playable as they are
+                raise _KeepPartial()
             self._src.end_of_stream()
             bus = self._pipeline.get_bus()
             msg = bus.timed_pop_filtered(int(self.eos_timeout * Gst.SECOND),
@@ -500,12 +511,16 @@ class VideoSink(_QueuedSink):
             elif msg.type == Gst.MessageType.ERROR:
                 e, _ = msg.parse_error()
                 err = redact(e.message)
+        except _KeepPartial:
+            pass
         finally:
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline.get_state(5 * Gst.SECOND)
             self._pipeline = self._src = None
         if pending is not None and err is None:
             err = f"a frame failed before the end: {pending}"
+        # ``frames`` tells what reached the output: every frame pushed once it is finalized, else none
+        self.frames = self._pushed if err is None else 0
         if self._tmp is not None:
             if err is None:
                 umask = os.umask(0)
@@ -517,6 +532,10 @@ class VideoSink(_QueuedSink):
                                   f"partial data left in {self._tmp}")
         elif err is not None:
             raise SourceError(f"{self.uri}: could not finalize the output ({err})")
+
+
+class _KeepPartial(Exception):
+    """Leave a video output unfinalized: its partial file is kept as written."""
 
 
 def _fraction(fps: float):
@@ -626,6 +645,7 @@ class MaskSink(_QueuedSink):
         self.closed = True
         self._queue.put(None)
         self._thread.join()
+        self.frames = self.written  # what is on disk, not what was queued
         self._raise_error()
 
 

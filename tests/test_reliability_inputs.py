@@ -448,13 +448,24 @@ def test_disk_fills(session, tmp_path):
             assert read_mask(p).shape == (96, 160)
         for p in list((disk / "m").iterdir()) + [disk / "s.jsonl"]:
             p.unlink()
-        video = disk / "out.mkv"
-        sink = open_sink(f"file://{video}", fps=30, overlay=False)
-        src = open_source("test://?frames=400&size=240x432&objects=1")  # noisy texture: compresses badly
-        s = run_pipeline(src, [sink], session, warmup=0)
-        assert s.exit_code == 1 and "No space left on the resource" in s.error, s.error
-        assert "could not finalize the video" in s.error and "partial data left in" in s.error
-        assert not video.exists()
+        for name in ("out.mkv", "out.mp4"):
+            video = disk / name
+            sink = open_sink(f"file://{video}", fps=30, overlay=False)
+            src = open_source("test://?frames=400&size=240x432&objects=1")  # noisy texture: compresses badly
+            s = run_pipeline(src, [sink], session, warmup=0)
+            assert s.exit_code == 1 and "No space left on the resource" in s.error, s.error
+            assert "could not finalize the video" in s.error and "partial data left in" in s.error
+            assert not video.exists()
+            assert s.sink_frames == [0]  # what is on disk under the final name, not what was queued
+            partial = list(disk.glob("out.partial-*" + video.suffix))
+            assert len(partial) == 1
+            kept = []
+            try:  # what fitted still plays (an MKV is named cut off; an MP4 ends at its last fragment)
+                kept.extend(open_source(f"file://{partial[0]}"))
+            except SourceError as exc:
+                assert "truncated" in str(exc) and name.endswith(".mkv"), exc
+            assert len(kept) > 10, name
+            partial[0].unlink()
     finally:
         _umount(disk)
 

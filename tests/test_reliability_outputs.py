@@ -272,3 +272,29 @@ def test_export_and_import_weights_check_out_before_working(tmp_path, capsys, mo
         assert main(["import-weights", str(tmp_path / "src.pth"), "--no-backbone", "--out", str(out)]) == 1
         err = capsys.readouterr().err
         assert "--out" in err and words in err and "Traceback" not in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. what is reported written is what is on disk; encoder limits are checked on the first frame
+# ---------------------------------------------------------------------------------------------
+def test_frames_too_small_to_encode_are_refused_at_once(tmp_path):
+    import time
+
+    from edgevos.errors import InputError
+    from edgevos.runtime.sinks import open_sink
+
+    gst_or_skip()
+    sink = open_sink(f"file://{tmp_path / 'o.mp4'}", fps=30)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match="8x8 are too small to encode.*at least 16x16"):
+        sink.write(0, np.zeros((8, 8, 3), np.uint8), None)
+    sink.close()
+    assert time.perf_counter() - t0 < 2 and sink.frames == 0 and not list(tmp_path.iterdir())
+
+
+def test_reported_frames_are_the_frames_on_disk(cli, tmp_path, capsys):
+    assert cli("test://?frames=9&size=48x64", f"masks://{tmp_path / 'm'}", f"file://{tmp_path / 'o.mkv'}",
+               f"json://{tmp_path / 's.jsonl'}", "--max-frames", "7") == 0
+    out = capsys.readouterr().out
+    for name in ("m", "o.mkv", "s.jsonl"):
+        assert f"{tmp_path / name} (7 frames)" in out, out
