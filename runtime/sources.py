@@ -192,6 +192,8 @@ class TestSource(Source):
         self.first_mask = self._masks[0].copy()
         self.size = tuple(self._frames.shape[1:3])
         self.fps = uri.get_float("fps", 30.0)
+        if not 0 < self.fps < 1e4:
+            raise InputError(f"{uri}: fps={uri.query.get('fps')} must be a positive rate, e.g. fps=30")
 
     def __len__(self) -> int:
         return len(self._frames)

@@ -298,3 +298,66 @@ def test_reported_frames_are_the_frames_on_disk(cli, tmp_path, capsys):
     out = capsys.readouterr().out
     for name in ("m", "o.mkv", "s.jsonl"):
         assert f"{tmp_path / name} (7 frames)" in out, out
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. numbers are range-checked where they come in
+# ---------------------------------------------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+OUT_OF_RANGE = {
+    "--threads": st.one_of(st.integers(max_value=0), st.integers(min_value=257)),
+    "--max-reuse": st.integers(max_value=-1),
+    "--max-frames": st.integers(max_value=0),
+    "--warmup": st.integers(max_value=-1),
+    "--reconnect": st.integers(max_value=-1),
+    "--timeout": st.one_of(st.floats(max_value=0.0), st.just(float("inf")), st.just(float("nan"))),
+    "--tau": st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1.0000001), st.just(float("nan"))),
+    "--target-fps": st.one_of(st.floats(max_value=0.0), st.just(float("inf"))),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(sorted(OUT_OF_RANGE)).flatmap(lambda f: st.tuples(st.just(f), OUT_OF_RANGE[f])))
+def test_out_of_range_numbers_are_refused_by_name(flag_value):
+    import contextlib
+    import io
+
+    from edgevos.cli import main
+
+    flag, value = flag_value
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as ei:
+        main(["run", "test://", "--bundle", ".", f"{flag}={value}"])
+    assert ei.value.code == 2
+    assert f"argument {flag}" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.one_of(st.text(max_size=4), st.booleans(), st.floats(), st.integers(), st.none()))
+def test_session_tau_and_max_reuse_take_only_numbers_in_range(value):
+    from types import SimpleNamespace
+
+    from edgevos.errors import InputError
+    from edgevos.runtime.session import Session
+
+    session = Session(lambda tau, max_reuse: SimpleNamespace(tau=tau, max_reuse=max_reuse, backend=None))
+    tau_ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    reuse_ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+    for name, ok in (("tau", tau_ok), ("max_reuse", reuse_ok)):
+        if ok:
+            setattr(session, name, value)
+            assert getattr(session, name) == value
+        else:
+            with pytest.raises(InputError, match=name):
+                setattr(session, name, value)
+
+
+def test_test_source_rate_must_be_positive():
+    from edgevos.errors import InputError
+    from edgevos.runtime.sources import open_source
+
+    for fps in ("0", "-5", "inf", "nan"):
+        with pytest.raises(InputError, match=f"fps={fps} must be a positive rate"):
+            open_source(f"test://?frames=2&size=32x32&fps={fps}")
