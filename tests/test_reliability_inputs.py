@@ -448,24 +448,43 @@ def test_disk_fills(session, tmp_path):
             assert read_mask(p).shape == (96, 160)
         for p in list((disk / "m").iterdir()) + [disk / "s.jsonl"]:
             p.unlink()
-        for name in ("out.mkv", "out.mp4"):
-            video = disk / name
-            sink = open_sink(f"file://{video}", fps=30, overlay=False)
-            src = open_source("test://?frames=400&size=240x432&objects=1")  # noisy texture: compresses badly
-            s = run_pipeline(src, [sink], session, warmup=0)
-            assert s.exit_code == 1 and "No space left on the resource" in s.error, s.error
-            assert "could not finalize the video" in s.error and "partial data left in" in s.error
-            assert not video.exists()
-            assert s.sink_frames == [0]  # what is on disk under the final name, not what was queued
-            partial = list(disk.glob("out.partial-*" + video.suffix))
-            assert len(partial) == 1
-            kept = []
-            try:  # what fitted still plays (an MKV is named cut off; an MP4 ends at its last fragment)
-                kept.extend(open_source(f"file://{partial[0]}"))
-            except SourceError as exc:
-                assert "truncated" in str(exc) and name.endswith(".mkv"), exc
-            assert len(kept) > 10, name
-            partial[0].unlink()
+        video = disk / "out.mkv"
+        sink = open_sink(f"file://{video}", fps=30, overlay=False)
+        src = open_source("test://?frames=400&size=240x432&objects=1")  # noisy texture: compresses badly
+        s = run_pipeline(src, [sink], session, warmup=0)
+        assert s.exit_code == 1 and "No space left on the resource" in s.error, s.error
+        assert "could not finalize the video" in s.error and "partial data left in" in s.error
+        assert not video.exists()
+        assert s.sink_frames == [0]  # what is on disk under the final name, not what was queued
+        kept = []
+        with pytest.raises(SourceError, match="truncated"):  # what fitted still plays, and is named cut off
+            kept.extend(open_source(f"file://{next(disk.glob('out.partial-*.mkv'))}"))
+        assert len(kept) > 10
+    finally:
+        _umount(disk)
+
+
+def test_disk_fills_while_an_mp4_is_written(tmp_path):
+    """The MP4 is written in fragments: when the disk fills, the partial file keeps playing
+    up to the last fragment that fitted (a 1 MiB tmpfs, noise frames that compress badly)."""
+    gst_or_skip()
+    from edgevos.runtime.sinks import open_sink
+    from edgevos.runtime.sources import open_source
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=1m"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        sink = open_sink(f"file://{disk / 'out.mp4'}", fps=30, overlay=False)
+        rng = np.random.default_rng(0)
+        with pytest.raises(SourceError, match="No space left"):
+            for i in range(400):
+                sink.write(i, rng.integers(0, 255, (240, 432, 3), dtype=np.uint8), None)
+        with pytest.raises(SourceError, match="partial data left in"):
+            sink.close()
+        assert sink.frames == 0 and not (disk / "out.mp4").exists()
+        kept = list(open_source(f"file://{next(disk.glob('out.partial-*.mp4'))}"))
+        assert len(kept) > 30, i
     finally:
         _umount(disk)
 
