@@ -132,6 +132,13 @@ def export_bundle(out, family: str = "gfrtm", *, weights: Optional[str] = None, 
                   input_size=input_size, heldout_sequences=heldout_sequences, heldout_frames=heldout_frames, tau=tau,
                   calib_tau=calib_tau, min_calib_samples=min_calib_samples, speed_check=speed_check, opset=opset,
                   threads=threads, parity=parity, progress=progress)
+    from edgevos.parsing import check_writable
+
+    check_writable(out, "--out", directory=True)  # before calibration, not after it
+    if Path(out).is_dir() and any(Path(out).iterdir()):
+        raise InputError(f"--out {out} exists and is not empty: choose a new directory or remove it")
+    if log is not None:
+        check_writable(log, "log")
     if isolate or (isolate is None and _gstreamer_loaded()):
         return _export_spawned(Path(out), kwargs, log)
     return _export(Path(out), **kwargs)

@@ -3,13 +3,16 @@
 ``run(source, sinks, bundle=...)`` opens everything from URIs and returns a
 :class:`RunSummary`; ``run_pipeline(source, sinks, session)`` is the loop itself
 for callers that open their own source, sinks and session (benchmarks, tests).
-On Ctrl-C, SIGTERM, end of stream or a source error the sinks are finalized
+On Ctrl-C, SIGTERM, SIGHUP (the terminal closed), end of stream or a source error the sinks are finalized
 (the video is playable, every computed mask is on disk) and the summary says
 how the run ended: exit code 0 end of stream / max frames, 1 source or input
-error, 130 Ctrl-C, 143 SIGTERM.
+error, 129 SIGHUP, 130 Ctrl-C, 143 SIGTERM.  An MP4 output is written in fragments, so
+even a run that cannot finalize (SIGKILL, power loss) leaves a playable ``NAME.partial-*.mp4``
+holding every frame up to the last fragment.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -23,7 +26,9 @@ import numpy as np
 from edgevos.errors import EdgevosError, InputError, SourceError
 from edgevos.runtime.stats import RunStats
 
-EXIT_CODES = {"end of stream": 0, "max frames": 0, "SIGINT": 130, "SIGTERM": 143}
+EXIT_CODES = {"end of stream": 0, "max frames": 0, "SIGHUP": 129, "SIGINT": 130, "SIGTERM": 143}
+#: signals that end a run cleanly (outputs finalized): Ctrl-C, kill, and the terminal or ssh session closing
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 #: GIL switch interval while a pipeline runs (Python's default is 5 ms)
 SWITCH_INTERVAL_S = 0.001
@@ -51,7 +56,7 @@ class RunSummary:
     power: Optional[dict]
     source: str
     sinks: List[str]
-    stopped_by: str  # "end of stream", "max frames", "SIGINT", "SIGTERM", "source error", "error"
+    stopped_by: str  # "end of stream", "max frames", "SIGINT", "SIGTERM", "SIGHUP", "source error", "error"
     error: Optional[str]
     reconnects: int
     affinity: Optional[dict]
@@ -133,7 +138,7 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
         warmup: frames excluded from steady-state statistics.
         status: called with a one-line live status every ``status_every`` seconds.
         power: a :class:`~edgevos.runtime.power.PowerMonitor` (started here).
-        handle_signals: in the main thread, SIGINT/SIGTERM end the run cleanly.
+        handle_signals: in the main thread, SIGINT/SIGTERM/SIGHUP end the run cleanly.
         stop_event: set it from another thread to end the run.
         core_split: a :class:`~edgevos.runtime.affinity.CoreSplit` (inference on its cores,
             every other thread off them), applied as the source and sinks start their
@@ -165,7 +170,7 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
 
     old = {}
     if handle_signals and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             old[sig] = signal.signal(sig, on_signal)
     error: Optional[str] = None
     pending: Optional[BaseException] = None
@@ -270,6 +275,43 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
     )
 
 
+def output_path(uri) -> Optional[Path]:
+    """The file or directory a sink URI writes (None for display:// and rtsp://)."""
+    if uri.scheme in ("file", "json"):
+        return Path(uri.path)
+    if uri.scheme == "masks":
+        return Path(uri.path) / uri.query["seq"] if uri.query.get("seq") else Path(uri.path)
+    return None
+
+
+def check_outputs(source, sinks: Sequence, log=None) -> None:
+    """Refuse, before anything is opened, outputs that would overwrite the input or each other,
+    and a ``log`` location that cannot be written.
+
+    Args:
+        source: the parsed source URI.
+        sinks: the parsed sink URIs.
+        log: the ``--log`` path, or None.
+    """
+    from edgevos.parsing import check_writable, same_file
+
+    outputs = [(str(u), p) for u in sinks if (p := output_path(u)) is not None]
+    if log:
+        outputs.append((f"--log {log}", check_writable(log, "--log")))
+    src = Path(source.path) if source.scheme in ("file", "davis") else None
+    for k, (name, path) in enumerate(outputs):
+        if src is not None and same_file(path, src):
+            raise InputError(f"output {name} is the input {source}: writing it would destroy the input; "
+                             "write the output somewhere else")
+        if source.scheme == "davis" and Path(os.path.realpath(src)) in Path(os.path.realpath(path)).parents:
+            raise InputError(f"output {name} is inside the dataset {source}: it would mix with the "
+                             "dataset's files; write the output somewhere else")
+        for other, other_path in outputs[:k]:
+            if same_file(path, other_path):
+                raise InputError(f"outputs {other} and {name} are the same path '{path}': give each output "
+                                 "its own file or directory")
+
+
 def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, backend: str = "onnxruntime",
         precision: Optional[str] = None, tau: Optional[float] = None, max_reuse: Optional[int] = None,
         target_fps: Optional[float] = None, threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
@@ -316,6 +358,7 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
 
     src_uri = parse_source(source)
     sink_uris = [parse_sink(s) for s in sinks]  # validate every URI before opening anything
+    check_outputs(src_uri, sink_uris, log)
     if (bundle is None) == (session is None):
         raise InputError("run() needs exactly one of bundle= (a bundle directory) or session= (a Session)")
     if first_mask is not None and init_box:

@@ -18,6 +18,26 @@ from edgevos.programs.base import StepResult
 Result = StepResult
 
 
+def check_tau(value) -> float:
+    """``tau`` as a float in [0, 1]; InputError naming the value otherwise."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise InputError(f"tau={value!r} must be a number from 0 to 1 (1 = never reuse), e.g. 0.7")
+    return float(value)
+
+
+def check_max_reuse(value) -> Optional[int]:
+    """``max_reuse`` as None or an int >= 0; InputError naming the value otherwise."""
+    import numbers
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InputError(f"max_reuse={value!r} must be a whole number >= 0 (or None: no limit)")
+    return int(value)
+
+
 class Session:
     """One tracked video: ``start(frame, mask)``, then ``step(frame)`` per frame.
 
@@ -32,7 +52,7 @@ class Session:
 
     def __init__(self, make_program, tau: float = 1.0, max_reuse: Optional[int] = None, bundle=None, backend=None):
         self._make_program = make_program
-        self.program = make_program(tau=tau, max_reuse=max_reuse)
+        self.program = make_program(tau=check_tau(tau), max_reuse=check_max_reuse(max_reuse))
         self.bundle = bundle
         self.backend = backend if backend is not None else self.program.backend
         self._started = False
@@ -134,7 +154,7 @@ class Session:
 
     @tau.setter
     def tau(self, value: float):
-        self.program.tau = value
+        self.program.tau = check_tau(value)
 
     @property
     def max_reuse(self):
@@ -142,7 +162,7 @@ class Session:
 
     @max_reuse.setter
     def max_reuse(self, value):
-        self.program.max_reuse = value
+        self.program.max_reuse = check_max_reuse(value)
 
     @property
     def object_ids(self):

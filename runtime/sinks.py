@@ -14,8 +14,10 @@ is idempotent; sinks are context managers.
   and ``?encoder=NAME`` picks one.  The file is written under a temporary
   name and renamed into place once the muxer has finished (EOS reached the
   file), so ``out.mp4`` only ever exists as a playable file.
-* ``masks://DIR[?seq=NAME]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
-  each written atomically (temp + rename) by a background thread; ``close()``
+* ``masks://DIR[?seq=NAME][&overwrite=1]``: DAVIS-layout indexed PNGs ``DIR[/NAME]/00000.png``,
+  numbered by source frame.  The directory must hold no PNGs (two runs' masks never mix);
+  ``overwrite=1`` deletes the masks of an earlier run first.  Each mask is written
+  atomically (temp + rename) by a background thread; ``close()``
   waits until every queued mask is on disk.
 * ``display://``: an on-screen window (Wayland, X11, or a Jetson's DRM sink; chosen from the environment);
   a Jetson's sinks (nv3dsink, nvdrmvideosink) get the frames in NVMM memory through ``nvvidconv``.
@@ -28,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -103,6 +106,10 @@ ENCODERS = {
     "avenc_h264_omx": "avenc_h264_omx",
 }
 HARDWARE_ENCODERS = ("nvv4l2h264enc",)
+#: the smallest frame side an encoded output takes (one H.264 macroblock; x264 fails below it)
+MIN_VIDEO_SIDE = 16
+#: an MP4 output is written in fragments of this many milliseconds (what a crash can lose)
+MP4_FRAGMENT_MS = 200
 #: the name the encoder element gets in an output pipeline
 ENCODER_ELEMENT = "enc"
 
@@ -186,7 +193,10 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
         return f"{head} ! rtspclientsink location={_q(uri.raw)}"
     suffix = Path(uri.path).suffix.lower()
     if suffix in (".mp4", ".mov", ".m4v"):
-        mux = "mp4mux"
+        # fragmented while it is written (a fragment every MP4_FRAGMENT_MS, each playable on its
+        # own), so a kill or power loss keeps every finished fragment; at the end of the stream
+        # the muxer rewrites the index into a normal, seekable MP4
+        mux = f"mp4mux fragment-duration={MP4_FRAGMENT_MS} fragment-mode=first-moov-then-finalise"
     elif suffix == ".mkv":
         mux = "matroskamux"
     else:
@@ -266,6 +276,8 @@ class VideoSink(_QueuedSink):
         self._t_last = None
         self._rate = None
         self._pushed = 0
+        self._first_index: Optional[int] = None  # the first frame's number: time 0
+        self._next_slot = 0  # the earliest frame slot the next buffer may take
         self.encoder: Optional[str] = None  # the encoder that started (see encoder_candidates)
         self._queue: "queue.Queue" = queue.Queue(maxsize=4)
         self._thread: Optional[threading.Thread] = None
@@ -283,7 +295,8 @@ class VideoSink(_QueuedSink):
         Gst = gst()
         location = None
         if self._final is not None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self._final.name}.", suffix=".partial",
+            # a visible name with the video's extension: after a crash it plays as it is
+            fd, tmp = tempfile.mkstemp(prefix=f"{self._final.stem}.partial-", suffix=self._final.suffix,
                                        dir=self._final.parent if str(self._final.parent) else ".")
             os.close(fd)
             self._tmp = Path(tmp)
@@ -327,11 +340,16 @@ class VideoSink(_QueuedSink):
             return err or "state change failed"
         return None
 
-    def _buffer(self, Gst, data: bytes):
-        """The next frame's buffer (timestamps from the frame count and the rate)."""
+    def _buffer(self, Gst, data: bytes, frame_index: Optional[int] = None):
+        """A frame's buffer, timed by its source frame number at the rate (a frame the source
+        lost leaves a gap in time, so the video keeps the source's timing), never before the
+        previous one."""
         buf = Gst.Buffer.new_wrapped(data)
         dur = int(Gst.SECOND / self.fps)
-        buf.pts = self._pushed * dur
+        slot = self._pushed if frame_index is None or self._first_index is None else frame_index - self._first_index
+        slot = max(slot, self._next_slot)
+        self._next_slot = slot + 1
+        buf.pts = slot * dur
         buf.duration = dur
         return buf
 
@@ -355,6 +373,7 @@ class VideoSink(_QueuedSink):
         if err is not None:
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline = self._src = None
+            self._next_slot = 0  # the next encoder starts at time 0 again
             return err
         self._pushed = 1
         return None
@@ -381,6 +400,9 @@ class VideoSink(_QueuedSink):
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise InputError(f"{self.uri}: frames must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
         h, w = rgb.shape[:2]
+        if min(h, w) < MIN_VIDEO_SIDE and self.uri.scheme != "display":
+            raise InputError(f"{self.uri}: frames of {w}x{h} are too small to encode (H.264 needs at least "
+                             f"{MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}): resize the source, or write masks:// / json:// only")
         size = (h + (h & 1), w + (w & 1))
         if self._size is None:
             self._size = size
@@ -426,11 +448,13 @@ class VideoSink(_QueuedSink):
         if (h2, w2) != (h, w):
             img = np.pad(img, ((0, h2 - h), (0, w2 - w), (0, 0)), mode="edge")
         data = i420_bytes(img)
+        if self._first_index is None:
+            self._first_index = frame_index
         if self._pipeline is None:
             self._start(h2, w2, data if self._pushed == 0 else None)
             if self._pushed:  # the first frame went in while the encoder was tried
                 return
-        ret = self._src.push_buffer(self._buffer(Gst, data))
+        ret = self._src.push_buffer(self._buffer(Gst, data, frame_index))
         if ret != Gst.FlowReturn.OK:
             err = self._bus_error(0.2)
             raise SourceError(f"{self.uri}: output refused frame {frame_index}: {err or ret.value_nick}")
@@ -460,6 +484,7 @@ class VideoSink(_QueuedSink):
         pending = self._error
         self._error = None
         if self._pipeline is None:
+            self.frames = 0  # nothing was started, so nothing was written
             if pending is not None:
                 raise SourceError(f"{self.uri}: writing the video failed: {pending}") from pending
             return
@@ -468,6 +493,10 @@ class VideoSink(_QueuedSink):
         Gst = gst()
         err = None
         try:
+            if pending is not None and self._tmp is not None:
+                # writing already failed (a full disk): finalizing would rewrite the file's head
+                # and then fail on its tail; the fragments written so far stay playable as they are
+                raise _KeepPartial()
             self._src.end_of_stream()
             bus = self._pipeline.get_bus()
             msg = bus.timed_pop_filtered(int(self.eos_timeout * Gst.SECOND),
@@ -482,12 +511,16 @@ class VideoSink(_QueuedSink):
             elif msg.type == Gst.MessageType.ERROR:
                 e, _ = msg.parse_error()
                 err = redact(e.message)
+        except _KeepPartial:
+            pass
         finally:
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline.get_state(5 * Gst.SECOND)
             self._pipeline = self._src = None
         if pending is not None and err is None:
             err = f"a frame failed before the end: {pending}"
+        # ``frames`` tells what reached the output: every frame pushed once it is finalized, else none
+        self.frames = self._pushed if err is None else 0
         if self._tmp is not None:
             if err is None:
                 umask = os.umask(0)
@@ -499,6 +532,10 @@ class VideoSink(_QueuedSink):
                                   f"partial data left in {self._tmp}")
         elif err is not None:
             raise SourceError(f"{self.uri}: could not finalize the output ({err})")
+
+
+class _KeepPartial(Exception):
+    """Leave a video output unfinalized: its partial file is kept as written."""
 
 
 def _fraction(fps: float):
@@ -519,6 +556,37 @@ def _writer():
     return write_mask
 
 
+_MASK_NAME = re.compile(r"^(\d{5,}\.png|\.\d{5,}\.png\..*\.tmp)$")  # a mask, or one being written
+
+
+def _claim_mask_dir(path: Path, uri: URI, overwrite: bool) -> None:
+    """A masks directory must hold no PNGs, so one run's masks never mix with another's (other
+    files, such as this run's video or JSON, may share it); with ``overwrite`` the masks of an
+    earlier run (``NNNNN.png``) are deleted first."""
+    def pngs():
+        try:
+            return sorted(n for n in os.listdir(path) if n.lower().endswith((".png", ".tmp")))
+        except OSError as exc:
+            raise SourceError(f"{uri}: cannot list output directory {path}: {exc.strerror}") from exc
+
+    found = pngs()
+    if found and overwrite:
+        for name in found:
+            if _MASK_NAME.match(name):
+                try:
+                    (path / name).unlink()
+                except OSError as exc:
+                    raise SourceError(f"{uri}: cannot delete the old mask {path / name}: {exc.strerror}") from exc
+        found = pngs()
+        if found:
+            raise InputError(f"{uri}: output directory {path} holds PNGs that are not masks (e.g. '{found[0]}'): "
+                             "choose a new directory")
+    if found:
+        raise InputError(
+            f"{uri}: output directory {path} already holds masks ({len(found)} files, e.g. '{found[0]}'): two "
+            "runs' masks would mix; choose a new directory, or add ?overwrite=1 to delete them first")
+
+
 class MaskSink(_QueuedSink):
     """DAVIS-layout indexed PNGs, written atomically by one background thread."""
 
@@ -527,7 +595,14 @@ class MaskSink(_QueuedSink):
         self.dir = Path(uri.path)
         if uri.query.get("seq"):
             self.dir = self.dir / uri.query["seq"]
+        unknown = set(uri.query) - {"seq", "overwrite"}
+        if unknown:
+            raise InputError(f"{uri}: unknown option(s) {sorted(unknown)}; known: seq, overwrite")
+        overwrite = uri.query.get("overwrite", "0").strip().lower()
+        if overwrite not in ("0", "1", "true", "false", "yes", "no"):
+            raise InputError(f"{uri}: overwrite={uri.query['overwrite']!r} must be 1 or 0")
         _prepare_dir(self.dir, uri)
+        _claim_mask_dir(self.dir, uri, overwrite in ("1", "true", "yes"))
         self._write_mask = _writer()
         self._queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
         self._error: Optional[BaseException] = None
@@ -570,6 +645,7 @@ class MaskSink(_QueuedSink):
         self.closed = True
         self._queue.put(None)
         self._thread.join()
+        self.frames = self.written  # what is on disk, not what was queued
         self._raise_error()
 
 

@@ -16,7 +16,8 @@
   ``source.first_mask``.
 
 Failures raise :class:`SourceError` naming the URI (credentials redacted):
-missing, empty, corrupt or truncated files, unknown codecs, missing cameras,
+missing, empty, corrupt or truncated files (frames ending before the duration the
+container records for the video stream), unknown codecs, missing cameras,
 GStreamer bus errors.  Frames already yielded stay valid.  A frame size change
 mid-stream is not supported (sessions, ring buffers and video sinks are sized
 on the first frame): it raises SourceError saying so.
@@ -27,10 +28,13 @@ elements present) the pipelines come from :mod:`edgevos.jetson.pipelines`
 """
 from __future__ import annotations
 
+import collections
 import os
 import queue
+import statistics
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Tuple, Union
@@ -103,8 +107,9 @@ def on_jetson() -> bool:
 class Frame:
     """One decoded frame: ``rgb`` is (H, W, 3) uint8 (read-only for GStreamer sources:
     copy it before drawing on it); ``pts`` in seconds or None; ``gt`` the ground-truth
-    id mask when the source has one.  ``index`` counts delivered frames from 0 and
-    continues across reconnects."""
+    id mask when the source has one.  ``index`` is the source's frame number from 0: for a
+    file, from the PTS (a frame the decoder dropped leaves a gap); for a live source, the
+    count of delivered frames, continued across reconnects."""
 
     index: int
     pts: Optional[float]
@@ -119,7 +124,7 @@ class Source:
 
     def __init__(self, uri: URI):
         self.uri = uri
-        self.dropped = 0  # frames produced upstream but never delivered (live sources)
+        self.dropped = 0  # frames never delivered: too slow for a live source, undecodable in a file
         self.delivered = 0
         self.reconnects = 0
         self.first_mask: Optional[np.ndarray] = None
@@ -187,6 +192,8 @@ class TestSource(Source):
         self.first_mask = self._masks[0].copy()
         self.size = tuple(self._frames.shape[1:3])
         self.fps = uri.get_float("fps", 30.0)
+        if not 0 < self.fps < 1e4:
+            raise InputError(f"{uri}: fps={uri.query.get('fps')} must be a positive rate, e.g. fps=30")
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -420,6 +427,9 @@ class GstSource(Source):
         self._arrived_lock = threading.Lock()
         self._closed = False
         self._last_end: Optional[float] = None
+        self._prev: Optional[Tuple[int, Optional[float]]] = None  # (index, pts) of the last frame delivered
+        self._steps: "collections.deque" = collections.deque(maxlen=15)  # recent PTS steps of one frame
+        self.repeated = 0  # frames of a damaged file skipped because their PTS repeated an earlier one
         self._preflight()
         self._start()
 
@@ -531,7 +541,7 @@ class GstSource(Source):
         return redact(text)
 
     # -- frames --------------------------------------------------------------
-    def _to_frame(self, sample) -> Frame:
+    def _to_frame(self, sample) -> Optional[Frame]:
         Gst = gst()
         buf = sample.get_buffer()
         s = sample.get_caps().get_structure(0)
@@ -555,7 +565,11 @@ class GstSource(Source):
         if pts is not None:
             dur = buf.duration / Gst.SECOND if buf.duration != Gst.CLOCK_TIME_NONE else 0.0
             self._last_end = pts + dur
-        frame = Frame(self.delivered, pts, rgb)
+        index = self._source_index(pts)
+        if index is None:
+            self.repeated += 1
+            return None
+        frame = Frame(index, pts, rgb)
         self.delivered += 1
         if self.live:
             with self._arrived_lock:
@@ -564,6 +578,40 @@ class GstSource(Source):
             # in flight (at most queue 1 + appsink 1) or was dropped
             self.dropped = max(self.dropped, arrived - self.delivered - 2)
         return frame
+
+    def _source_index(self, pts: Optional[float]) -> Optional[int]:
+        """A file's frame number from the PTS step since the previous frame over the frame period,
+        so a frame the decoder drops (a corrupt slice) leaves a gap instead of shifting every
+        later output; the gap is counted in ``dropped``.  Step by step, not from the first PTS,
+        so a rate that is nominal only (29.97 against 30) never adds up to a false gap; the
+        period is the median of recent one-frame steps.  Live
+        sources, and files without PTS or rate, count delivered frames.  None for a frame whose
+        PTS is not after the previous one's (a damaged stream's decoder output): it is skipped
+        and counted in ``repeated``."""
+        if self._prev is None:
+            index = self.delivered
+        elif self.live or pts is None or self._prev[1] is None or not (self.fps or self._steps):
+            index = self._prev[0] + 1
+        elif pts <= self._prev[1]:
+            return None  # a damaged stream's decoder repeats a time: that frame has no place of its own
+        else:
+            step = pts - self._prev[1]
+            # the frame period: the median of recent steps (a container's rate can be an average
+            # that already counts the gap), the nominal rate until there are any
+            period = statistics.median(self._steps) if self._steps else 1.0 / self.fps
+            n = max(1, round(step / period))
+            if n == 1:
+                self._steps.append(step)
+            index = self._prev[0] + n
+        gap = index - (self._prev[0] + 1 if self._prev is not None else index)
+        if gap > 0:
+            self.dropped += gap
+            if self.dropped == gap:
+                warnings.warn(f"{self.uri}: {gap} frame(s) could not be decoded before {pts:.3f} s (damaged "
+                              "stream?); outputs keep the source's frame numbers and the summary counts them",
+                              RuntimeWarning, stacklevel=2)
+        self._prev = (index, pts)
+        return index
 
     def __iter__(self) -> Iterator[Frame]:
         Gst = gst()
@@ -607,22 +655,50 @@ class GstSource(Source):
                     break
             if sample is None:
                 continue  # stopped, or reconnected: loop re-checks
-            yield self._to_frame(sample)
+            frame = self._to_frame(sample)
+            if frame is not None:
+                yield frame
 
     def _truncated(self):
-        """(last frame end, container duration) when a file's frames stop well before its
-        recorded duration (a truncated download/copy); None otherwise."""
-        Gst = gst()
+        """(last frame end, video duration) when a file's frames stop well before the duration
+        its container records for the video (a truncated download/copy); None otherwise.
+
+        Like is compared with like: an MP4's video track duration (not the movie's, which an
+        audio track can outlast), or the container's duration when video is its only stream;
+        an elementary stream (``.h264``) or a fragmented MP4 records none, so is not judged."""
         if self.live or self._pipeline is None or self._last_end is None:
             return None
-        ok, dur = self._pipeline.query_duration(Gst.Format.TIME)
-        if not ok or dur <= 0:
+        dur_s = self._video_duration()
+        if not dur_s:
             return None
-        dur_s = dur / Gst.SECOND
         frame = 1.0 / self.fps if self.fps else 0.04
         if self._last_end < dur_s - max(3 * frame, 0.1):
             return self._last_end, dur_s
         return None
+
+    def _video_duration(self) -> Optional[float]:
+        """The duration (s) the file's container records for its video stream, or None."""
+        Gst = gst()
+        path = Path(self.uri.path)
+        if _isobmff(path):
+            return mp4_video_duration(path)
+        container = demuxer = None
+        it = self._pipeline.iterate_recurse()
+        while True:
+            ok, element = it.next()
+            if ok != Gst.IteratorResult.OK:
+                break
+            factory = element.get_factory()
+            if factory is None:
+                continue
+            if factory.get_name() == "typefind" and element.get_property("caps") is not None:
+                container = element.get_property("caps").get_structure(0).get_name()
+            if "Demux" in (factory.get_metadata("klass") or ""):
+                demuxer = element
+        if container not in DURATION_CONTAINERS or demuxer is None or demuxer.numsrcpads != 1:
+            return None  # an estimate (elementary stream) or the longest of several streams
+        ok, dur = self._pipeline.query_duration(Gst.Format.TIME)
+        return dur / Gst.SECOND if ok and dur > 0 else None
 
     def _finish(self) -> None:
         if self.live:
@@ -658,6 +734,90 @@ class GstSource(Source):
 
 _BMFF_TOP = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"moof", b"mfra", b"uuid",
              b"styp", b"sidx", b"meta", b"pdin", b"udta"}
+
+
+#: containers whose recorded duration is exact (not estimated from the bitrate)
+DURATION_CONTAINERS = ("video/x-matroska", "video/webm", "video/x-msvideo", "video/quicktime")
+
+
+def _isobmff(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    return len(head) == 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+
+
+def _boxes(fh, start: int, end: int):
+    """(type, payload offset, payload end) of the ISO BMFF boxes between two file offsets."""
+    import struct
+
+    offset = start
+    while offset + 8 <= end:
+        fh.seek(offset)
+        hdr = fh.read(16)
+        if len(hdr) < 8:
+            return
+        size, kind = struct.unpack(">I4s", hdr[:8])
+        head = 8
+        if size == 1 and len(hdr) >= 16:
+            size, head = struct.unpack(">Q", hdr[8:16])[0], 16
+        elif size == 0:
+            size = end - offset
+        if size < head:
+            return
+        yield kind, offset + head, min(offset + size, end)
+        offset += size
+
+
+def mp4_video_duration(path: Path) -> Optional[float]:
+    """The presentation duration (s) of an MP4/MOV file's first video track, from its
+    ``moov`` index (``tkhd`` in movie time, else ``mdhd``); None when there is no such
+    index, the file is fragmented (durations live in the fragments) or it is malformed."""
+    import struct
+
+    def child(fh, start, end, kind):
+        return next(((a, b) for k, a, b in _boxes(fh, start, end) if k == kind), None)
+
+    def full_box(fh, start, fields_v0, fields_v1):
+        fh.seek(start)
+        version = fh.read(1)[0]
+        fh.seek(start + 4)
+        fmt = fields_v1 if version == 1 else fields_v0
+        return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            moov = child(fh, 0, size, b"moov")
+            if moov is None or child(fh, *moov, b"mvex") is not None:
+                return None
+            mvhd = child(fh, *moov, b"mvhd")
+            movie_scale = full_box(fh, mvhd[0], ">IIII", ">QQIQ")[2] if mvhd else 0
+            for kind, start, end in _boxes(fh, *moov):
+                if kind != b"trak":
+                    continue
+                mdia = child(fh, start, end, b"mdia")
+                hdlr = child(fh, *mdia, b"hdlr") if mdia else None
+                if hdlr is None:
+                    continue
+                fh.seek(hdlr[0] + 8)
+                if fh.read(4) != b"vide":
+                    continue
+                tkhd = child(fh, start, end, b"tkhd")
+                if tkhd and movie_scale:
+                    t = full_box(fh, tkhd[0], ">IIIII", ">QQIIQ")[4]
+                    if 0 < t < 0xFFFFFFFF:
+                        return t / movie_scale
+                mdhd = child(fh, *mdia, b"mdhd")
+                if mdhd:
+                    scale, dur = full_box(fh, mdhd[0], ">IIII", ">QQIQ")[2:4]
+                    return dur / scale if scale and 0 < dur < 0xFFFFFFFF else None
+                return None
+    except (OSError, IndexError, struct.error, TypeError):
+        return None
+    return None
 
 
 def _isobmff_problem(path: Path) -> Optional[str]:

@@ -12,7 +12,8 @@ Sources::
 Sinks::
 
     file://out.mp4 | file://out.mkv    overlay video
-    masks://DIR[?seq=NAME]             DAVIS-layout indexed PNGs (DIR[/NAME]/00000.png)
+    masks://DIR[?seq=NAME&overwrite=1] DAVIS-layout indexed PNGs (DIR[/NAME]/00000.png); DIR must hold
+                                       no PNGs, overwrite=1 deletes an earlier run's masks first
     display://0                        on-screen window
     json://stats.jsonl                 one JSON line per frame
     rtsp://host:8554/path              overlay stream pushed to an RTSP server (rtspclientsink)

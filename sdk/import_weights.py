@@ -36,6 +36,10 @@ def main(args) -> int:
 
     import torch
 
+    from edgevos.parsing import check_writable
+
+    check_writable(args.out, "--out")  # before the import, not after it
+
     from edgevos.models.upstream import format_report, import_upstream
 
     ckpt, report = import_upstream(args.src, kind=args.kind, backbone_weights=args.backbone_weights)

@@ -50,3 +50,55 @@ def parse_taus(text) -> List[float]:
     if not taus or bad:
         raise InputError(f"--tau values {bad or text} must lie in [0, 1] (1 = never reuse)")
     return taus
+
+
+def check_writable(path, what: str, *, directory: bool = False):
+    """Check that ``path`` can be written, before any work is done.
+
+    A file's parent (or a directory itself) must exist and be writable, or be
+    creatable under a writable ancestor; a file path must not be a directory.
+    Nothing is created.
+
+    Args:
+        path: where the output will go.
+        what: how the value is named in an error (``"--log"``).
+        directory: the output is a directory (a bundle, a masks folder).
+
+    Returns:
+        The path as a :class:`pathlib.Path`.
+    """
+    import os
+    from pathlib import Path
+
+    p = Path(path)
+    if not str(path).strip():
+        raise InputError(f"{what} is empty: give a path to write")
+    if not directory and p.is_dir():
+        raise InputError(f"{what} '{path}' is a directory: give a file name inside it")
+    if directory and p.exists() and not p.is_dir():
+        raise InputError(f"{what} '{path}' is a file, not a directory: choose another location")
+    probe = p if directory and p.is_dir() else p.parent if str(p.parent) else Path(".")
+    while not probe.exists():  # the first ancestor that exists decides
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(f"{what} '{path}': '{probe}' is a file, so no directory can be made there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{what} '{path}': directory '{probe}' is not writable: choose another location")
+    if not directory and p.exists() and not os.access(p, os.W_OK):
+        raise InputError(f"{what} '{path}' exists and is read-only: choose another name or make it writable")
+    return p
+
+
+def same_file(a, b) -> bool:
+    """True when two paths name the same file or directory (symlinks, ``..`` and hard links
+    resolved); paths that do not exist yet compare by their resolved names."""
+    import os
+
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)

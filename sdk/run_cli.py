@@ -3,7 +3,7 @@
 The argument layer over :func:`edgevos.run`: segments a source URI frame by
 frame and writes every sink, then prints a summary table.  The exit code says
 how the run ended: 0 end of stream / --max-frames, 1 source or input error,
-130 Ctrl-C, 143 SIGTERM.
+129 SIGHUP (terminal closed), 130 Ctrl-C, 143 SIGTERM.
 """
 from __future__ import annotations
 
@@ -13,17 +13,42 @@ import time
 from edgevos.backend import BACKENDS
 
 
+def _number(kind, low=None, high=None, low_open=False):
+    """An argparse type: a ``kind`` (int/float) within [low, high] (``low_open``: above low)."""
+    import argparse
+    import math
+
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {'a whole number' if kind is int else 'a number'}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        if low is not None and (v <= low if low_open else v < low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if low_open else 'at least'} {low}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {high}")
+        return v
+
+    return parse
+
+
+#: more backend threads than this only costs memory (each ONNX Runtime thread holds its own arena)
+MAX_THREADS = 256
+
+
 def add_arguments(p) -> None:
     p.add_argument("source", help="source URI: file://clip.mp4, v4l2:///dev/video0, csi://0, rtsp://host/x, test://, davis://ROOT?seq=NAME")
     p.add_argument("sinks", nargs="*", help="sink URIs: file://out.mp4, masks://DIR, display://0, json://stats.jsonl")
     p.add_argument("--bundle", required=True, help="bundle directory (from edgevos export)")
     p.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="a registered backend")
     p.add_argument("--precision", default=None, help="bundle precision to load, e.g. int8-cpu, fp32, fp16, int8")
-    p.add_argument("--tau", type=float, default=None, help="reuse-gate threshold (1 = never reuse)")
-    p.add_argument("--max-reuse", type=int, default=None, help="force a full step after this many reuses")
-    p.add_argument("--target-fps", type=float, default=None,
+    p.add_argument("--tau", type=_number(float, 0.0, 1.0), default=None, help="reuse-gate threshold (1 = never reuse)")
+    p.add_argument("--max-reuse", type=_number(int, 0), default=None, help="force a full step after this many reuses")
+    p.add_argument("--target-fps", type=_number(float, 0.0, low_open=True), default=None,
                    help="FPS budget mode: steer tau live to hold this frame rate with the least reuse")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+    p.add_argument("--threads", type=_number(int, 1, MAX_THREADS), default=None, help="CPU threads for the backend")
     p.add_argument("--pin-inference", metavar="CORES", default=None,
                    help="Linux: run inference on these cores (e.g. 0 or 0,1) and decoding/encoding/writing on the "
                         "others; --threads defaults to the number of these cores")
@@ -32,11 +57,11 @@ def add_arguments(p) -> None:
     g.add_argument("--init-box", action="append",
                    help="x,y,w,h of an object in the first frame (GrabCut, refined by the model); repeat per object")
     p.add_argument("--no-refine-box", action="store_true", help="with --init-box: GrabCut's mask as it is")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--warmup", type=int, default=10, help="frames excluded from steady-state statistics")
+    p.add_argument("--max-frames", type=_number(int, 1), default=None)
+    p.add_argument("--warmup", type=_number(int, 0), default=10, help="frames excluded from steady-state statistics")
     p.add_argument("--log", help="write the summary and per-frame stats as JSON here")
-    p.add_argument("--timeout", type=float, default=None, help="seconds without a frame before a source counts as stalled")
-    p.add_argument("--reconnect", type=int, default=0, help="live sources: reconnect attempts after a stall/disconnect")
+    p.add_argument("--timeout", type=_number(float, 0.0, low_open=True), default=None, help="seconds without a frame before a source counts as stalled")
+    p.add_argument("--reconnect", type=_number(int, 0), default=0, help="live sources: reconnect attempts after a stall/disconnect")
     p.add_argument("--no-power", action="store_true", help="do not sample tegrastats/jtop")
     p.add_argument("--quiet", action="store_true", help="no live status line")
 
@@ -46,12 +71,15 @@ def _status_printer():
     last = [0.0]
 
     def show(line: str) -> None:
-        if tty:
-            sys.stderr.write("\r" + line[:160] + "\x1b[K")
-            sys.stderr.flush()
-        elif time.perf_counter() - last[0] >= 5.0:
-            print(line, file=sys.stderr, flush=True)
-            last[0] = time.perf_counter()
+        try:
+            if tty:
+                sys.stderr.write("\r" + line[:160] + "\x1b[K")
+                sys.stderr.flush()
+            elif time.perf_counter() - last[0] >= 5.0:
+                print(line, file=sys.stderr, flush=True)
+                last[0] = time.perf_counter()
+        except OSError:  # the terminal went away (SIGHUP follows): the run itself goes on to a clean end
+            pass
 
     return show, tty
 
@@ -69,6 +97,9 @@ def main(args) -> int:
         sys.stderr.write("\n")
     print(summary.table())
     print(f"stopped by: {summary.stopped_by}" + (f" ({summary.error})" if summary.error else ""))
+    if summary.dropped:
+        print(f"warning: the source lost {summary.dropped} frame(s) (a live source outran, or a file's decoder "
+              "dropped them); outputs keep the source's frame numbers", file=sys.stderr)
     for uri, frames in zip(summary.sinks, summary.sink_frames):
         if frames:
             print(f"wrote {uri} ({frames} frames)")

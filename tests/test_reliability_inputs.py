@@ -225,8 +225,9 @@ def test_bad_video_files(tmp_path):
         for i in range(8):
             s.write(i, _frame(48, 64, i), None)
     data = bytearray(good.read_bytes())
-    assert data.count(b"avc1") == 1
-    data[data.find(b"avc1"): data.find(b"avc1") + 4] = b"zzzz"  # valid MP4, codec nobody decodes
+    ftyp_end = int.from_bytes(data[:4], "big")
+    assert data.count(b"avc1", ftyp_end) >= 1  # the sample entries (the brands may list avc1 too)
+    data[ftyp_end:] = data[ftyp_end:].replace(b"avc1", b"zzzz")  # valid MP4, codec nobody decodes
     (tmp_path / "codec.mp4").write_bytes(bytes(data))
     (tmp_path / "text.mp4").write_text("this is a text file, not a video\n" * 20)
     (tmp_path / "zero.mkv").write_bytes(b"")
@@ -454,6 +455,36 @@ def test_disk_fills(session, tmp_path):
         assert s.exit_code == 1 and "No space left on the resource" in s.error, s.error
         assert "could not finalize the video" in s.error and "partial data left in" in s.error
         assert not video.exists()
+        assert s.sink_frames == [0]  # what is on disk under the final name, not what was queued
+        kept = []
+        with pytest.raises(SourceError, match="truncated"):  # what fitted still plays, and is named cut off
+            kept.extend(open_source(f"file://{next(disk.glob('out.partial-*.mkv'))}"))
+        assert len(kept) > 10
+    finally:
+        _umount(disk)
+
+
+def test_disk_fills_while_an_mp4_is_written(tmp_path):
+    """The MP4 is written in fragments: when the disk fills, the partial file keeps playing
+    up to the last fragment that fitted (a 1 MiB tmpfs, noise frames that compress badly)."""
+    gst_or_skip()
+    from edgevos.runtime.sinks import open_sink
+    from edgevos.runtime.sources import open_source
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "size=1m"):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        sink = open_sink(f"file://{disk / 'out.mp4'}", fps=30, overlay=False)
+        rng = np.random.default_rng(0)
+        with pytest.raises(SourceError, match="No space left"):
+            for i in range(400):
+                sink.write(i, rng.integers(0, 255, (240, 432, 3), dtype=np.uint8), None)
+        with pytest.raises(SourceError, match="partial data left in"):
+            sink.close()
+        assert sink.frames == 0 and not (disk / "out.mp4").exists()
+        kept = list(open_source(f"file://{next(disk.glob('out.partial-*.mp4'))}"))
+        assert len(kept) > 30, i
     finally:
         _umount(disk)
 
