@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-size", default="240x432", help="generated clip HxW (default 240x432)")
     p.add_argument("--input-size", default=None, help="model input HxW (default: the size the weights were trained at)")
     p.add_argument("--tau", default="1,0.7", help="reuse-gate thresholds to run (default 1,0.7)")
+    p.add_argument("--max-reuse", type=int, default=3,
+                   help="force a computed frame after this many reuses (default 3; 0 = no cap)")
     p.add_argument("--precision", default="int8-cpu", choices=["fp32", "int8-cpu", "int8-trt"])
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime threads (default: 1 when inference is pinned, else all cores)")
@@ -135,11 +137,11 @@ def main(args) -> int:
 
             split = CoreSplit(pin)
         make = lambda: Session.from_bundle(bundle, backend="onnxruntime", precision=args.precision,  # noqa: E731
-                                           tau=tau, threads=threads)
+                                           tau=tau, threads=threads, max_reuse=args.max_reuse or None)
         session = split.build(make) if split is not None else make()
         source = open_source(f"file://{clip.resolve()}")
         sinks = [open_sink(f"file://{(out / f'overlay_{tag}.mp4').resolve()}", fps=25),
-                 open_sink(f"masks://{(out / f'masks_{tag}').resolve()}")]
+                 open_sink(f"masks://{(out / f'masks_{tag}').resolve()}?overwrite=1")]  # the demo's own folder
         summary = run_pipeline(source, sinks, session, first_mask=gts[0], warmup=5, status=None, core_split=split)
         if summary.error:
             print(f"[demo] run at tau={tau:g} ended with an error: {summary.error}")
