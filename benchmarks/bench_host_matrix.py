@@ -19,7 +19,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 
 CLIP = "car-turn+kite-walk+soccerball"
 
