@@ -248,6 +248,37 @@ def test_half_resolution_reuse_path_stages_and_a_reused_frame_skips_the_full_enc
     assert not r.reused and "encoder_reuse" not in r.stage_ms and "decoder_full" in r.stage_ms
 
 
+def test_residual_reuse_head_corrects_the_last_computed_logits_at_stride_4():
+    torch.manual_seed(0)
+    m = get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_residual=True)
+    spec = {s.name: s for s in m.stage_specs()}["decoder_reuse"]
+    assert "prev_logits" in spec.input_names and spec.outputs[0].shape[-2:] == (SIZE[0] // 4, SIZE[1] // 4)
+    mods = m.stage_modules()
+    for s in m.stage_specs():
+        feeds = s.dummy_feeds()
+        with torch.inference_mode():
+            outs = mods[s.name](*[torch.from_numpy(feeds[n]) for n in s.input_names])
+        assert [tuple(o.shape) for o in outs] == [t.shape for t in s.outputs], s.name
+    torch.nn.init.zeros_(m.reuse_predict.weight)
+    torch.nn.init.zeros_(m.reuse_predict.bias)  # a zero correction: a reused frame repeats the computed one
+    seq = _frames()
+    s = Session.from_model(m, tau=0.0, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    s.tau = 1.0
+    computed = s.step(seq.frame(1))
+    assert not computed.reused
+    stored = [o.prev_logits.copy() for o in s.program.objects]
+    s.tau = 0.0
+    s.step(seq.frame(2))  # computes once more (the embedding of frame 1 was never made at tau 1)
+    stored = [o.prev_logits.copy() for o in s.program.objects]
+    reused = s.step(seq.frame(3))
+    assert reused.reused
+    np.testing.assert_allclose(reused.model_probs, 1 / (1 + np.exp(-np.concatenate([l[0] for l in stored]))),
+                               atol=1e-5)
+    with pytest.raises(InputError, match="reuse_residual needs reuse_scale 2"):
+        get_family("gfrtm").build(input_size=SIZE, reuse_residual=True)
+
+
 class _GateScript:
     """Wraps a backend: the gate returns scripted probabilities, one per call in order."""
 

@@ -124,3 +124,28 @@ def test_run_time_tracks_update_with_predicted_masks_not_ground_truth(tmp_path, 
     for t in range(1, len(f16)):
         np.testing.assert_allclose(r0.scores[t], frozen.classify(f16[t]), atol=1e-4)
     assert np.abs(r0.scores[9:] - t0.scores[9:]).max() > 1e-2  # teacher forcing refits at frame 8
+
+
+def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_path):
+    """--init-reuse-path continues phase 2 from a trained reuse path; a residual head starts at zero."""
+    from edgevos.cli import main
+    from edgevos.models.weights import load_checkpoint
+    from edgevos.train.gfrtm import TrainConfig, Trainer
+
+    half = ["--reuse-scale", "2", "--refiner-stride", "16"]
+    assert main(_train_args(tmp_path / "a") + half) == 0
+    first = load_checkpoint("gfrtm", tmp_path / "a" / "gfrtm_final.pt")
+    tr = Trainer(TrainConfig(out=str(tmp_path / "b"), input_size=(128, 224), synthetic=0, reuse_scale=2,
+                             refiner_stride=16, reuse_residual=True, init=str(tmp_path / "a" / "gfrtm_final.pt"),
+                             init_reuse_path=True))
+    own = tr.model.state_dict()
+    for k in ("gate.", "matcher.", "translator.", "reuse_level.", "level4."):
+        keys = [n for n in first["state_dict"] if n.startswith(k)]
+        assert keys and all(torch.equal(own[n], first["state_dict"][n].float()) for n in keys), k
+    assert not own["reuse_predict.weight"].any() and not own["reuse_predict.bias"].any()
+    args = _train_args(tmp_path / "c") + half + ["--reuse-residual", "--init-reuse-path", "--phases", "2",
+                                                 "--init", str(tmp_path / "a" / "gfrtm_final.pt")]
+    assert main(args) == 0
+    out = load_checkpoint("gfrtm", tmp_path / "c" / "gfrtm_final.pt")
+    assert out["config"]["reuse_residual"] is True
+    assert out["state_dict"]["reuse_predict.weight"].float().abs().sum() > 0  # phase 2 moved the correction

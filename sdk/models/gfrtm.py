@@ -91,6 +91,10 @@ class GfrtmConfig:
     #    head, so a reused frame never runs the full-resolution encoder (light decoder,
     #    refiner_stride 16 only)
     reuse_scale: int = 1
+    # reuse_scale 2 only: the thin head predicts a stride-8 *correction* added to the last computed
+    # frame's stride-4 logits (stage input ``prev_logits``), so a reused frame keeps the computed
+    # frame's stride-4 detail where nothing moved instead of re-deriving a stride-8 mask
+    reuse_residual: bool = False
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -115,6 +119,8 @@ class GfrtmConfig:
                 f"reuse_scale 2 needs the light decoder and refiner_stride 16 "
                 f"(got decoder={self.decoder}, refiner_stride={self.refiner_stride})"
             )
+        if self.reuse_residual and self.reuse_scale != 2:
+            raise InputError("reuse_residual needs reuse_scale 2 (the half-resolution reuse path)")
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size
@@ -577,12 +583,17 @@ class GFRTM(nn.Module):
         r8 = self.deep_levels(f16, f32, score)
         return self.shallow_levels(f4, f8, score, r8), r8
 
-    def decode_reuse_half(self, h4, r_prev, prev_score, delta):
-        """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits."""
+    def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None):
+        """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits,
+        or, with ``reuse_residual``, the last computed frame's stride-4 ``prev_logits`` plus an
+        upsampled stride-8 correction (stride-4 logits)."""
         score = prev_score + delta
         r = self.translator(r_prev, delta)  # (B, D, H/16, W/16)
         r = F.interpolate(r, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.reuse_predict(self.reuse_level(h4, self._resize(score, h4), r))  # (B, 1, H/8, W/8)
+        out = self.reuse_predict(self.reuse_level(h4, self._resize(score, h4), r))  # (B, 1, H/8, W/8)
+        if not self.config.reuse_residual:
+            return out
+        return prev_logits + F.interpolate(out, size=prev_logits.shape[-2:], mode="bilinear", align_corners=False)
 
     def decode_reuse(self, f4, f8, r8_prev, prev_score, delta):
         score = prev_score + delta
@@ -597,7 +608,9 @@ class GFRTM(nn.Module):
 
     # -- stages ----------------------------------------------------------------------------
     def stage_modules(self) -> Dict[str, nn.Module]:
-        funcs = _STAGE_FUNCS_HALF if self.config.reuse_scale == 2 else _STAGE_FUNCS
+        funcs = _STAGE_FUNCS
+        if self.config.reuse_scale == 2:
+            funcs = _STAGE_FUNCS_RESIDUAL if self.config.reuse_residual else _STAGE_FUNCS_HALF
         return {name: _Stage(self, fn) for name, fn in funcs.items()}
 
     def stage_specs(self) -> List[StageSpec]:
@@ -627,6 +640,12 @@ class GFRTM(nn.Module):
                           "template matching -> reuse probability, delta score, embedding"),
                 StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 4), t("r8", d, 16)),
                           "full segmentation network -> logits (stride 4) and stride-16 refiner state"),
+                StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16),
+                                            t("prev_logits", 1, 4)),
+                          (t("logits", 1, 4),),
+                          "refine-translator + thin stride-8 head -> a correction added to the last computed "
+                          "frame's logits (stride 4)")
+                if cfg.reuse_residual else
                 StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16)),
                           (t("logits", 1, 8),),
                           "refine-translator + thin stride-8 head -> logits (stride 8)"),
@@ -673,6 +692,12 @@ _STAGE_FUNCS_HALF = dict(
     gate_template=lambda m, h8, mask16: m.matcher.template(h8, mask16),
     gate=lambda m, h8, prev_score, template, prev_embed: m.gate_forward(h8, prev_score, template, prev_embed),
     decoder_reuse=lambda m, h4, r8_prev, prev_score, delta: m.decode_reuse_half(h4, r8_prev, prev_score, delta),
+)
+
+_STAGE_FUNCS_RESIDUAL = dict(
+    _STAGE_FUNCS_HALF,
+    decoder_reuse=lambda m, h4, r8_prev, prev_score, delta, prev_logits: m.decode_reuse_half(
+        h4, r8_prev, prev_score, delta, prev_logits),
 )
 
 

@@ -54,6 +54,7 @@ class ObjectState:
     prev_embed: Optional[np.ndarray] = None  # gate embedding of the last computed frame
     embed_current: bool = False  # prev_embed belongs to the last computed frame
     reuse_run: int = 0  # consecutive reuses since the last computed frame
+    prev_logits: Optional[np.ndarray] = None  # (1, 1, H/4, W/4): logits of the last computed frame
 
 
 class GfrtmProgram(ObjectSetMixin):
@@ -89,6 +90,12 @@ class GfrtmProgram(ObjectSetMixin):
     def half(self) -> bool:
         """The gate and the reuse path run on the half-resolution encoding (``encoder_reuse``)."""
         return self.backend.has("encoder_reuse")
+
+    @property
+    def residual(self) -> bool:
+        """The reuse path corrects the last computed frame's logits (``reuse_residual`` models)."""
+        return self.backend.has("decoder_reuse") and any(
+            t.name == "prev_logits" for t in self.backend.spec("decoder_reuse").inputs)
 
     def _preprocess(self, frame: np.ndarray, timer: Timer):
         """Model input (1, 3, H, W) and, for a half-resolution gate, (1, 3, H/2, W/2)."""
@@ -146,7 +153,7 @@ class GfrtmProgram(ObjectSetMixin):
         prev_score = label16[None, None].astype(np.float32)  # S_0 = y'_0 (paper)
         out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                          "f32": feats["f32"], "score": prev_score}, timer)
-        state = ObjectState(obj_id, tm, None, prev_score, out["r8"])
+        state = ObjectState(obj_id, tm, None, prev_score, out["r8"], prev_logits=out["logits"])
         if self.backend.has("gate_template"):
             if self.half:
                 feeds = {"h8": feats["h8"], "mask16": label16[None, None].astype(np.float32)}
@@ -238,6 +245,8 @@ class GfrtmProgram(ObjectSetMixin):
                 g = gate_out[k]
                 if self.half:
                     feeds = {"h4": feats["h4"], "r8_prev": o.r8, "prev_score": o.prev_score, "delta": g["delta"]}
+                    if self.residual:
+                        feeds["prev_logits"] = o.prev_logits
                 else:
                     feeds = {"f4": feats["f4"], "f8": feats["f8"], "r8_prev": o.r8,
                              "prev_score": o.prev_score, "delta": g["delta"]}
@@ -248,7 +257,7 @@ class GfrtmProgram(ObjectSetMixin):
             out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                              "f32": feats["f32"], "score": score}, timer)
             logits.append(out["logits"])
-            o.prev_score, o.r8, o.reuse_run = score, out["r8"], 0
+            o.prev_score, o.r8, o.prev_logits, o.reuse_run = score, out["r8"], out["logits"], 0
             o.embed_current = use_gate and "embed" in gate_out[k]
             if o.embed_current:
                 o.prev_embed = gate_out[k]["embed"]

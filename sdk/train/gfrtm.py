@@ -44,6 +44,8 @@ from edgevos.train.distributed import average_gradients, init_distributed
 # Sequences of ../shared/data/davis2016-train never used for training: validation.
 # ``soccerball`` adds a small object (0.6-2.6% of the frame).
 HELDOUT = ("bear", "car-turn", "dance-jump", "kite-walk", "motocross-bumps", "soccerball")
+# modules trained in phase 2 (the reuse path)
+PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.")
 
 
 @dataclass
@@ -58,7 +60,9 @@ class TrainConfig:
     backbone_weights: Optional[str] = None
     reuse_scale: int = 1  # GfrtmConfig.reuse_scale: 2 = half-resolution gate and reuse path
     refiner_stride: int = 8  # GfrtmConfig.refiner_stride: 16 translates the refiner state at stride 16
+    reuse_residual: bool = False  # GfrtmConfig.reuse_residual: the reuse head corrects the last computed logits
     init: Optional[str] = None  # start from this checkpoint's weights (e.g. phase 1 of an earlier run)
+    init_reuse_path: bool = False  # also take the init checkpoint's reuse path (matcher, gate, delta, translator, head)
     phase1_steps: int = 3000
     phase2_steps: int = 2000
     batch: int = 4
@@ -368,7 +372,11 @@ class Trainer:
         from edgevos.models.gfrtm import build_gfrtm
 
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
-                                 refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale)
+                                 refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale,
+                                 reuse_residual=cfg.reuse_residual)
+        if cfg.reuse_residual:  # a reused frame starts as a copy of the last computed frame's logits
+            torch.nn.init.zeros_(self.model.reuse_predict.weight)
+            torch.nn.init.zeros_(self.model.reuse_predict.bias)
         if cfg.init:
             self._init_from(cfg.init)
         self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
@@ -452,16 +460,22 @@ class Trainer:
 
     def _init_from(self, path):
         """Take the segmentation network (phase 1) from an edgevos gfrtm checkpoint or a
-        training checkpoint; the reuse-path modules (phase 2) keep their fresh initialisation."""
+        training checkpoint; the reuse-path modules (phase 2) keep their fresh initialisation unless
+        ``init_reuse_path``.  A residual reuse head (``reuse_residual``) starts at zero: a reused frame
+        starts as a copy of the last computed frame's logits."""
         import torch
 
         ck = torch.load(path, map_location="cpu", weights_only=True)
         state = ck.get("state_dict", ck.get("model"))
         if not isinstance(state, dict):
             raise InputError(f"--init {path}: not an edgevos gfrtm checkpoint or training checkpoint")
-        phase1 = ("level32.", "level16.", "level8.", "level4.", "predict.")
+        prefixes = ("level32.", "level16.", "level8.", "level4.", "predict.")
+        if self.cfg.init_reuse_path:
+            prefixes += PHASE2_MODULES
         own = self.model.state_dict()
-        take = {k: v.float() for k, v in state.items() if k.startswith(phase1)}
+        take = {k: v.float() for k, v in state.items() if k.startswith(prefixes)}
+        if self.cfg.reuse_residual:  # keep the zero correction set in __init__
+            take = {k: v for k, v in take.items() if not k.startswith("reuse_predict.")}
         bad = [k for k, v in take.items() if k not in own or own[k].shape != v.shape]
         if bad or not take:
             raise InputError(f"--init {path}: segmentation-network weights do not fit this model "
@@ -547,8 +561,7 @@ class Trainer:
         from edgevos.programs.base import resize_map
 
         m = self.model
-        params = [p for n, p in m.named_parameters()
-                  if n.split(".")[0] in ("matcher", "gate", "delta", "translator", "reuse_level", "reuse_predict")]
+        params = [p for n, p in m.named_parameters() if n.startswith(PHASE2_MODULES)]
         opt = torch.optim.Adam(params, lr=self.cfg.lr2)
         half = m.config.reuse_scale == 2
         if opt_state:
@@ -577,7 +590,10 @@ class Trainer:
                 y_prev = (masks[prev] == tr.obj_id)
                 y16 = self._tensor(resize_map(y_t.astype(np.float32), tr.scores.shape[1:], area=True))
                 with torch.no_grad():
-                    r8_prev = m.deep_levels(p16, p32, s_prev)
+                    if m.config.reuse_residual:  # the last computed frame's logits, which the head corrects
+                        prev_logits, r8_prev = m.decode_full(p4, p8, p16, p32, s_prev)
+                    else:
+                        prev_logits, r8_prev = None, m.deep_levels(p16, p32, s_prev)
                 if half:  # the gate and the reuse path read the half-resolution encoding
                     g_t, g_prev, g_ref = (torch.from_numpy(_oriented(c, "h8", flip)[i].astype(np.float32))[None]
                                           for i in (t, prev, tr.ref))
@@ -586,7 +602,7 @@ class Trainer:
                                                      tuple(g_ref.shape[-2:]), area=True))
                     template, _ = m.matcher.template(g_ref, mask16)
                     p_gate, delta, _ = m.gate_forward(g_t, s_prev, template, m.matcher.embed(g_prev))
-                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta)
+                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta, prev_logits)
                 else:
                     mask8 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True))
                     template, _ = m.matcher.template(r8_, mask8)
