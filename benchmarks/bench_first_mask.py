@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-HELDOUT = ("bear", "car-turn", "dance-jump", "kite-walk", "motocross-bumps", "soccerball")
+from edgevos.train.config import HELDOUT
 
 
 def main(argv=None) -> int:

@@ -226,15 +226,19 @@ def half_model():
     return get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16)
 
 
-def test_half_resolution_reuse_path_stages_and_a_reused_frame_skips_the_full_encoder(half_model):
-    names = [s.name for s in half_model.stage_specs()]
-    assert "encoder_reuse" in names
-    mods = half_model.stage_modules()
-    for spec in half_model.stage_specs():
+def _assert_stages_run_on_their_shapes(model):
+    mods = model.stage_modules()
+    for spec in model.stage_specs():
         feeds = spec.dummy_feeds()
         with torch.inference_mode():
             outs = mods[spec.name](*[torch.from_numpy(feeds[n]) for n in spec.input_names])
         assert [tuple(o.shape) for o in outs] == [t.shape for t in spec.outputs], spec.name
+
+
+def test_half_resolution_reuse_path_stages_and_a_reused_frame_skips_the_full_encoder(half_model):
+    names = [s.name for s in half_model.stage_specs()]
+    assert "encoder_reuse" in names
+    _assert_stages_run_on_their_shapes(half_model)
     seq = _frames()
     s = Session.from_model(half_model, tau=0.0, num_augmentations=0)
     s.start(seq.frame(0), seq.mask(0))
@@ -253,12 +257,7 @@ def test_residual_reuse_head_corrects_the_last_computed_logits_at_stride_4():
     m = get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_residual=True)
     spec = {s.name: s for s in m.stage_specs()}["decoder_reuse"]
     assert "prev_logits" in spec.input_names and spec.outputs[0].shape[-2:] == (SIZE[0] // 4, SIZE[1] // 4)
-    mods = m.stage_modules()
-    for s in m.stage_specs():
-        feeds = s.dummy_feeds()
-        with torch.inference_mode():
-            outs = mods[s.name](*[torch.from_numpy(feeds[n]) for n in s.input_names])
-        assert [tuple(o.shape) for o in outs] == [t.shape for t in s.outputs], s.name
+    _assert_stages_run_on_their_shapes(m)
     torch.nn.init.zeros_(m.reuse_predict.weight)
     torch.nn.init.zeros_(m.reuse_predict.bias)  # a zero correction: a reused frame repeats the computed one
     seq = _frames()

@@ -727,14 +727,8 @@ def build_gfrtm(weights=None, input_size=None, backbone_weights=None, **override
     """
     from edgevos.models import weights as shipped
 
-    ckpt = None
-    if weights is not None:
-        ckpt = shipped.load_checkpoint("gfrtm", weights)
-        saved = dict(ckpt.get("config", {}))
-        trained = saved.pop("input_size", None)
-        if input_size is None and trained is not None:
-            input_size = trained  # default: the size the weights were trained at
-        overrides = {**saved, **overrides}
+    # default size: the one the weights were trained at
+    ckpt, input_size, overrides = shipped.checkpoint_config("gfrtm", weights, input_size, overrides)
     if input_size is None:
         input_size = GfrtmConfig.input_size
     cfg = GfrtmConfig(input_size=tuple(int(v) for v in input_size), **overrides)

@@ -936,14 +936,8 @@ def build_slowfast(weights=None, input_size=None, backbone_weights=None, **overr
     """
     from edgevos.models import weights as shipped
 
-    ckpt = None
-    if weights is not None:
-        ckpt = shipped.load_checkpoint("slowfast", weights)
-        saved = dict(ckpt.get("config", {}))
-        trained = saved.pop("input_size", None)
-        if input_size is None and trained is not None:
-            input_size = trained  # default: the size the weights were trained at
-        overrides = {**saved, **overrides}
+    # default size: the one the weights were trained at
+    ckpt, input_size, overrides = shipped.checkpoint_config("slowfast", weights, input_size, overrides)
     fields = set(SlowFastConfig.__dataclass_fields__)
     unknown = sorted(set(overrides) - fields)
     if unknown:

@@ -69,6 +69,19 @@ def load_checkpoint(family: str, weights) -> dict:
     return ckpt
 
 
+def checkpoint_config(family: str, weights, input_size, overrides: dict):
+    """(checkpoint or None, input size, config overrides) for a builder: a checkpoint's saved
+    config under the caller's ``overrides``; ``input_size`` None means the size it was trained at."""
+    if weights is None:
+        return None, input_size, dict(overrides)
+    ckpt = load_checkpoint(family, weights)
+    saved = dict(ckpt.get("config", {}))
+    trained = saved.pop("input_size", None)
+    if input_size is None and trained is not None:
+        input_size = trained
+    return ckpt, input_size, {**saved, **overrides}
+
+
 def save_checkpoint(path, family: str, model, meta: dict | None = None, half: bool = False) -> Path:
     import dataclasses
 

@@ -5,13 +5,9 @@ import argparse
 
 
 def _size(text: str):
-    from edgevos.errors import InputError
+    from edgevos.parsing import parse_hw
 
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise InputError(f"--input-size '{text}' is not HxW (e.g. 256x448)") from None
-    return h, w
+    return parse_hw(text, "--input-size", multiple=32)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +72,8 @@ def main(args) -> int:
 
 def gfrtm_config(args):
     """The gfrtm TrainConfig for parsed ``edgevos train gfrtm`` arguments."""
-    from edgevos.train.gfrtm import HELDOUT, TrainConfig
+    from edgevos.train.config import HELDOUT
+    from edgevos.train.gfrtm import TrainConfig
 
     heldout = tuple(s for s in args.heldout.split(",") if s) if args.heldout is not None else HELDOUT
     args.out = args.out or "runs/gfrtm"
@@ -98,7 +95,7 @@ def slowfast_config(args):
     from edgevos.programs.slowfast import check_preset
 
     check_preset(args.preset)  # a wrong name fails before torch loads
-    from edgevos.train.gfrtm import HELDOUT
+    from edgevos.train.config import HELDOUT
     from edgevos.train.slowfast import TrainConfig
 
     heldout = tuple(s for s in args.heldout.split(",") if s) if args.heldout is not None else HELDOUT

@@ -32,32 +32,24 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import numpy as np
 
 from edgevos.errors import InputError
+from edgevos.metrics import agreement_iou
+from edgevos.train.config import BaseTrainConfig
 from edgevos.train.distributed import average_gradients, init_distributed
 
-# Sequences of ../shared/data/davis2016-train never used for training: validation.
-# ``soccerball`` adds a small object (0.6-2.6% of the frame).
-HELDOUT = ("bear", "car-turn", "dance-jump", "kite-walk", "motocross-bumps", "soccerball")
 # modules trained in phase 2 (the reuse path)
 PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(BaseTrainConfig):
     out: str = "runs/gfrtm"
-    davis: Tuple[str, ...] = ()
-    heldout: Tuple[str, ...] = HELDOUT
-    synthetic: int = 30
-    synthetic_frames: int = 30
-    input_size: Tuple[int, int] = (256, 448)
-    backbone: str = "mobilenetv2"
-    backbone_weights: Optional[str] = None
     reuse_scale: int = 1  # GfrtmConfig.reuse_scale: 2 = half-resolution gate and reuse path
     refiner_stride: int = 8  # GfrtmConfig.refiner_stride: 16 translates the refiner state at stride 16
     reuse_residual: bool = False  # GfrtmConfig.reuse_residual: the reuse head corrects the last computed logits
@@ -68,10 +60,6 @@ class TrainConfig:
     batch: int = 4
     lr1: float = 1e-3
     lr2: float = 5e-4
-    epoch_samples: int = 400  # samples per "epoch" for the margin schedule
-    m1: float = 1.0
-    m2: float = 0.0
-    ep_T: int = 120
     max_gap: int = 25  # n in (t - n, t) for phase 2: the gate reuses long runs at run time
     real_share: float = 0.8  # share of samples from real (DAVIS) sequences; synthetic ones the rest
     flip: bool = True  # also encode horizontally flipped real frames
@@ -80,10 +68,6 @@ class TrainConfig:
     random_starts: int = 2  # run-time tracks per (sequence, object, flip) that start at a random frame
     score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
-    threads: int = 1
-    seed: int = 0
-    checkpoint_every: int = 250
-    max_frames_per_sequence: int = 0  # 0 = all
 
 
 # ----------------------------------------------------------------------------- data
@@ -352,11 +336,6 @@ def margin(epoch: float, m1: float, ep_T: int) -> float:
     return min(m1, m1 * epoch / max(ep_T, 1))
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = np.logical_or(a, b).sum()
-    return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
-
-
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, cfg: TrainConfig):
@@ -610,7 +589,7 @@ class Trainer:
                     p_gate, delta, _ = m.gate_forward(f8, s_prev, template, prev_embed)
                     logits = m.decode_reuse(f4, f8, r8_prev, s_prev, delta)
                 logits = F.interpolate(logits, size=y_t.shape[-2:], mode="bilinear", align_corners=False)
-                p_target = max(mgn, mask_iou(y_t, y_prev))
+                p_target = max(mgn, agreement_iou(y_t, y_prev))
                 l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2)
                 l_delta = F.mse_loss(delta, y16 - s_prev)
                 l_bce = F.binary_cross_entropy_with_logits(logits, self._tensor(y_t.astype(np.float32)))

@@ -41,20 +41,16 @@ import numpy as np
 
 from edgevos.train.distributed import average_gradients, init_distributed
 
-from edgevos.train.gfrtm import HELDOUT, gate_probability_loss, margin, mask_iou
+from edgevos.metrics import agreement_iou
+from edgevos.train.config import BaseTrainConfig
+from edgevos.train.gfrtm import gate_probability_loss, margin
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(BaseTrainConfig):
     out: str = "runs/slowfast"
-    davis: Tuple[str, ...] = ()
-    heldout: Tuple[str, ...] = HELDOUT
-    synthetic: int = 30
-    synthetic_frames: int = 30
     input_size: Tuple[int, int] = (128, 224)
     preset: str = "3-7"
-    backbone: str = "mobilenetv2"
-    backbone_weights: Optional[str] = None
     mode: str = "semi"
     freeze: str = "backbone"
     fast_gray: bool = False
@@ -64,14 +60,7 @@ class TrainConfig:
     lr: float = 1e-3
     random_scale: Optional[float] = None  # None: 0.4 for 1-1, else 0.25
     max_gap: int = 5  # n in (t - n, t) for the reuse path
-    m1: float = 1.0
-    m2: float = 0.0
-    ep_T: int = 120
-    epoch_samples: int = 400
-    threads: int = 1
-    seed: int = 0
     checkpoint_every: int = 100
-    max_frames_per_sequence: int = 0  # 0 = all
 
     @property
     def scale(self) -> float:
@@ -304,7 +293,7 @@ class Trainer:
                 bce_r = F.binary_cross_entropy_with_logits(F.interpolate(lr_, size=(h, w), mode="bilinear",
                                                                          align_corners=False), target)
                 p_gate = m.gate(feats["fast8"], p_f8.detach(), prev)
-                p_target = max(mgn, mask_iou(y > 0.5, p_y > 0.5))
+                p_target = max(mgn, agreement_iou(y > 0.5, p_y > 0.5))
                 gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), cfg.m2)
                 loss = loss + bce_r + gp
                 logs[1] += float(bce_r.detach())
