@@ -333,11 +333,13 @@ class TargetModel:
                 f"{1 + len(aug_feats)} first-frame samples do not fit memory_size={cfg.memory_size}: "
                 "pass fewer augmentations or raise memory_size"
             )
-        if int((y0 > 0.5).sum()) == 0:
+        if float(y0.sum()) * cfg.label_stride ** 2 < cfg.min_fg_pixels:
             raise InputError(
-                f"first-frame label (shape {y0.shape}) has no pixel > 0.5: the object vanished at the "
-                "feature resolution; draw it larger or skip this object"
+                f"first-frame label (shape {y0.shape}) covers under {cfg.min_fg_pixels} image pixels: the object "
+                "vanished at the feature resolution; draw it larger or skip this object"
             )
+        if not (y0 > 0.5).any():  # an object smaller than a feature cell: its most covered cells are it
+            y0 = y0 / y0.max()
         xs = [x0] + [_check_feats(a, f"augmented features[{i}]", self.in_channels, hw) for i, a in enumerate(aug_feats)]
         ys = [y0] + [_check_label(a, f"augmented label[{i}]", hw) for i, a in enumerate(aug_labels)]
         n = len(xs)

@@ -320,3 +320,64 @@ def test_new_layers_normalise_and_train(tmp_path, mobilenet_weights):
     for h in hooks:
         h.remove()
     assert acts and all(float(a.float().var()) > 0 for a in acts.values()), {n: float(a.float().var()) for n, a in acts.items()}
+
+
+def test_target_model_score_conditions_the_decoder_and_updates_online():
+    """target_model=True: the decoder reads a host target model's stride-16 score, fitted on the first
+    frame and updated on computed frames; the stage takes it as an input named ``score``."""
+    m = _build("3-7", target_model=True)
+    spec = {s.name: s for s in m.stage_specs()}["mask_decoder"]
+    assert "score" in spec.input_names and spec.inputs[spec.input_names.index("score")].shape == (1, 1, 4, 6)
+    seq = _seq(n=5)
+    s = Session.from_model(m, family="slowfast", tau=1.0)
+    s.start(seq.frame(0), seq.mask(0))
+    feeds = []
+    run = s.program.backend.run
+
+    def spy(stage, f, *a, **kw):
+        if stage == "mask_decoder":
+            feeds.append(np.array(f["score"], copy=True))
+        return run(stage, f, *a, **kw)
+
+    s.program.backend.run = spy
+    assert len(s.program.objects) == 2 and all(o.target is not None for o in s.program.objects)
+    for i in range(1, 5):
+        r = s.step(seq.frame(i))
+        assert "target_model" in r.stage_ms
+    assert len(feeds) == 4 * len(s.program.objects)
+    assert all(np.isfinite(f).all() and f.std() > 0 for f in feeds)
+    # the score matters: zeroing it changes the decoder's output
+    mods = m.stage_modules()
+    fd = spec.dummy_feeds()
+    fd = {k: torch.from_numpy(v) for k, v in fd.items()}
+    with torch.no_grad():
+        a = mods["mask_decoder"](*[fd[n] for n in spec.input_names])[0]
+        fd["score"] = fd["score"] + 5.0
+        b = mods["mask_decoder"](*[fd[n] for n in spec.input_names])[0]
+    assert not torch.allclose(a, b)
+    with pytest.raises(InputError, match="target_model needs mode='semi'"):
+        get_family("slowfast").build(input_size=SIZE, mode="unsupervised", target_model=True)
+
+
+def test_target_model_training_starts_from_an_older_checkpoint(tmp_path):
+    """--init widens the decoder input for the score channel (zeros) and keeps every other weight."""
+    from edgevos.models.weights import load_checkpoint
+    from edgevos.train.slowfast import TrainConfig, Trainer, corrupt_mask
+
+    base = TrainConfig(out=str(tmp_path / "a"), synthetic=2, synthetic_frames=6, input_size=SIZE, preset="3-7",
+                       steps=1, batch=1, clip_len=2)
+    old = Trainer(base).run()
+    cfg = TrainConfig(**{**base.__dict__, "out": str(tmp_path / "b"), "target_model": True, "init": str(old),
+                         "corrupt_prev": 1.0})
+    tr = Trainer(cfg)
+    prev = load_checkpoint("slowfast", old)["state_dict"]
+    w = tr.model.state_dict()["decoder.level16.0.weight"]
+    w_old = prev["decoder.level16.0.weight"].float()
+    assert w.shape[1] == w_old.shape[1] + 1 and torch.equal(w[:, :-1], w_old) and not w[:, -1].any()
+    assert torch.equal(tr.model.state_dict()["reference.embed.0.0.weight"], prev["reference.embed.0.0.weight"].float())
+    path = tr.run()
+    assert get_family("slowfast").build(weights=path, input_size=SIZE).config.target_model
+    y = np.zeros((40, 60), np.float32)
+    y[10:30, 20:40] = 1
+    rng = np.random.default_rng(0)
+    assert any(not np.array_equal(corrupt_mask(y, rng), y) for _ in range(5))

@@ -230,7 +230,7 @@ def test_bad_input_raises_input_error_naming_shapes():
         tm.initialize(feats[0][0], labels[0])  # 2-D features
     with pytest.raises(InputError, match="12x16"):
         tm.initialize(feats[0], labels[0][:, :8])  # label of another size
-    with pytest.raises(InputError, match="no pixel > 0.5"):
+    with pytest.raises(InputError, match="vanished at the feature resolution"):
         tm.initialize(feats[0], np.zeros((H, W), np.float32))
     with pytest.raises(InputError, match="25 channels"):
         tm.initialize(np.zeros((25, H, W), np.float32), labels[0])
@@ -316,3 +316,15 @@ def test_first_frame_augmentations_include_cut_and_paste():
     ys, xs = np.nonzero(m_p)
     np.testing.assert_array_equal(im_p[ys.min():ys.max() + 1, xs.min():xs.max() + 1], img[10:20, 10:25])
     assert not np.array_equal(im_p[10:20, 10:25], img[10:20, 10:25]) or (ys.min(), xs.min()) == (10, 10)
+
+
+def test_an_object_smaller_than_a_feature_cell_still_gets_a_target_model():
+    """A small object covers no stride-16 cell by more than half: its most covered cells are taken as it."""
+    feats, _ = _samples(1, seed=3)
+    label = np.zeros((H, W), np.float32)
+    label[5, 7], label[5, 8] = 0.3, 0.15  # ~115 image pixels at stride 16
+    tm = TargetModel(TargetModelConfig(proj_dim=K), C)
+    tm.initialize(feats[0], label)
+    score = tm.classify(feats[0])
+    assert score[5, 7] > np.median(score)
+

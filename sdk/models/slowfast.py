@@ -152,6 +152,9 @@ class SlowFastConfig:
     decoder_dim: int = 32
     shallow_dim: int = 16
     embed_dim: int = 32
+    # semi-supervised: the decoder also reads the coarse score of an online target model (FRTM's,
+    # edgevos.target_model, fitted by the host on the slow pathway's stride-16 features)
+    target_model: bool = False
     # reuse gate (G-FRTM's loss and defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -169,6 +172,8 @@ class SlowFastConfig:
                 raise InputError(f"unknown {name} '{value}': choose one of {list(valid)}")
         if not 0 < self.beta <= 1:
             raise InputError(f"beta={self.beta} must be in (0, 1] (the paper uses 1/8)")
+        if self.target_model and self.mode != "semi":
+            raise InputError("target_model needs mode='semi': the target model is fitted on the first frame's mask")
 
     @property
     def slow_frames(self) -> int:
@@ -542,7 +547,7 @@ class SlowFastVOS(nn.Module):
         self.semi = cfg.mode == "semi"
         self.reference = Reference(fc["f16"], cfg.embed_dim) if self.semi else None
         self.decoder = MaskDecoder(fc["f4"], fc["f8"], fc["f16"], fc["f32"] + fc["fast32"], d, cfg.shallow_dim,
-                                   3 if self.semi else 1)
+                                   (3 + cfg.target_model) if self.semi else 1)
         self.reuse_decoder = ReuseDecoder(cf[1], cf[2], d, cfg.shallow_dim)
         self.gate = SlowGate(cf[2])
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
@@ -673,9 +678,13 @@ class SlowFastVOS(nn.Module):
         return self._run("init" if hist is None else "step", lambda: self.slow_forward(slow_stem, fast_feats), hist)
 
     # ------------------------------------------------------------------ decoder pieces
-    def decode(self, f4, f8, f16, f32, fast32, template, prev_prob):
+    def decode(self, f4, f8, f16, f32, fast32, template, prev_prob, score=None):
+        """Full decoder -> (logits at stride 4, r8).  ``score``: the target model's (1, 1, H/16, W/16)
+        coarse score (``target_model`` models)."""
         h16 = F.interpolate(prev_prob, size=f16.shape[-2:], mode="bilinear", align_corners=False)
         cond = torch.cat([self.reference.similarity(f16, template), h16], 1) if self.semi else h16
+        if self.config.target_model:
+            cond = torch.cat([cond, score], 1)
         r16 = self.decoder.deep(f16, torch.cat([f32, fast32], 1), cond)
         logits, r8 = self.decoder.shallow(f4, f8, r16, prev_prob)
         return logits, r8
@@ -683,12 +692,14 @@ class SlowFastVOS(nn.Module):
     def decode_reuse(self, fast4, fast8, r8_prev, prev_prob):
         return self.reuse_decoder(fast4, fast8, r8_prev, prev_prob)
 
-    def forward_clip(self, frames, template=None, prev_prob=None):
+    def forward_clip(self, frames, template=None, prev_prob=None, score=None):
         """Clip mode end to end: logits (1, 1, H/4, W/4) of the clip's last frame."""
         f = self.clip(frames)
         if prev_prob is None:
             prev_prob = torch.zeros(1, 1, f["f4"].shape[2], f["f4"].shape[3])
-        return self.decode(f["f4"], f["f8"], f["f16"], f["f32"], f["fast32"], template, prev_prob)[0]
+        if score is None and self.config.target_model:
+            score = torch.zeros(1, 1, f["f16"].shape[2], f["f16"].shape[3])
+        return self.decode(f["f4"], f["f8"], f["f16"], f["f32"], f["fast32"], template, prev_prob, score)[0]
 
     # ------------------------------------------------------------------ stages
     def _layout_info(self):
@@ -768,6 +779,7 @@ class SlowFastVOS(nn.Module):
         slow_hist = tuple(hist(k) for k in lay["lat_keys"] + lay["slow_keys"])
         prev = t("prev_prob", c=1, s=4)
         template = TensorSpec("template", (1, 2 * cfg.embed_dim))
+        cond = ((template,) if self.semi else ()) + ((t("score", c=1, s=16),) if cfg.target_model else ())
         specs = [
             StageSpec("frame_stem", (t("image", c=3, s=1),), (t("slow_stem"), t("fast_in")),
                       "image (RGB 0..255) -> slow stem features, fast pathway input"),
@@ -785,7 +797,7 @@ class SlowFastVOS(nn.Module):
         specs += [
             StageSpec("gate", (t("fast8"), t("fast8_prev", key="fast8"), prev), (TensorSpec("p_gate", (1, 1)),),
                       "fast features now vs last computed frame + previous mask -> P(reuse)"),
-            StageSpec("mask_decoder", slow_out + (t("fast32"),) + ((template,) if self.semi else ()) + (prev,),
+            StageSpec("mask_decoder", slow_out + (t("fast32"),) + cond + (prev,),
                       (t("logits", c=1, s=4), t("r8", c=d, s=8)), "full decoder -> logits (stride 4), stride-8 state"),
             StageSpec("decoder_reuse", (t("fast4"), t("fast8"), t("r8_prev", c=d, s=8), prev), (t("logits", c=1, s=4),),
                       "reuse path: last computed r8 + current fast features -> logits (stride 4)"),
@@ -825,11 +837,10 @@ class _Stage(nn.Module):
         if name == "gate":
             return (m.gate(*inputs),)
         if name == "mask_decoder":
-            if m.semi:
-                f4, f8, f16, f32, fast32, template, prev = inputs
-            else:
-                (f4, f8, f16, f32, fast32, prev), template = inputs, None
-            return tuple(m.decode(f4, f8, f16, f32, fast32, template, prev))
+            f4, f8, f16, f32, fast32 = inputs[:5]
+            template = inputs[5] if m.semi else None
+            score = inputs[6] if m.config.target_model else None
+            return tuple(m.decode(f4, f8, f16, f32, fast32, template, inputs[-1], score))
         if name == "decoder_reuse":
             return (m.decode_reuse(*inputs),)
         raise KeyError(name)

@@ -44,6 +44,7 @@ from edgevos.programs.base import (
     Timer,
     check_frame,
     check_mask,
+    host_blas,
     resize_map,
     sigmoid,
     soft_aggregate,
@@ -78,6 +79,7 @@ class ObjectState:
     template: Optional[np.ndarray]  # (1, 2E) reference prototypes (semi-supervised)
     prev_prob: np.ndarray  # (1, 1, H/4, W/4) previous predicted probability
     r8: np.ndarray  # (1, D, H/8, W/8) decoder state of the last computed frame
+    target: object = None  # edgevos.target_model.TargetModel (target_model models)
 
 
 class SlowFastProgram(ObjectSetMixin):
@@ -97,6 +99,14 @@ class SlowFastProgram(ObjectSetMixin):
         self.max_reuse = max_reuse
         h, w = self.input_size
         self._hw4, self._hw16 = (h // 4, w // 4), (h // 16, w // 16)
+        # an online target model per object when the decoder reads its score (FRTM's, fitted on f16)
+        self.target_model = "score" in backend.spec("mask_decoder").input_names
+        if self.target_model:
+            from edgevos.target_model import TargetModelConfig
+
+            # no first-frame augmentations: an augmented frame has no streaming past to encode it with
+            self.target_config = TargetModelConfig(proj_dim=int(self.config.get("proj_dim", 32)), num_augmentations=0,
+                                                   refit_solver="matrix_free")
         fast_spec, slow_spec = backend.spec("fast_body"), backend.spec("slow_body")
         fast_new, slow_new = set(fast_spec.output_names), set(slow_spec.output_names)
         # ring key -> where its items come from: ("fast_in"), ("new", name) or ("lateral", fast feature)
@@ -245,13 +255,24 @@ class SlowFastProgram(ObjectSetMixin):
             feeds[t.name] = self._hist[t.name]
         return self._run("slow_body", feeds, timer)
 
-    def _decode(self, slow, fast, o: ObjectState, timer: Timer):
+    def _decode(self, slow, fast, o: ObjectState, timer: Timer, score=None):
         feeds = {k: slow[k] for k in ("f4", "f8", "f16", "f32")}
         feeds["fast32"] = fast["fast32"]
         if self.semi:
             feeds["template"] = o.template
+        if self.target_model:
+            if score is None:
+                with timer.section("target_model"), host_blas():
+                    score = o.target.classify(slow["f16"][0])[None, None].astype(np.float32)
+            feeds["score"] = score
         feeds["prev_prob"] = o.prev_prob
         return self._run("mask_decoder", feeds, timer)
+
+    def _update_targets(self, f16: np.ndarray, timer: Timer) -> None:
+        """Online target-model update on a computed frame: each object's new prediction at stride 16."""
+        with timer.section("target_model"), host_blas():
+            for o in self.objects:
+                o.target.update(f16, resize_map(o.prev_prob[0, 0], self._hw16, area=True))
 
     def _label(self, mask_in: np.ndarray, obj_id: int, hw) -> np.ndarray:
         return resize_map((mask_in == obj_id).astype(np.float32), hw, area=True)[None, None]
@@ -262,7 +283,16 @@ class SlowFastProgram(ObjectSetMixin):
             template = self._run("reference", {"f16": slow["f16"], "mask16": self._label(mask_in, obj_id, self._hw16)},
                                  timer)["template"]
         o = ObjectState(obj_id, template, self._label(mask_in, obj_id, self._hw4), None)
-        o.r8 = self._decode(slow, fast, o, timer)["r8"]  # decoder state of the reference frame
+        score = None
+        if self.target_model:
+            from edgevos.target_model import TargetModel
+
+            label16 = self._label(mask_in, obj_id, self._hw16)
+            o.target = TargetModel(self.target_config, in_channels=slow["f16"].shape[1])
+            with timer.section("target_model"), host_blas():
+                o.target.initialize(slow["f16"][0], label16[0, 0])
+            score = label16  # S_0 = y_0, as G-FRTM-fast
+        o.r8 = self._decode(slow, fast, o, timer, score)["r8"]  # decoder state of the reference frame
         return o
 
     def _finish(self, logits: List[np.ndarray], reused, p_gate, timer: Timer, t0: float) -> StepResult:
@@ -359,9 +389,15 @@ class SlowFastProgram(ObjectSetMixin):
                 o.r8 = out["r8"]
             self._fast8_prev = fast["fast8"].copy()
             self._last = (slow, fast)  # (views of this frame's ring slots: valid for this step)
+        f16 = slow["f16"][0].copy() if slow is not None and self.target_model else None
         with timer.section("rings"):
             self._commit(slow)
-        return self._finish(logits, reuse, p_gate, timer, t0)
+        result = self._finish(logits, reuse, p_gate, timer, t0)
+        if f16 is not None:
+            self._update_targets(f16, timer)
+            result.stage_ms = dict(timer.ms)
+            result.total_ms = (time.perf_counter() - t0) * 1e3
+        return result
 
     def add_objects(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
         if not self.semi:

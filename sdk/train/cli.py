@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-reuse-path", action="store_true",
                    help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")
     p.add_argument("--init", default=None,
-                   help="gfrtm: start from this checkpoint's segmentation network (e.g. with --phases 2)")
+                   help="start from this checkpoint (gfrtm: its segmentation network, e.g. with --phases 2; "
+                        "slowfast: every layer, widened where the new model reads more inputs)")
     p.add_argument("--phase1-steps", type=int, default=3000)
     p.add_argument("--phase2-steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=None, help="samples per step (default 4 gfrtm, 2 slowfast)")
@@ -55,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sf.add_argument("--lr", type=float, default=1e-3, help="learning rate (project recipe: 0.001)")
     sf.add_argument("--random-scale", type=float, default=None, help="random scale augmentation (default 0.25; 0.4 for 1-1)")
     sf.add_argument("--fast-gray", action="store_true", help="grayscale input to the fast pathway")
+    sf.add_argument("--target-model", action="store_true",
+                    help="semi-supervised: the decoder also reads an online target model's score (FRTM's)")
+    sf.add_argument("--corrupt-prev", type=float, default=0.5,
+                    help="probability that a training segment starts from a corrupted previous mask")
 
 
 def main(args) -> int:
@@ -105,5 +110,6 @@ def slowfast_config(args):
                       freeze=args.freeze, fast_gray=args.fast_gray, steps=args.steps, batch=args.batch or 2,
                       clip_len=args.clip_len, lr=args.lr, random_scale=args.random_scale, m1=args.m1, m2=args.m2,
                       ep_T=args.ep_T, epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
-                      max_frames_per_sequence=args.max_frames)
+                      max_frames_per_sequence=args.max_frames, target_model=args.target_model,
+                      corrupt_prev=args.corrupt_prev, init=args.init)
     return cfg

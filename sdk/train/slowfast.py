@@ -41,6 +41,7 @@ import numpy as np
 
 from edgevos.train.distributed import average_gradients, init_distributed
 
+from edgevos.errors import InputError
 from edgevos.metrics import agreement_iou
 from edgevos.train.config import BaseTrainConfig
 from edgevos.train.gfrtm import gate_probability_loss, margin
@@ -61,6 +62,9 @@ class TrainConfig(BaseTrainConfig):
     random_scale: Optional[float] = None  # None: 0.4 for 1-1, else 0.25
     max_gap: int = 5  # n in (t - n, t) for the reuse path
     checkpoint_every: int = 100
+    target_model: bool = False  # SlowFastConfig.target_model: the decoder reads an online target model's score
+    corrupt_prev: float = 0.5  # probability that a segment starts from a corrupted previous mask
+    init: Optional[str] = None  # start from this slowfast checkpoint (layers that changed shape are widened)
 
     @property
     def scale(self) -> float:
@@ -132,6 +136,58 @@ def _scaled(frame, mask, s: float, hw):
     return of, om
 
 
+def _area(a, hw):
+    import cv2
+
+    return cv2.resize(np.ascontiguousarray(a, dtype=np.float32), (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
+
+
+def corrupt_mask(y: np.ndarray, rng) -> np.ndarray:
+    """A previous mask as a tracker gets it wrong: shifted, dilated or eroded, sometimes with a
+    spurious blob; (H, W) float 0/1 in and out."""
+    import cv2
+
+    h, w = y.shape
+    out = y.astype(np.uint8)
+    dy, dx = (int(v) for v in rng.integers(-max(1, h // 12), max(1, h // 12) + 1, 2))
+    out = np.roll(out, (dy, dx), (0, 1))
+    k = int(rng.integers(1, max(2, min(h, w) // 16) + 1))
+    kernel = np.ones((k, k), np.uint8)
+    out = cv2.dilate(out, kernel) if rng.random() < 0.5 else cv2.erode(out, kernel)
+    if rng.random() < 0.3:
+        r = int(rng.integers(2, max(3, min(h, w) // 8)))
+        cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+        cv2.circle(out, (cx, cy), r, 1, -1)
+    return out.astype(np.float32)
+
+
+def init_from(model, path) -> None:
+    """Load a slowfast checkpoint into ``model``; a decoder input that grew (e.g. the target model's
+    score channel) keeps the old channels' weights and starts the new ones at zero."""
+    import torch
+
+    from edgevos.models.weights import load_checkpoint
+
+    state = load_checkpoint("slowfast", path)["state_dict"]
+    own = model.state_dict()
+    take = {}
+    for k, v in state.items():
+        if k not in own:
+            continue
+        v = v.to(own[k].dtype)
+        if v.shape == own[k].shape:
+            take[k] = v
+        elif v.dim() == 4 and v.shape[0] == own[k].shape[0] and v.shape[2:] == own[k].shape[2:] \
+                and v.shape[1] < own[k].shape[1]:
+            w = torch.zeros_like(own[k])
+            w[:, :v.shape[1]] = v
+            take[k] = w
+        else:
+            raise InputError(f"--init {path}: '{k}' {tuple(v.shape)} does not fit {tuple(own[k].shape)}; "
+                             f"use a checkpoint of the same preset and backbone")
+    model.load_state_dict(take, strict=False)
+
+
 # ----------------------------------------------------------------------------- trainer
 class Trainer:
     def __init__(self, cfg: TrainConfig, model=None):
@@ -148,7 +204,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model = model or build_slowfast(input_size=cfg.input_size, preset=cfg.preset, backbone=cfg.backbone,
                                              backbone_weights=cfg.backbone_weights, mode=cfg.mode, freeze=cfg.freeze,
-                                             fast_gray=cfg.fast_gray)
+                                             fast_gray=cfg.fast_gray, target_model=cfg.target_model)
+        if cfg.init and model is None:
+            init_from(self.model, cfg.init)
         self.rf = self.model.receptive_field
         self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
 
@@ -266,13 +324,21 @@ class Trainer:
                 for t in range(w0, t0):
                     stream.step(self._image(frame_mask(t)[0]), first=t == w0)
             get = None
-        template = None
+        template, tm = None, None
         if m.semi:
             f_ref, y_ref = frame_mask(0)
             with torch.no_grad():
                 ref = get(0) if get else TorchStream(m).step(self._image(f_ref), first=True)
             template = m.reference.template(ref["f16"], self._map(y_ref, ref["f16"].shape[-2:]))
-        prev = self._map(frame_mask(t0 - 1)[1], hw4) if m.semi else torch.zeros(1, 1, *hw4)
+            if m.config.target_model:
+                tm = self._target_model(ref["f16"], y_ref)
+        if m.semi:
+            y_prev = frame_mask(t0 - 1)[1]
+            if self.rng.random() < cfg.corrupt_prev:
+                y_prev = corrupt_mask(y_prev, self.rng)
+            prev = self._map(y_prev, hw4)
+        else:
+            prev = torch.zeros(1, 1, *hw4)
         states, ys = [], []
         loss = torch.zeros(())
         logs = np.zeros(3)
@@ -280,7 +346,10 @@ class Trainer:
         for t in range(t0, t0 + L):
             f, y = frame_mask(t)
             feats = get(t) if get else stream.step(self._image(f), first=(t == t0 and t0 == 0))
-            logits, r8 = m.decode(feats["f4"], feats["f8"], feats["f16"], feats["f32"], feats["fast32"], template, prev)
+            f16 = feats["f16"].detach()[0].numpy()
+            score = torch.from_numpy(tm.classify(f16)[None, None].astype(np.float32)) if tm is not None else None
+            logits, r8 = m.decode(feats["f4"], feats["f8"], feats["f16"], feats["f32"], feats["fast32"], template, prev,
+                                  score)
             target = self._map(y)
             bce = F.binary_cross_entropy_with_logits(F.interpolate(logits, size=(h, w), mode="bilinear",
                                                                    align_corners=False), target)
@@ -300,7 +369,19 @@ class Trainer:
                 logs[2] += float(gp.detach())
             states.append((feats["fast8"], r8, y))
             prev = torch.sigmoid(logits).detach()
+            if tm is not None:  # the run time's online update, with the model's own prediction
+                tm.update(f16, _area(prev[0, 0].numpy(), f16.shape[-2:]))
         return loss / L, logs / L
+
+    def _target_model(self, f16_ref, y_ref):
+        """The run time's target model, fitted on the reference frame (no augmentations, as the program)."""
+        from edgevos.target_model import TargetModel, TargetModelConfig
+
+        cfg = TargetModelConfig(proj_dim=32, num_augmentations=0, refit_solver="matrix_free")
+        f16 = f16_ref.detach()[0].numpy()
+        tm = TargetModel(cfg, in_channels=f16.shape[0], seed=int(self.rng.integers(1 << 30)))
+        tm.initialize(f16, _area(y_ref, f16.shape[-2:]))
+        return tm
 
     # -- checkpoints
     def save(self, step, opt):
