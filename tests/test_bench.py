@@ -183,7 +183,8 @@ def test_run_row_energy_from_tegrastats(tmp_path, tiny_weights):
 
 
 def test_device_line_and_jetson_clocks_warning():
-    from edgevos.bench import _jetson_warning, device_line
+    from edgevos.bench import _jetson_warning
+    from edgevos.bench_report import device_line
 
     jetson = {"cpu": {"model": "ARMv8 Processor rev 1 (v8l)", "usable_cores": 6}, "gpu": {"gpus": [], "present": True},
               "jetson": {"is_jetson": True, "model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3",

@@ -234,7 +234,7 @@ def _run_script(tmp_path, *args, script=None, env=None):
 
 # ------------------------------------------------------------------ defect 8: no CPU peak for GPU rows
 def test_tensorrt_rows_get_no_cpu_peak(bundle):
-    from edgevos.bench import roofline, roofline_table
+    from edgevos.bench_report import roofline, roofline_table
 
     peaks = {"fp32": {"gflops": 100.0, "how": "onnxruntime MatMul", "threads": 2, "size": 1024}, "int8": None}
     base = {"status": "ok", "family": "toy", "preset": None, "tau": 1.0,
