@@ -368,9 +368,11 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
 
         first_mask = read_mask(first_mask)
     elif init_box:
-        from edgevos.data.boxes import parse_box
+        from edgevos.data.boxes import check_box, check_box_count, parse_box
 
-        boxes = [parse_box(b) if isinstance(b, str) else tuple(int(v) for v in b) for b in init_box]
+        init_box = [init_box] if isinstance(init_box, str) else list(init_box)
+        check_box_count(len(init_box))  # before any GrabCut work
+        boxes = [parse_box(b) if isinstance(b, str) else check_box(b) for b in init_box]
         first_mask = lambda rgb: mask_from_boxes(session, rgb, boxes, refine_box)  # noqa: E731
     elif first_mask is None and src_uri.scheme not in ("test", "davis"):
         raise InputError(f"{src_uri} has no ground truth: pass --init-mask PNG or --init-box x,y,w,h "
