@@ -174,7 +174,7 @@ class TestSource(Source):
 
     def __init__(self, uri: URI):
         super().__init__(uri)
-        from edgevos.data.synthetic import SyntheticConfig, make_sequence
+        from edgevos.data.synthetic import SyntheticConfig
 
         h, w = uri.get_size("size", (240, 432))
         kwargs = dict(height=h, width=w, num_frames=uri.get_int("frames", 60),
@@ -186,24 +186,37 @@ class TestSource(Source):
         unknown = set(uri.query) - {"size", "frames", "objects", "seed", "speed", "fps"}
         if unknown:
             raise InputError(f"{uri}: unknown option(s) {sorted(unknown)}; known: frames, objects, seed, size, speed, fps")
-        seq = make_sequence(SyntheticConfig(**kwargs))
-        self._frames = np.asarray(seq.frames)
-        self._masks = np.asarray(seq.masks)
-        self.first_mask = self._masks[0].copy()
-        self.size = tuple(self._frames.shape[1:3])
+        self._config = SyntheticConfig(**kwargs)
+        self._scene = self._start_scene()  # built lazily: one frame at a time, however long the sequence
+        self._first = next(self._scene)
+        self.first_mask = self._first[1].copy()
+        self.size = tuple(self._first[0].shape[:2])
         self.fps = uri.get_float("fps", 30.0)
         if not 0 < self.fps < 1e4:
             raise InputError(f"{uri}: fps={uri.query.get('fps')} must be a positive rate, e.g. fps=30")
 
+    def _start_scene(self):
+        from edgevos.data.synthetic import iter_frames
+
+        scene = iter_frames(self._config)
+        next(scene)  # the depth order
+        return scene
+
     def __len__(self) -> int:
-        return len(self._frames)
+        return self._config.num_frames
 
     def __iter__(self) -> Iterator[Frame]:
-        for i in range(len(self._frames)):
+        if self._scene is not None:  # the first pass reuses the frame rendered for first_mask
+            scene, first, self._scene = self._scene, self._first, None
+        else:
+            scene = self._start_scene()
+            first = next(scene)
+        for i in range(len(self)):
             if self._stop.is_set():
                 return
+            rgb, mask, _ = first if i == 0 else next(scene)
             self.delivered += 1
-            yield Frame(i, i / self.fps, self._frames[i], self._masks[i])
+            yield Frame(i, i / self.fps, rgb, mask)
 
 
 class DavisSource(Source):

@@ -77,13 +77,14 @@ def looped_source(frames: int, size: str, seed: int = 0, period: int = 100):
     from edgevos.runtime.sources import Frame, Source, open_source
 
     base = open_source(f"test://?frames={period}&size={size}&objects=1&seed={seed}")
+    period_frames = [f.rgb for f in base]
 
     class Looped(Source):
         def __iter__(self):
             for i in range(frames):
                 if self._stop.is_set():
                     return
-                f = base._frames[i % period]
+                f = period_frames[i % period]
                 self.delivered += 1
                 yield Frame(i, i / 30.0, f, None)
 

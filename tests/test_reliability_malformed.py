@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgevos.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reliability_common import ROOT  # noqa: E402
@@ -46,3 +51,81 @@ def test_malicious_backbone_weights_are_refused_by_both_verbs(tmp_path):
         assert "torchvision" in err  # the fix
     assert not marker.exists()
     assert not (tmp_path / "b").exists() and not (tmp_path / "w.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. boxes: finite, in range, at most 254; test:// frames built one at a time
+# ---------------------------------------------------------------------------------------------
+NUMBER = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30),
+                   st.sampled_from(["inf", "-inf", "nan", "1e400", "", "x", "0x10", "1_0"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.lists(NUMBER, min_size=0, max_size=6).map(lambda v: ",".join(map(str, v))), st.text(max_size=20)))
+def test_any_box_text_is_a_box_in_range_or_input_error(text):
+    from edgevos.data.boxes import MAX_COORD, parse_box
+
+    try:
+        box = parse_box(text)
+    except InputError as exc:
+        assert text in str(exc) and ("x,y,w,h" in str(exc) or "positive" in str(exc) or str(MAX_COORD) in str(exc))
+    else:
+        assert all(isinstance(v, int) and abs(v) <= MAX_COORD for v in box) and box[2] > 0 and box[3] > 0
+
+
+@pytest.mark.parametrize("text, words", [("inf,0,10,10", "inf is not a finite number"),
+                                         ("0,nan,10,10", "nan is not a finite number"),
+                                         ("0,0,1e300,10", "1e+300 is beyond 100000 pixels")])
+def test_non_finite_and_huge_boxes_are_named_by_run(text, words, capsys):
+    from edgevos.cli import main
+
+    assert main(["run", "test://?frames=2&size=48x64", "--bundle", ".", f"--init-box={text}", "--quiet", "--no-power"]) == 1
+    err = capsys.readouterr().err
+    assert words in err and text in err and "Traceback" not in err, err
+
+
+def test_more_than_254_boxes_are_refused_before_grabcut(monkeypatch):
+    import edgevos.data.boxes as boxes
+    from edgevos.runtime.pipeline import run
+    from test_run_cli import ColourSession
+
+    def never(*a, **k):
+        raise AssertionError("GrabCut ran before the box count was checked")
+
+    monkeypatch.setattr(boxes, "grabcut_mask", never)
+    for n in (255, 256, 1000):
+        with pytest.raises(InputError, match=f"{n} boxes given: at most 254 objects"):
+            run("test://?frames=2&size=48x64", [], session=ColourSession(), init_box=["1,1,5,5"] * n, power=False)
+    boxes.check_box_count(254)
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="at most 254"):
+        boxes.grabcut_mask(np.zeros((8, 8, 3), np.uint8), [(1, 1, 5, 5)] * 255)
+
+
+def test_long_test_source_is_built_one_frame_at_a_time():
+    """test://?frames=400 at 240x432 held whole is ~250 MB; lazily, a few frames."""
+    import tracemalloc
+
+    from edgevos.data.synthetic import SyntheticConfig, make_sequence
+    from edgevos.runtime.sources import open_source
+
+    tracemalloc.start()
+    try:
+        src = open_source("test://?frames=400&objects=2")
+        frames = []
+        for f in src:
+            frames.append(f) if f.index < 3 else None
+            if f.index == 10:
+                break
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40e6, f"{peak / 1e6:.0f} MB for the first frames of test://?frames=400"
+    assert len(src) == 400 and src.size == (240, 432)
+    assert (src.first_mask == frames[0].gt).all() and [f.index for f in frames] == [0, 1, 2]
+    small = open_source("test://?frames=6&size=48x64&objects=3&seed=2")
+    seq = make_sequence(SyntheticConfig(height=48, width=64, num_frames=6, num_objects=3, seed=2))
+    for _ in range(2):  # the same frames as the whole sequence, on every pass
+        got = list(small)
+        assert len(got) == 6 and all((f.rgb == seq.frames[i]).all() and (f.gt == seq.masks[i]).all()
+                                     for i, f in enumerate(got))
