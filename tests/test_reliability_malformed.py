@@ -129,3 +129,36 @@ def test_long_test_source_is_built_one_frame_at_a_time():
         got = list(small)
         assert len(got) == 6 and all((f.rgb == seq.frames[i]).all() and (f.gt == seq.masks[i]).all()
                                      for i, f in enumerate(got))
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. malformed files: a mask PNG too large to decode, bundle manifests, unreadable stage files
+# ---------------------------------------------------------------------------------------------
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG that declares width x height (8-bit palette) with one tiny IDAT: only the header is real."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"PLTE", b"\0\0\0" * 2)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * min(width + 1, 4096))) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("size", [(12_000, 9_000), (20_000, 20_000), (2**31 - 1, 2**31 - 1)])
+def test_mask_png_too_large_is_refused_by_its_header(tmp_path, size):
+    import time
+
+    from edgevos.data.masks import read_mask
+
+    png = _png_header(tmp_path / "bomb.png", *size)
+    t0 = time.perf_counter()
+    with pytest.raises(InputError) as ei:
+        read_mask(png)
+    assert time.perf_counter() - t0 < 2  # never decoded
+    msg = str(ei.value)
+    assert str(png) in msg and "100 megapixels" in msg, msg
+    assert read_mask(_png_header(tmp_path / "ok.png", 64, 1)).shape == (1, 64)
