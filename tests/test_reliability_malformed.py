@@ -162,3 +162,144 @@ def test_mask_png_too_large_is_refused_by_its_header(tmp_path, size):
     msg = str(ei.value)
     assert str(png) in msg and "100 megapixels" in msg, msg
     assert read_mask(_png_header(tmp_path / "ok.png", 64, 1)).shape == (1, 64)
+
+
+@pytest.fixture
+def toy_bundle(tmp_path):
+    from edgevos.bundle import write_bundle
+    from edgevos.stages import StageSpec, TensorSpec
+
+    root = tmp_path / "bundle"
+    root.mkdir()
+    specs = [StageSpec("a", (TensorSpec("x", (1, 2)),), (TensorSpec("y", (1, 2)),))]
+    (root / "a.onnx").write_bytes(b"fp32-a")
+    write_bundle(root, "toy", {"tau": 0.7}, (32, 48), {"mean": [0, 0, 0], "std": [1, 1, 1]}, specs,
+                 {"a": {"fp32": root / "a.onnx"}})
+    return root
+
+
+def _edit(root: Path, fn) -> None:
+    import json
+
+    m = json.loads((root / "manifest.json").read_text())
+    fn(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+
+
+def _set(key, value):
+    def edit(m):
+        target, k = (m["stages"][0], key[1:]) if key.startswith(".") else (m, key)
+        target[k] = value
+    return edit
+
+
+MALFORMED = [  # (edit, words in the error)
+    (_set("family", None), "'family' is null, not a non-empty string"),
+    (_set("family", 3), "'family' is 3"),
+    (_set("input_size", "32x48"), "'input_size' is \"32x48\", not [height, width]"),
+    (_set("input_size", [32, None]), "'input_size' is [32, null]"),
+    (_set("input_size", [32, True]), "'input_size'"),
+    (_set("input_size", [32, -48]), "'input_size'"),
+    (_set("stages", None), "'stages' is null"),
+    (_set("stages", []), "'stages' is []"),
+    (_set("stages", ["a"]), "'stages'"),
+    (_set(".files", ["a.onnx"]), "'stages'"),
+    (_set(".inputs", None), "'stages'"),
+    (_set("files", None), "'files' is null"),
+    (_set("files", {"a.onnx": 5}), "'files'"),
+    (_set("precisions", "fp32"), "'precisions' is \"fp32\""),
+    (_set("config", None), "'config' is null, not an object"),
+    (_set("config", [1]), "'config'"),
+    (_set("normalization", {"mean": [0, 0, 0], "std": [0, 1, 1]}), "'normalization'"),
+    (_set("weights_file", 7), "'weights_file' is 7"),
+    (_set("preset", {"x": 1}), "'preset'"),
+    (lambda m: m.pop("files"), "lacks 'files'"),
+]
+
+
+@pytest.mark.parametrize("edit, words", MALFORMED, ids=[w for _, w in MALFORMED])
+def test_malformed_manifest_fields_are_named(toy_bundle, edit, words):
+    from edgevos.bundle import load_bundle
+    from edgevos.errors import BundleError
+
+    _edit(toy_bundle, edit)
+    with pytest.raises(BundleError) as ei:
+        load_bundle(toy_bundle)
+    assert words in str(ei.value) and "re-export" in str(ei.value), str(ei.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(key=st.sampled_from(["family", "input_size", "stages", "files", "config", "normalization", "precisions",
+                            "preset", "weights_file", "parity", "quantization"]),
+       value=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                          lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+                          max_leaves=8))
+def test_any_manifest_value_loads_or_is_a_bundle_error(tmp_path_factory, key, value):
+    """Any JSON value in a field: the bundle loads (the manifest digest then refuses the edit)
+    or a BundleError, never a TypeError / KeyError from deeper down."""
+    import shutil
+
+    from edgevos.bundle import write_bundle
+    from edgevos.errors import BundleError
+    from edgevos.stages import StageSpec, TensorSpec
+
+    root = tmp_path_factory.mktemp("b")
+    shutil.rmtree(root)
+    root.mkdir()
+    (root / "a.onnx").write_bytes(b"fp32-a")
+    write_bundle(root, "toy", {"tau": 0.7}, (32, 48), {"mean": [0, 0, 0], "std": [1, 1, 1]},
+                 [StageSpec("a", (TensorSpec("x", (1, 2)),), (TensorSpec("y", (1, 2)),))], {"a": {"fp32": root / "a.onnx"}})
+    from edgevos.bundle import load_bundle
+
+    before = load_bundle(root).manifest.get(key, "absent")
+    _edit(root, _set(key, value))
+    try:
+        loaded = load_bundle(root)
+    except BundleError as exc:
+        assert "re-export" in str(exc)
+    else:
+        assert loaded.manifest[key] == value == before  # only an unchanged value loads
+
+
+def test_deeply_nested_manifest_is_refused(toy_bundle):
+    from edgevos.bundle import load_bundle
+    from edgevos.errors import BundleError
+
+    text = (toy_bundle / "manifest.json").read_text()
+    (toy_bundle / "manifest.json").write_text(text[:-2] + ', "deep": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(BundleError, match="nested too deeply.*re-export"):
+        load_bundle(toy_bundle)
+
+
+@pytest.mark.parametrize("edit", [_set("config", {"tau": 1.0}), _set("input_size", [64, 48]),
+                                  _set(".precision", {"fp32": "int8-cpu"}), _set("weights_file", "a.onnx"),
+                                  _set("normalization", {"mean": [1, 1, 1], "std": [1, 1, 1]})])
+def test_behaviour_fields_are_covered_by_the_manifest_digest(toy_bundle, edit):
+    from edgevos.bundle import load_bundle
+    from edgevos.errors import BundleError
+
+    assert load_bundle(toy_bundle).config == {"tau": 0.7}
+    _edit(toy_bundle, edit)
+    with pytest.raises(BundleError, match="manifest.json does not match its manifest_sha256.*re-export"):
+        load_bundle(toy_bundle)
+
+
+def test_unreadable_stage_file_is_named(toy_bundle, monkeypatch):
+    import builtins
+
+    import edgevos.bundle as bundle_mod
+    from edgevos.errors import BundleError
+
+    target = toy_bundle / "a.onnx"
+    if os.geteuid() != 0:
+        target.chmod(0)
+    else:  # root reads anything: the open() the hashing does fails as it would for a user
+        def guarded(path, *a, **k):
+            if Path(path).resolve() == target.resolve():
+                raise PermissionError(13, "Permission denied", str(path))
+            return builtins.open(path, *a, **k)
+        monkeypatch.setattr(bundle_mod, "open", guarded, raising=False)
+    with pytest.raises(BundleError) as ei:
+        bundle_mod.load_bundle(toy_bundle)
+    msg = str(ei.value)
+    assert "'a.onnx' cannot be read (Permission denied)" in msg and "chmod" in msg, msg
