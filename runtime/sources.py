@@ -406,6 +406,10 @@ def _raw_caps(uri: URI) -> str:
     return ",".join(parts) + " ! "
 
 
+NO_VIDEO = ("no video track in {path}: the file holds no video frames (audio only, or an empty video "
+            "track); give a video file")
+
+
 class GstSource(Source):
     """A GStreamer pipeline ending in ``appsink name=sink`` (RGB)."""
 
@@ -640,18 +644,18 @@ class GstSource(Source):
                     break
                 err = self._pop_error()
                 if err is not None:
-                    self._fail(f"GStreamer error: {err}")
+                    self._fail(self._error_reason(err))
                     break
                 if self._sink.is_eos():
                     err = self._pop_error(0.05)
                     if err is not None:
-                        self._fail(f"GStreamer error: {err}")
+                        self._fail(self._error_reason(err))
                         break
                     if self.live:
                         self._fail("stream ended (camera disconnected?)")
                         break
                     if self.delivered == 0:
-                        raise SourceError(f"{self.uri}: no video frames in the file (no video track?)")
+                        raise SourceError(f"{self.uri}: {NO_VIDEO.format(path=self.uri.path)}")
                     self._finish()
                     short = self._truncated()
                     self._teardown()
@@ -664,13 +668,27 @@ class GstSource(Source):
                     return
                 waited += poll
                 if waited >= self.timeout:
-                    self._fail(f"no frame for {self.timeout:.1f} s (source stalled or disconnected)")
+                    self._fail(NO_VIDEO.format(path=self.uri.path) if self._no_video() else
+                               f"no frame for {self.timeout:.1f} s (source stalled or disconnected)")
                     break
             if sample is None:
                 continue  # stopped, or reconnected: loop re-checks
             frame = self._to_frame(sample)
             if frame is not None:
                 yield frame
+
+    def _no_video(self) -> bool:
+        """A file whose decoder never produced a video format: audio only, or a video track
+        without frames."""
+        if self.uri.scheme != "file" or self.delivered or self._sink is None:
+            return False
+        pad = self._sink.get_static_pad("sink")
+        return pad is not None and pad.get_current_caps() is None
+
+    def _error_reason(self, err: str) -> str:
+        """A bus error as the run reports it (GStreamer's "Internal data stream error" for a
+        file without video says that instead)."""
+        return NO_VIDEO.format(path=self.uri.path) if self._no_video() else f"GStreamer error: {err}"
 
     def _truncated(self):
         """(last frame end, video duration) when a file's frames stop well before the duration
