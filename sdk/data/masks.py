@@ -54,13 +54,18 @@ def read_mask(path) -> np.ndarray:
 
     Raises :class:`DataError` naming the file if it is missing or unreadable.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            im = Image.open(path)
+        with im:
             w, h = im.size
             if w * h > MAX_MASK_PIXELS:
                 raise InputError(f"mask {path} is {w}x{h} ({w * h / 1e6:.0f} megapixels), above the limit of "
