@@ -688,7 +688,8 @@ class GstSource(Source):
     def _error_reason(self, err: str) -> str:
         """A bus error as the run reports it (GStreamer's "Internal data stream error" for a
         file without video says that instead)."""
-        return NO_VIDEO.format(path=self.uri.path) if self._no_video() else f"GStreamer error: {err}"
+        generic = "stream error" in err.lower()  # a missing decoder etc. keeps its own message
+        return NO_VIDEO.format(path=self.uri.path) if generic and self._no_video() else f"GStreamer error: {err}"
 
     def _truncated(self):
         """(last frame end, video duration) when a file's frames stop well before the duration
