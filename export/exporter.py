@@ -223,6 +223,10 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     from edgevos.models.registry import get_family
 
     fam = get_family(family)  # validates the name before anything heavy happens
+    if backbone_weights:
+        from edgevos.backbone_weights import check_backbone_weights
+
+        check_backbone_weights(backbone_weights)  # never unpickled: refused before the model is built
 
     # data first: a wrong folder should fail before torch loads
     from edgevos.export.calibrate import open_sequences

@@ -124,7 +124,7 @@ def mask_from_boxes(session, rgb: np.ndarray, boxes: Sequence, refine: bool = Tr
 def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frames: Optional[int] = None,
                  warmup: int = 10, status: Optional[Callable[[str], None]] = None, status_every: float = 0.5,
                  power=None, handle_signals: bool = True, stop_event: Optional[threading.Event] = None,
-                 core_split=None, prefetch: int = 3) -> RunSummary:
+                 core_split=None, prefetch: int = 3, max_records: int = 5000) -> RunSummary:
     """Run ``session`` over an open ``source`` and write open ``sinks``.
 
     Args:
@@ -145,6 +145,8 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
             threads and restored on return.
         prefetch: frames a lossless source (file, test://, davis://) is read ahead in a
             background thread (0: in this thread); live sources are read here.
+        max_records: per-frame records held (and logged); totals and the steady FPS
+            cover the whole run regardless.
 
     Returns:
         A :class:`RunSummary`; errors of the source, the input or a sink end the run and
@@ -155,7 +157,7 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
     from edgevos.programs.base import check_mask
     from edgevos.runtime.stats import FrameRecord
 
-    stats = RunStats(warmup)
+    stats = RunStats(warmup, max_records=max_records)
     state = {"stopped_by": None}
     # the sink and source threads hand the GIL back within 1 ms instead of Python's default
     # 5 ms, so the inference loop does not stall behind a writer thread (restored on return)
@@ -368,9 +370,11 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
 
         first_mask = read_mask(first_mask)
     elif init_box:
-        from edgevos.data.boxes import parse_box
+        from edgevos.data.boxes import check_box, check_box_count, parse_box
 
-        boxes = [parse_box(b) if isinstance(b, str) else tuple(int(v) for v in b) for b in init_box]
+        init_box = [init_box] if isinstance(init_box, str) else list(init_box)
+        check_box_count(len(init_box))  # before any GrabCut work
+        boxes = [parse_box(b) if isinstance(b, str) else check_box(b) for b in init_box]
         first_mask = lambda rgb: mask_from_boxes(session, rgb, boxes, refine_box)  # noqa: E731
     elif first_mask is None and src_uri.scheme not in ("test", "davis"):
         raise InputError(f"{src_uri} has no ground truth: pass --init-mask PNG or --init-box x,y,w,h "

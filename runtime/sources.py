@@ -174,7 +174,7 @@ class TestSource(Source):
 
     def __init__(self, uri: URI):
         super().__init__(uri)
-        from edgevos.data.synthetic import SyntheticConfig, make_sequence
+        from edgevos.data.synthetic import SyntheticConfig
 
         h, w = uri.get_size("size", (240, 432))
         kwargs = dict(height=h, width=w, num_frames=uri.get_int("frames", 60),
@@ -186,24 +186,37 @@ class TestSource(Source):
         unknown = set(uri.query) - {"size", "frames", "objects", "seed", "speed", "fps"}
         if unknown:
             raise InputError(f"{uri}: unknown option(s) {sorted(unknown)}; known: frames, objects, seed, size, speed, fps")
-        seq = make_sequence(SyntheticConfig(**kwargs))
-        self._frames = np.asarray(seq.frames)
-        self._masks = np.asarray(seq.masks)
-        self.first_mask = self._masks[0].copy()
-        self.size = tuple(self._frames.shape[1:3])
+        self._config = SyntheticConfig(**kwargs)
+        self._scene = self._start_scene()  # built lazily: one frame at a time, however long the sequence
+        self._first = next(self._scene)
+        self.first_mask = self._first[1].copy()
+        self.size = tuple(self._first[0].shape[:2])
         self.fps = uri.get_float("fps", 30.0)
         if not 0 < self.fps < 1e4:
             raise InputError(f"{uri}: fps={uri.query.get('fps')} must be a positive rate, e.g. fps=30")
 
+    def _start_scene(self):
+        from edgevos.data.synthetic import iter_frames
+
+        scene = iter_frames(self._config)
+        next(scene)  # the depth order
+        return scene
+
     def __len__(self) -> int:
-        return len(self._frames)
+        return self._config.num_frames
 
     def __iter__(self) -> Iterator[Frame]:
-        for i in range(len(self._frames)):
+        if self._scene is not None:  # the first pass reuses the frame rendered for first_mask
+            scene, first, self._scene = self._scene, self._first, None
+        else:
+            scene = self._start_scene()
+            first = next(scene)
+        for i in range(len(self)):
             if self._stop.is_set():
                 return
+            rgb, mask, _ = first if i == 0 else next(scene)
             self.delivered += 1
-            yield Frame(i, i / self.fps, self._frames[i], self._masks[i])
+            yield Frame(i, i / self.fps, rgb, mask)
 
 
 class DavisSource(Source):
@@ -391,6 +404,10 @@ def _raw_caps(uri: URI) -> str:
     if "fps" in opts:
         parts.append(f"framerate={opts['fps']}/1")
     return ",".join(parts) + " ! "
+
+
+NO_VIDEO = ("no video track in {path}: the file holds no video frames (audio only, or an empty video "
+            "track); give a video file")
 
 
 class GstSource(Source):
@@ -627,18 +644,18 @@ class GstSource(Source):
                     break
                 err = self._pop_error()
                 if err is not None:
-                    self._fail(f"GStreamer error: {err}")
+                    self._fail(self._error_reason(err))
                     break
                 if self._sink.is_eos():
                     err = self._pop_error(0.05)
                     if err is not None:
-                        self._fail(f"GStreamer error: {err}")
+                        self._fail(self._error_reason(err))
                         break
                     if self.live:
                         self._fail("stream ended (camera disconnected?)")
                         break
                     if self.delivered == 0:
-                        raise SourceError(f"{self.uri}: no video frames in the file (no video track?)")
+                        raise SourceError(f"{self.uri}: {NO_VIDEO.format(path=self.uri.path)}")
                     self._finish()
                     short = self._truncated()
                     self._teardown()
@@ -651,13 +668,28 @@ class GstSource(Source):
                     return
                 waited += poll
                 if waited >= self.timeout:
-                    self._fail(f"no frame for {self.timeout:.1f} s (source stalled or disconnected)")
+                    self._fail(NO_VIDEO.format(path=self.uri.path) if self._no_video() else
+                               f"no frame for {self.timeout:.1f} s (source stalled or disconnected)")
                     break
             if sample is None:
                 continue  # stopped, or reconnected: loop re-checks
             frame = self._to_frame(sample)
             if frame is not None:
                 yield frame
+
+    def _no_video(self) -> bool:
+        """A file whose decoder never produced a video format: audio only, or a video track
+        without frames."""
+        if self.uri.scheme != "file" or self.delivered or self._sink is None:
+            return False
+        pad = self._sink.get_static_pad("sink")
+        return pad is not None and pad.get_current_caps() is None
+
+    def _error_reason(self, err: str) -> str:
+        """A bus error as the run reports it (GStreamer's "Internal data stream error" for a
+        file without video says that instead)."""
+        generic = "stream error" in err.lower()  # a missing decoder etc. keeps its own message
+        return NO_VIDEO.format(path=self.uri.path) if generic and self._no_video() else f"GStreamer error: {err}"
 
     def _truncated(self):
         """(last frame end, video duration) when a file's frames stop well before the duration

@@ -48,9 +48,10 @@ class RunStats:
     """Collects :class:`FrameRecord` objects and summarises them.
 
     Memory is bounded for long live runs: at most ``max_records`` records are
-    kept (the oldest half is dropped when the limit is hit), so latency
-    percentiles, FPS and reuse rate describe the most recent window, while
-    frame, drop and accuracy totals cover the whole run.
+    kept (the oldest half is dropped when the limit is hit).  Frame, drop,
+    accuracy and reuse totals and the steady FPS are running totals over the
+    whole run; only the latency percentiles describe the most recent window
+    (``window_frames`` in the summary).
     """
 
     def __init__(self, warmup: int = 10, max_records: int = 5000):
@@ -63,9 +64,20 @@ class RunStats:
         self.dropped_total = 0
         self._j_sum = 0.0
         self._j_n = 0
+        self._t_first = self._t_warm = self._t_last = None  # t_end of the first, warm-up boundary, last
+        self._reuse = {"all": [0, 0], "steady": [0, 0]}  # [reused, frames with a gate decision]
 
     def add(self, rec: FrameRecord) -> FrameRecord:
         self.records.append(rec)
+        if self.total == 0:
+            self._t_first = rec.t_end
+        if self.total == self.warmup:
+            self._t_warm = rec.t_end
+        self._t_last = rec.t_end
+        if rec.reused is not None:
+            for part in ("all", "steady") if self.total >= self.warmup else ("all",):
+                self._reuse[part][0] += bool(rec.reused)
+                self._reuse[part][1] += 1
         self.total += 1
         self.dropped_total += int(rec.dropped)
         if rec.j is not None and self.total > 1:  # the first frame's mask is given
@@ -88,32 +100,36 @@ class RunStats:
             return self.records
         return self.records[self.warmup:] if len(self.records) > self.warmup + 1 else self.records
 
+    def _past_warmup(self) -> bool:
+        return self.total > self.warmup + 1
+
     def steady_fps(self) -> Optional[float]:
-        """Frames per second over the steady part: frames handled after the last
-        warm-up frame divided by the wall time since it finished."""
-        r = self.records
-        if len(r) < 2:
+        """Frames per second over the steady part of the whole run: frames handled after
+        the last warm-up frame divided by the wall time since it finished."""
+        if self.total < 2:
             return None
-        if self.discarded:
-            start = 0
-        else:
-            start = min(self.warmup, len(r) - 2) if len(r) > self.warmup + 1 else 0
-        span = r[-1].t_end - r[start].t_end
-        n = len(r) - 1 - start
+        start_t, start = (self._t_warm, self.warmup) if self._past_warmup() else (self._t_first, 0)
+        span = self._t_last - start_t
+        n = self.total - 1 - start
         return n / span if span > 0 and n > 0 else None
+
+    def reuse_rate(self) -> Optional[float]:
+        """Reused frames / frames with a gate decision over the steady part of the whole run."""
+        reused, n = self._reuse["steady" if self._past_warmup() else "all"]
+        return reused / n if n else None
 
     def summary(self, power: Optional[dict] = None) -> dict:
         steady = self.steady()
-        reused = [r.reused for r in steady if r.reused is not None]
+        reuse = self.reuse_rate()
         stages = sorted({k for r in steady for k in r.stage_ms})
         fps = self.steady_fps()
         out = {
             "frames": self.total,
             "warmup": self.warmup,
-            "steady_frames": len(steady),
+            "steady_frames": self.total - self.warmup if self._past_warmup() else self.total,
             "fps": round(fps, 3) if fps else None,
             "wall_s": round(self.records[-1].t_end - self.t_start, 3) if self.records else 0.0,
-            "reuse_rate": round(sum(reused) / len(reused), 4) if reused else None,
+            "reuse_rate": round(reuse, 4) if reuse is not None else None,
             "dropped": int(self.dropped_total),
             "latency_ms": {
                 "e2e": percentiles([r.e2e_ms for r in steady]),
@@ -126,7 +142,7 @@ class RunStats:
             "power": power,
         }
         if self.discarded:
-            out["window_frames"] = len(self.records)  # latency/FPS/reuse describe this recent window
+            out["window_frames"] = len(self.records)  # the latency percentiles describe this recent window
         return out
 
     def status_line(self, window: int = 30) -> str:

@@ -18,6 +18,11 @@ Sinks::
     json://stats.jsonl                 one JSON line per frame
     rtsp://host:8554/path              overlay stream pushed to an RTSP server (rtspclientsink)
 
+A ``?`` in a file name: a bare path is always taken whole (``clip?1.mp4`` is that file);
+in ``file://PATH?REST`` the whole ``PATH?REST`` is the file when such a file exists,
+otherwise ``?`` starts the options (sources: ``decode-threads``; sinks: ``encoder``) and
+an unknown option is refused, so a name is never cut at its ``?`` silently.
+
 Credentials in a URI are never shown: ``str()``/``repr()`` of a :class:`URI`
 and :func:`redact` turn ``rtsp://user:pass@host`` into ``rtsp://***@host``.
 """
@@ -33,6 +38,8 @@ from edgevos.errors import InputError
 SOURCE_SCHEMES = ("file", "v4l2", "csi", "rtsp", "test", "davis")
 SINK_SCHEMES = ("file", "masks", "display", "json", "rtsp")
 LIVE_SCHEMES = ("v4l2", "csi", "rtsp")
+#: the options a file:// URI takes after '?'
+FILE_OPTIONS = {"source": ("decode-threads",), "sink": ("encoder",)}
 
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
 _CRED_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
@@ -98,6 +105,22 @@ def _split_query(rest: str) -> Tuple[str, Dict[str, str]]:
     return rest, {}
 
 
+def _file_query(rest: str, path: str, query: Dict[str, str], kind: str, text: str):
+    """``file://`` path and options: an existing file named with its ``?`` wins; otherwise
+    every option must be one a file URI takes."""
+    import os
+
+    if os.path.isfile(rest):
+        return rest, {}
+    unknown = sorted(set(query) - set(FILE_OPTIONS[kind]))
+    if unknown:
+        raise InputError(
+            f"{kind} '{redact(text)}': '?' starts options, and {unknown} is not one (file:// takes "
+            f"{', '.join(FILE_OPTIONS[kind])}); for a file whose name holds '?', pass the path without file://"
+        )
+    return path, query
+
+
 def parse_uri(text: str, kind: str = "source") -> URI:
     """Parse a source (``kind='source'``) or sink (``kind='sink'``) URI.
 
@@ -130,6 +153,8 @@ def parse_uri(text: str, kind: str = "source") -> URI:
             raise InputError(f"'{redact(text)}' has no host: write rtsp://host:port/path")
         return URI(scheme, rest, {}, text)
     path, query = _split_query(rest)
+    if scheme == "file" and "?" in rest:
+        path, query = _file_query(rest, path, query, kind, text)
     if scheme == "file" or scheme == "davis" or scheme == "masks" or scheme == "json":
         if not path:
             raise InputError(f"'{text}' has no path: write {scheme}://PATH (relative or absolute)")

@@ -77,13 +77,14 @@ def looped_source(frames: int, size: str, seed: int = 0, period: int = 100):
     from edgevos.runtime.sources import Frame, Source, open_source
 
     base = open_source(f"test://?frames={period}&size={size}&objects=1&seed={seed}")
+    period_frames = [f.rgb for f in base]
 
     class Looped(Source):
         def __iter__(self):
             for i in range(frames):
                 if self._stop.is_set():
                     return
-                f = base._frames[i % period]
+                f = period_frames[i % period]
                 self.delivered += 1
                 yield Frame(i, i / 30.0, f, None)
 
@@ -117,7 +118,8 @@ def run(args) -> dict:
 
         src = looped_source(args.frames, args.size)
         sinks = [open_sink(f"masks://{work / 'masks'}"), open_sink(f"file://{work / 'overlay.mkv'}", fps=30)]
-        summary = run_pipeline(src, sinks + [sampler], session, warmup=min(100, args.frames // 4)).as_dict()
+        summary = run_pipeline(src, sinks + [sampler], session, warmup=min(100, args.frames // 4),
+                               max_records=args.max_records).as_dict()
         mode = "run_pipeline + masks:// + file:// (mkv overlay)"
     elapsed = time.perf_counter() - t0
     rows = sampler.rows  # in-run samples (sinks still open)
@@ -138,6 +140,8 @@ def run(args) -> dict:
         "rss_after_close_mb": closed["rss_mb"], "fds_after_close": closed["fds"],
         "rss_growth_per_1000_frames_mb": round((last["rss_mb"] - warm["rss_mb"]) / max(1, last["frame"] - warm["frame"]) * 1000, 3),
         "run_exit_code": summary.get("exit_code"), "run_error": summary.get("error"),
+        "steady_fps": summary.get("fps"), "steady_frames": summary.get("steady_frames"),
+        "reuse_rate": summary.get("reuse_rate"), "latency_window_frames": summary.get("window_frames"),
         "samples": rows, "out_dir": str(work),
     }
     if not args.bare:
@@ -159,6 +163,8 @@ def print_table(rep: dict) -> None:
           f"fds {rep['fds_warm']} -> {rep['fds_final']} (max {rep['fds_max_after_warmup']}); after close: "
           f"{rep['rss_after_close_mb']:.1f} MB, {rep['fds_after_close']} fds; "
           f"{rep['ms_per_frame']:.1f} ms/frame; {'OK' if rep['ok'] else 'FAIL'}")
+    if rep.get("steady_fps") is not None:
+        print(f"steady FPS {rep['steady_fps']:.2f} over {rep['steady_frames']} frames (the whole run)")
 
 
 def main(argv=None) -> int:
@@ -171,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=500, help="sample every N frames")
     ap.add_argument("--warmup", type=int, default=1000, help="frames before the RSS baseline")
     ap.add_argument("--max-growth", type=float, default=5.0, help="RSS growth target after warm-up, percent")
+    ap.add_argument("--max-records", type=int, default=5000,
+                    help="per-frame records held by the run's statistics (the summary covers the whole run)")
     ap.add_argument("--bare", action="store_true", help="bare Session loop without run_pipeline and sinks")
     ap.add_argument("--out", help="work directory (masks, video, bundle); default a new temp dir")
     ap.add_argument("--json", help="write the report here")

@@ -3,8 +3,9 @@
 The manifest records the family, preset and config, input size and
 normalisation, each stage's I/O signature and file per precision (and the
 precision the stage really runs in, e.g. ``fp32`` for a stage kept float), the
-calibration summary, the parity report, tool versions and the SHA-256 of every
-file.  :func:`load_bundle` verifies all of it before anything runs.
+calibration summary, the parity report, tool versions, the SHA-256 of every
+file and of the manifest itself (:mod:`edgevos.manifest_schema`).  :func:`load_bundle`
+checks the manifest's fields and verifies all of it before anything runs.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from edgevos import __version__
 from edgevos.errors import BundleError
+from edgevos.manifest_schema import DIGEST_KEY, check_manifest, manifest_digest
 from edgevos.stages import StageSpec
 
 FORMAT_VERSION = 1
@@ -164,9 +166,11 @@ def _write_manifest(root: Path, manifest: dict) -> Path:
         for p in sorted(root.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
+    plain = json.loads(json.dumps(manifest, default=_json_default))  # what a reader will see
+    manifest[DIGEST_KEY] = plain[DIGEST_KEY] = manifest_digest(plain)
     path = root / MANIFEST
     tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, default=_json_default))
+    tmp.write_text(json.dumps(plain, indent=2))
     tmp.replace(path)
     return path
 
@@ -288,6 +292,8 @@ def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle
         raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}; export one with 'edgevos export'")
     try:
         manifest = json.loads(mpath.read_text())
+    except RecursionError:
+        raise BundleError(f"bundle manifest {mpath} is nested too deeply to be a manifest: re-export the bundle") from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"bundle manifest {mpath} is unreadable ({exc}): re-export the bundle") from exc
     if not isinstance(manifest, dict):
@@ -301,9 +307,7 @@ def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle
             f"{manifest.get('edgevos_version', '?')}), newer than this edgevos {__version__} reads "
             f"(<= {FORMAT_VERSION}): upgrade edgevos (pip install -U edgevos) or re-export with this version"
         )
-    for key in ("family", "input_size", "stages", "files"):
-        if key not in manifest:
-            raise BundleError(f"bundle manifest {mpath} lacks '{key}': re-export the bundle")
+    check_manifest(manifest, mpath)
     try:
         specs = [StageSpec.from_dict(s) for s in manifest["stages"]]
     except (KeyError, TypeError, ValueError) as exc:
@@ -314,8 +318,24 @@ def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle
             if rel not in manifest["files"]:
                 raise BundleError(f"bundle {root}: stage file '{rel}' has no SHA-256 in the manifest: re-export the bundle")
     if verify:
+        _verify_digest(root, manifest)
         _verify_files(root, manifest, allow_extra)
     return Bundle(root, manifest, specs)
+
+
+def _verify_digest(root: Path, manifest: dict) -> None:
+    """The manifest's own SHA-256 (bundles written before it was recorded have none)."""
+    if DIGEST_KEY not in manifest:
+        return
+    try:
+        digest = manifest_digest(manifest)
+    except (RecursionError, ValueError) as exc:
+        raise BundleError(f"bundle {root}: {MANIFEST} cannot be hashed ({type(exc).__name__}): re-export the bundle") from None
+    if digest != manifest[DIGEST_KEY]:
+        raise BundleError(
+            f"bundle {root}: {MANIFEST} does not match its {DIGEST_KEY} (a field was edited after export, "
+            f"e.g. its config, input size or stages): re-export the bundle"
+        )
 
 
 def _verify_files(root: Path, manifest: dict, allow_extra: Sequence = ()) -> None:
@@ -330,7 +350,14 @@ def _verify_files(root: Path, manifest: dict, allow_extra: Sequence = ()) -> Non
                 f"bundle {root}: file '{rel}' listed in the manifest is missing: the bundle is "
                 f"incomplete; copy it whole or re-export it"
             )
-        if sha256(full) != digest:
+        try:
+            actual = sha256(full)
+        except OSError as exc:
+            raise BundleError(
+                f"bundle {root}: file '{rel}' cannot be read ({exc.strerror or exc}): make the bundle readable "
+                f"by this user (chmod -R a+rX {root}) or copy it whole to a readable place"
+            ) from None
+        if actual != digest:
             raise BundleError(
                 f"bundle {root}: file '{rel}' does not match its SHA-256 in the manifest (modified "
                 f"after export or corrupted in transfer): re-export the bundle"

@@ -26,6 +26,27 @@ COMMANDS = {
 }
 
 
+def _verb_parsers(parser: argparse.ArgumentParser) -> dict:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices
+    return {}
+
+
+def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse ``argv``; a verb whose module sets ``INTERMIXED = True`` takes its positionals
+    before, between and after options (``edgevos run SRC --bundle B SINK``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    verb = getattr(args, "command", None)
+    sub = _verb_parsers(parser).get(verb)
+    if extra and sub is not None and getattr(sub, "intermixed", False):
+        return sub.parse_intermixed_args(argv[argv.index(verb) + 1:], namespace=argparse.Namespace(command=verb))
+    if extra:
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgevos",
@@ -43,12 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_handler=module.main)
+        p.intermixed = getattr(module, "INTERMIXED", False)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     if not getattr(args, "_handler", None):
         parser.print_help()
         return 2

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 
+from edgevos.backbone_weights import backbone_weights_arg
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--family", default="gfrtm", help="model family (default gfrtm)")
     p.add_argument("--backbone", help="backbone override, e.g. mobilenetv2 or resnet18")
     p.add_argument("--preset", help="pathway preset for families that have them (slowfast: 1-1, 3-3, 7-7, 1-7, 3-7)")
     p.add_argument("--weights", help="'default' (shipped checkpoint) or a checkpoint path; omit for random decoder weights")
-    p.add_argument("--backbone-weights", help="torchvision ImageNet state dict for the backbone (when --weights is omitted)")
+    p.add_argument("--backbone-weights", type=backbone_weights_arg,
+                   help="torchvision ImageNet state dict for the backbone (when --weights is omitted)")
     p.add_argument("--precision", default="fp32,int8-cpu", help="comma-separated: fp32, int8-cpu, int8-trt (fp32 is always included)")
     p.add_argument("--calib", default="test://", help="calibration source: DAVIS-layout folder, video file (+ --calib-mask) or test:// (default)")
     p.add_argument("--calib-mask", help="first-frame mask PNG when --calib is a video file")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from edgevos.backbone_weights import backbone_weights_arg
 from edgevos.errors import InputError
 
 
@@ -18,7 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="edgevos checkpoint to write (.pt)")
     p.add_argument("--kind", default="auto", choices=("auto", "frtm", "reuse_vos"),
                    help="upstream layout (default: detected from the keys)")
-    p.add_argument("--backbone-weights", help="torchvision ResNet18 ImageNet state dict (resnet18-f37072fd.pth); "
+    p.add_argument("--backbone-weights", type=backbone_weights_arg, help="torchvision ResNet18 ImageNet state dict (resnet18-f37072fd.pth); "
                                               "both upstream models use it and neither file contains it")
     p.add_argument("--no-backbone", action="store_true",
                    help="write the checkpoint with a random backbone (inspection / tests only)")

@@ -1,5 +1,8 @@
 """``edgevos run SOURCE [SINK ...] --bundle B (--init-mask PNG | --init-box x,y,w,h)``.
 
+Options may come before, between or after the source and sinks; a box with negative
+values is written as it is (``--init-box -5,3,10,10``) or with ``=``.
+
 The argument layer over :func:`edgevos.run`: segments a source URI frame by
 frame and writes every sink, then prints a summary table.  The exit code says
 how the run ended: 0 end of stream / --max-frames, 1 source or input error,
@@ -7,6 +10,7 @@ how the run ended: 0 end of stream / --max-frames, 1 source or input error,
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -34,11 +38,17 @@ def _number(kind, low=None, high=None, low_open=False):
     return parse
 
 
+#: the source and sinks may stand between options (edgevos.cli.parse)
+INTERMIXED = True
+#: a value that starts with '-' and a digit is a value, not an option (--init-box -5,3,10,10)
+NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,eE+-]*$")
+
 #: more backend threads than this only costs memory (each ONNX Runtime thread holds its own arena)
 MAX_THREADS = 256
 
 
 def add_arguments(p) -> None:
+    p._negative_number_matcher = NEGATIVE_VALUE  # argparse's own pattern takes only a lone number
     p.add_argument("source", help="source URI: file://clip.mp4, v4l2:///dev/video0, csi://0, rtsp://host/x, test://, davis://ROOT?seq=NAME")
     p.add_argument("sinks", nargs="*", help="sink URIs: file://out.mp4, masks://DIR, display://0, json://stats.jsonl")
     p.add_argument("--bundle", required=True, help="bundle directory (from edgevos export)")

@@ -1,6 +1,7 @@
 """First-frame masks from boxes: ``parse_box("x,y,w,h")`` and GrabCut inside each box."""
 from __future__ import annotations
 
+import math
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -8,6 +9,12 @@ import numpy as np
 from edgevos.errors import InputError
 
 Box = Tuple[int, int, int, int]
+
+
+#: object ids 1..254: 255 is "void" in the DAVIS convention and masks are uint8
+MAX_OBJECTS = 254
+#: the largest coordinate or side a box may have, in pixels (beyond any frame)
+MAX_COORD = 100_000
 
 
 def parse_box(text: str) -> Box:
@@ -19,13 +26,44 @@ def parse_box(text: str) -> Box:
     Returns:
         The box as integers (rounded).
     """
+    parts = str(text).split(",")
     try:
-        x, y, w, h = (int(round(float(v))) for v in text.split(","))
+        values = [float(v) for v in parts]
     except ValueError:
-        raise InputError(f"box '{text}' must be x,y,w,h in pixels, e.g. --init-box 120,80,200,150") from None
+        values = []
+    if len(values) != 4:
+        raise InputError(f"box '{text}' must be x,y,w,h in pixels, e.g. --init-box 120,80,200,150")
+    return check_box(values, text)
+
+
+def check_box(values, text=None) -> Box:
+    """Four finite numbers of at most :data:`MAX_COORD` pixels, width and height positive ->
+    ``(x, y, w, h)`` rounded to integers; anything else is an :class:`InputError`."""
+    shown = text if text is not None else ",".join(str(v) for v in values)
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 4:
+        raise InputError(f"box '{shown}' must be x,y,w,h in pixels, e.g. --init-box 120,80,200,150")
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise InputError(f"box '{shown}': {bad[0]} is not a finite number; give x,y,w,h in pixels, "
+                         f"e.g. --init-box 120,80,200,150")
+    big = [v for v in values if abs(v) > MAX_COORD]
+    if big:
+        raise InputError(f"box '{shown}': {big[0]:g} is beyond {MAX_COORD} pixels; give x,y,w,h inside the frame")
+    x, y, w, h = (int(round(v)) for v in values)
     if w <= 0 or h <= 0:
-        raise InputError(f"box '{text}': width and height must be positive")
+        raise InputError(f"box '{shown}': width and height must be positive")
     return x, y, w, h
+
+
+def check_box_count(n: int) -> None:
+    """At most :data:`MAX_OBJECTS` boxes (id 255 is void; 256 does not fit a uint8 mask)."""
+    if n > MAX_OBJECTS:
+        raise InputError(f"{n} boxes given: at most {MAX_OBJECTS} objects fit a mask (id 255 is void); "
+                         f"track the others in a second run")
 
 
 def _tidy(fg: np.ndarray) -> np.ndarray:
@@ -65,6 +103,8 @@ def grabcut_mask(rgb: np.ndarray, boxes: Sequence[Box], iterations: int = 5) -> 
     """
     import cv2
 
+    check_box_count(len(boxes))
+    boxes = [check_box(b) for b in boxes]
     H, W = rgb.shape[:2]
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     out = np.zeros((H, W), np.uint8)

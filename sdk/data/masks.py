@@ -17,6 +17,8 @@ import numpy as np
 from edgevos.errors import DataError, InputError
 
 VOID = 255
+#: a mask PNG larger than this (width x height, read from its header) is refused undecoded
+MAX_MASK_PIXELS = 100_000_000
 
 
 def _davis_palette() -> np.ndarray:
@@ -52,16 +54,30 @@ def read_mask(path) -> np.ndarray:
 
     Raises :class:`DataError` naming the file if it is missing or unreadable.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > MAX_MASK_PIXELS:
+                raise InputError(f"mask {path} is {w}x{h} ({w * h / 1e6:.0f} megapixels), above the limit of "
+                                 f"{MAX_MASK_PIXELS // 1_000_000} megapixels: give a mask the size of the video frames")
             im.load()
             mode = im.mode
             arr = np.array(im)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow refused at its own, higher limit
+        raise InputError(f"mask {path}: {exc}; the limit is {MAX_MASK_PIXELS // 1_000_000} megapixels: "
+                         f"give a mask the size of the video frames") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read mask {path}: {exc}; re-export it as an indexed or grayscale PNG") from exc
 

@@ -269,10 +269,30 @@ def _visible_at_start(plans, order, w, h) -> bool:
 
 def make_sequence(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticSequence:
     """Generate a sequence; the same config always gives the same arrays."""
+    if not isinstance(cfg, SyntheticConfig):
+        raise InputError(f"make_sequence expects a SyntheticConfig, got {type(cfg).__name__}")
+    h, w, n, k = cfg.height, cfg.width, cfg.num_frames, cfg.num_objects
+    frames = np.empty((n, h, w, 3), np.uint8)
+    masks = np.zeros((n, h, w), np.uint8)
+    amodal = np.zeros((n, k, h, w), bool)
+    scene = iter_frames(cfg)
+    order = next(scene)
+    for t, (frame, mask, full) in enumerate(scene):
+        frames[t], masks[t], amodal[t] = frame, mask, full
+    name = cfg.name if cfg.name is not None else f"synthetic-{cfg.seed:04d}"
+    return SyntheticSequence(name, frames, masks, amodal, order, cfg)
+
+
+def iter_frames(cfg: SyntheticConfig = SyntheticConfig()):
+    """The frames of :func:`make_sequence` one at a time, without holding the sequence.
+
+    Yields first the depth order (object ids from back to front), then per frame a tuple
+    (frame (H, W, 3) uint8, mask (H, W) uint8, amodal (K, H, W) bool).
+    """
     import cv2
 
     if not isinstance(cfg, SyntheticConfig):
-        raise InputError(f"make_sequence expects a SyntheticConfig, got {type(cfg).__name__}")
+        raise InputError(f"iter_frames expects a SyntheticConfig, got {type(cfg).__name__}")
     rng = np.random.default_rng(cfg.seed)
     h, w, n, k = cfg.height, cfg.width, cfg.num_frames, cfg.num_objects
 
@@ -290,9 +310,7 @@ def make_sequence(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticSequence
         if _visible_at_start(plans, order, w, h):
             break
 
-    frames = np.empty((n, h, w, 3), np.uint8)
-    masks = np.zeros((n, h, w), np.uint8)
-    amodal = np.zeros((n, k, h, w), bool)
+    yield [i + 1 for i in order]
     for t in range(n):
         if pad:
             off = (t - (n - 1) / 2) * cfg.camera_pan
@@ -302,16 +320,15 @@ def make_sequence(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticSequence
             frame = cv2.warpAffine(background, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         else:
             frame = background.copy()
+        mask = np.zeros((h, w), np.uint8)
+        amodal = np.zeros((k, h, w), bool)
         for i in order:
             obj, pos, sc, ang = plans[i]
             full, tex = _object_layer(obj, obj.affine(pos[t], sc[t], ang[t]), w, h)
-            amodal[t, i] = full
+            amodal[i] = full
             frame[full] = tex[full]
-            masks[t][full] = i + 1
+            mask[full] = i + 1
         if cfg.noise > 0:
             noisy = frame.astype(np.float32) + rng.normal(0, cfg.noise, frame.shape).astype(np.float32)
             frame = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-        frames[t] = frame
-
-    name = cfg.name if cfg.name is not None else f"synthetic-{cfg.seed:04d}"
-    return SyntheticSequence(name, frames, masks, amodal, [i + 1 for i in order], cfg)
+        yield frame, mask, amodal
