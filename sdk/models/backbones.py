@@ -151,7 +151,10 @@ def load_torchvision_weights(backbone: nn.Module, path) -> None:
             f"backbone weights '{path}' not found: pass a torchvision state dict "
             f"(e.g. mobilenet_v2-b0353104.pth or resnet18-f37072fd.pth)"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from edgevos.models.weights import safe_load
+
+    state = safe_load(path, "backbone weights", "Pass the torchvision ImageNet state dict of this backbone "
+                                                "from a source you trust")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith(backbone.ignored_keys)}
