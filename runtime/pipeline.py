@@ -200,7 +200,9 @@ def run_pipeline(source, sinks: Sequence, session, *, first_mask=None, max_frame
                 break
             t_recv = time.perf_counter()
             t0 = time.perf_counter()
-            if len(stats) == 0:
+            if len(stats) == 0 and not getattr(session, "supervised", True):  # the model finds the object itself
+                result = session.start(frame.rgb)
+            elif len(stats) == 0:
                 mask = first_mask(frame.rgb) if callable(first_mask) else first_mask
                 if mask is None:
                     mask = getattr(source, "first_mask", None)
@@ -317,7 +319,7 @@ def check_outputs(source, sinks: Sequence, log=None) -> None:
 def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, backend: str = "onnxruntime",
         precision: Optional[str] = None, tau: Optional[float] = None, max_reuse: Optional[int] = None,
         target_fps: Optional[float] = None, threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
-        refine_box: bool = True,
+        refine_box: bool = True, unsupervised: bool = False,
         pin_inference: Union[str, Iterable[int], None] = None, max_frames: Optional[int] = None,
         warmup: int = 10, timeout: Optional[float] = None, reconnect: int = 0, power: bool = True,
         status: Optional[Callable[[str], None]] = None, log=None) -> RunSummary:
@@ -341,6 +343,7 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         init_box: boxes (x, y, w, h) or ``"x,y,w,h"`` strings, one per object: the first
             mask is GrabCut inside each, refined by the model (:func:`mask_from_boxes`).
         refine_box: with ``init_box``, refine GrabCut's mask with the model (default on).
+        unsupervised: require an unsupervised model (it finds the primary moving object; no first mask).
         pin_inference: Linux: cores for inference (``"0,1"`` or a set); decoding, encoding
             and writing run on the others; ``threads`` defaults to their number.
         max_frames: stop after this many frames.
@@ -376,9 +379,9 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         check_box_count(len(init_box))  # before any GrabCut work
         boxes = [parse_box(b) if isinstance(b, str) else check_box(b) for b in init_box]
         first_mask = lambda rgb: mask_from_boxes(session, rgb, boxes, refine_box)  # noqa: E731
-    elif first_mask is None and src_uri.scheme not in ("test", "davis"):
+    elif first_mask is None and not unsupervised and src_uri.scheme not in ("test", "davis"):
         raise InputError(f"{src_uri} has no ground truth: pass --init-mask PNG or --init-box x,y,w,h "
-                         "(first_mask= or init_box= in Python)")
+                         "(first_mask= or init_box= in Python), or --unsupervised for an unsupervised model")
 
     split = None
     if pin_inference is not None:
@@ -396,6 +399,13 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
                 kwargs[name] = value
         make = lambda: Session.from_bundle(bundle, **kwargs)  # noqa: E731
         session = split.build(make) if split is not None else make()  # the backend's threads count as inference
+    if unsupervised and getattr(session, "supervised", True):
+        raise InputError("--unsupervised needs an unsupervised model (a slowfast bundle exported with "
+                         "mode 'unsupervised'); this one is semi-supervised: drop --unsupervised and give "
+                         "--init-mask or --init-box")
+    if not getattr(session, "supervised", True) and (first_mask is not None or init_box):
+        raise InputError("this model is unsupervised (it finds the primary moving object): drop --init-mask / "
+                         "--init-box")
     if target_fps is not None:
         session.target_fps = target_fps
 

@@ -168,7 +168,13 @@ class Session:
     def object_ids(self):
         return self.program.object_ids
 
-    def start(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
+    @property
+    def supervised(self) -> bool:
+        """False for an unsupervised model: ``start(frame)`` takes no mask, the model finds the object."""
+        return bool(getattr(self.program, "semi", True))
+
+    def start(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> StepResult:
+        """First frame (and, for a semi-supervised model, its mask of object ids)."""
         res = self.program.start(frame, mask)
         self._started = True
         return res

@@ -23,9 +23,10 @@ def run_sequence(session, seq, save_dir: Optional[Path] = None) -> dict:
 
     frames = [seq.frame(i) for i in range(len(seq))]  # decode first: time the model only
     gts = [seq.mask(i) for i in range(len(seq))]
-    first = np.where(gts[0] == 255, 0, gts[0])
+    supervised = getattr(session, "supervised", True)
+    first = np.where(gts[0] == 255, 0, gts[0]) if gts[0] is not None else None
     preds, reused, ms, stage_ms = [], [], [], {}
-    res = session.start(frames[0], first)
+    res = session.start(frames[0], first) if supervised else session.start(frames[0])
     preds.append(res.mask)
     for f in frames[1:]:
         t0 = time.perf_counter()
@@ -41,7 +42,7 @@ def run_sequence(session, seq, save_dir: Optional[Path] = None) -> dict:
             write_mask(Path(save_dir) / seq.name / f"{name}.png", m)
     ev = None
     if all(g is not None for g in gts):
-        ev = evaluate_sequence(gts, preds)
+        ev = evaluate_sequence(gts, preds, protocol="semi" if supervised else "unsupervised")
     n = max(len(ms), 1)
     return {
         "name": seq.name,

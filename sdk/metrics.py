@@ -234,29 +234,41 @@ def _as_stack(masks, what) -> np.ndarray:
 
 
 def evaluate_sequence(gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.ndarray],
-                      object_ids: Optional[Sequence[int]] = None, bound_th: float = 0.008) -> dict:
-    """J and F of one sequence (semi-supervised protocol).
+                      object_ids: Optional[Sequence[int]] = None, bound_th: float = 0.008,
+                      protocol: str = "semi") -> dict:
+    """J and F of one sequence.
 
     ``gt_masks`` and ``pred_masks``: one (H, W) id map per frame, all frames
-    of the sequence (the first and last are excluded here).  ``object_ids``:
-    the objects to score; default 1..max id of the first ground-truth mask.
+    of the sequence.  ``object_ids``: the objects to score; default 1..max id of
+    the first ground-truth mask.  ``protocol``: ``"semi"`` (semi-supervised: the
+    first and last frames are excluded) or ``"unsupervised"`` (DAVIS 2016
+    unsupervised: every frame, the union of all objects against the predicted
+    foreground, scored as object 1).
 
     Returns ``{"object_ids": [...], "frames": [1, ..., T-2],
     "J": {id: per-frame array}, "F": {id: per-frame array},
     "stats": {id: {"J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay", "J&F-Mean"}}}``.
     """
+    if protocol not in ("semi", "unsupervised"):
+        raise InputError(f"unknown evaluation protocol '{protocol}': use 'semi' or 'unsupervised'")
     gt = _as_stack(gt_masks, "ground-truth")
     pred = _as_stack(pred_masks, "predicted")
+    unsupervised = protocol == "unsupervised"
+    if unsupervised:
+        gt = np.where(gt == VOID, VOID, (gt > 0).astype(gt.dtype))
+        pred = (pred > 0).astype(np.uint8)
+        object_ids = [1]
     if gt.shape[0] != pred.shape[0]:
         raise InputError(f"{gt.shape[0]} ground-truth masks but {pred.shape[0]} predicted masks; pass one per frame")
     if gt.shape[1:] != pred.shape[1:]:
         raise InputError(f"predicted masks are {pred.shape[2]}x{pred.shape[1]} but ground truth is "
                          f"{gt.shape[2]}x{gt.shape[1]}; pass masks of the frame size")
-    if gt.shape[0] < 3:
+    if gt.shape[0] < (1 if unsupervised else 3):
         raise InputError(f"a sequence needs at least 3 frames to evaluate (first and last are excluded), got {gt.shape[0]}")
 
-    gt = np.where(gt == VOID, 0, gt)[1:-1]
-    pred = pred[1:-1]
+    keep = slice(None) if unsupervised else slice(1, -1)
+    gt = np.where(gt == VOID, 0, gt)[keep]
+    pred = pred[keep]
     if object_ids is None:
         first = np.where(np.asarray(gt_masks[0]) == VOID, 0, np.asarray(gt_masks[0]))
         object_ids = list(range(1, int(first.max()) + 1))
@@ -270,7 +282,9 @@ def evaluate_sequence(gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.nd
             )
     object_ids = [int(k) for k in object_ids]
 
-    out = {"object_ids": object_ids, "frames": list(range(1, gt.shape[0] + 1)), "J": {}, "F": {}, "stats": {}}
+    first_frame = 0 if unsupervised else 1
+    out = {"object_ids": object_ids, "frames": list(range(first_frame, first_frame + gt.shape[0])), "J": {}, "F": {},
+           "stats": {}}
     for k in object_ids:
         g = gt == k
         p = pred == k

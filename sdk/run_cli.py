@@ -67,6 +67,8 @@ def add_arguments(p) -> None:
     g.add_argument("--init-box", action="append",
                    help="x,y,w,h of an object in the first frame (GrabCut, refined by the model); repeat per object")
     p.add_argument("--no-refine-box", action="store_true", help="with --init-box: GrabCut's mask as it is")
+    p.add_argument("--unsupervised", action="store_true",
+                   help="an unsupervised model finds the primary moving object itself: no --init-mask / --init-box")
     p.add_argument("--max-frames", type=_number(int, 1), default=None)
     p.add_argument("--warmup", type=_number(int, 0), default=10, help="frames excluded from steady-state statistics")
     p.add_argument("--log", help="write the summary and per-frame stats as JSON here")
@@ -100,7 +102,7 @@ def main(args) -> int:
     show, tty = _status_printer()
     summary = run(args.source, args.sinks, bundle=args.bundle, backend=args.backend, precision=args.precision,
                   tau=args.tau, max_reuse=args.max_reuse, target_fps=args.target_fps, threads=args.threads, first_mask=args.init_mask,
-                  init_box=args.init_box, refine_box=not args.no_refine_box, pin_inference=args.pin_inference, max_frames=args.max_frames,
+                  init_box=args.init_box, refine_box=not args.no_refine_box, unsupervised=args.unsupervised, pin_inference=args.pin_inference, max_frames=args.max_frames,
                   warmup=args.warmup, timeout=args.timeout, reconnect=args.reconnect, power=not args.no_power,
                   status=None if args.quiet else show, log=args.log)
     if tty and not args.quiet:

@@ -381,3 +381,38 @@ def test_target_model_training_starts_from_an_older_checkpoint(tmp_path):
     y[10:30, 20:40] = 1
     rng = np.random.default_rng(0)
     assert any(not np.array_equal(corrupt_mask(y, rng), y) for _ in range(5))
+
+
+def test_unsupervised_model_is_evaluated_on_every_frame_and_runs_without_a_mask(tmp_path):
+    """DAVIS unsupervised protocol: every frame, all objects as one foreground; the pipeline starts
+    an unsupervised model without a first mask and refuses one."""
+    from edgevos.evaluate_model import run_sequence
+    from edgevos.metrics import evaluate_sequence
+    from edgevos.runtime.pipeline import run
+
+    gts = [np.zeros((20, 30), np.uint8) for _ in range(4)]
+    for g in gts:
+        g[2:8, 2:8], g[10:16, 10:20] = 1, 2
+    preds = [(g > 0).astype(np.uint8) for g in gts]
+    preds[0][:] = 0  # frame 0 counts in the unsupervised protocol
+    ev = evaluate_sequence(gts, preds, protocol="unsupervised")
+    assert ev["object_ids"] == [1] and ev["frames"] == [0, 1, 2, 3]
+    assert ev["J"][1].tolist() == [0.0, 1.0, 1.0, 1.0]
+    with pytest.raises(InputError, match="protocol"):
+        evaluate_sequence(gts, preds, protocol="zero-shot")
+
+    m = _build("3-7", mode="unsupervised")
+    s = Session.from_model(m, family="slowfast")
+    assert not s.supervised
+    seq = _seq(n=4)
+    out = run_sequence(s, seq)
+    assert out["eval"]["frames"] == [0, 1, 2, 3] and out["eval"]["object_ids"] == [1]
+    summary = run("test://?frames=3", [f"masks://{tmp_path / 'm'}"], session=Session.from_model(m, family="slowfast"),
+                  unsupervised=True, power=False)
+    assert summary.frames == 3
+    with pytest.raises(InputError, match="unsupervised"):
+        run("test://?frames=3", [], session=Session.from_model(m, family="slowfast"), init_box=["1,1,10,10"],
+            power=False)
+    with pytest.raises(InputError, match="needs an unsupervised model"):
+        run("test://?frames=3", [], session=Session.from_model(_build("3-7"), family="slowfast"), unsupervised=True,
+            power=False)
