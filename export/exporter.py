@@ -90,7 +90,8 @@ def export_bundle(out, family: str = "gfrtm", *, weights: Optional[str] = None, 
                   heldout_sequences: Union[str, Sequence[str]] = (), heldout_frames: int = 30,
                   tau: Optional[float] = None, calib_tau: float = 0.5, min_calib_samples: int = 4,
                   speed_check: bool = True, opset: int = 17, threads: int = 1, parity: bool = True,
-                  progress: bool = True, isolate: Optional[bool] = None, log=None) -> Path:
+                  progress: bool = True, isolate: Optional[bool] = None, log=None,
+                  trt_float: Optional[str] = None) -> Path:
     """Export a model family to a bundle directory.
 
     Args:
@@ -119,6 +120,9 @@ def export_bundle(out, family: str = "gfrtm", *, weights: Optional[str] = None, 
         threads: threads for PyTorch and ONNX Runtime.
         parity: write the parity report (FP32 verification runs regardless).
         progress: show progress bars.
+        trt_float: ``fp16`` also writes each quantized stage's int8-trt graph with FP16 float
+            compute (bundle precision ``int8-trt-f16``, what ``edgevos build --precision int8``
+            then builds); ``fp32`` does not; None: :data:`edgevos.export.trt_float16.DEFAULT_TRT_FLOAT`.
         isolate: run the export in a spawned Python process; None: only when GStreamer is
             loaded in this process (the TorchScript tracer crashes next to it).
         log: in a spawned process, write its output to this file instead of this process's.
@@ -131,7 +135,7 @@ def export_bundle(out, family: str = "gfrtm", *, weights: Optional[str] = None, 
                   calib_frames=calib_frames, calib_samples=calib_samples, method=method, keep_float=keep_float,
                   input_size=input_size, heldout_sequences=heldout_sequences, heldout_frames=heldout_frames, tau=tau,
                   calib_tau=calib_tau, min_calib_samples=min_calib_samples, speed_check=speed_check, opset=opset,
-                  threads=threads, parity=parity, progress=progress)
+                  threads=threads, parity=parity, progress=progress, trt_float=trt_float)
     from edgevos.parsing import check_writable
 
     check_writable(out, "--out", directory=True)  # before calibration, not after it
@@ -203,8 +207,14 @@ def _split_sequences(available, calib_names, held_names, source, parity):
 
 def _export(out: Path, family, weights, backbone, preset, backbone_weights, precisions, calib, calib_mask,
             calib_sequences, calib_frames, calib_samples, method, keep_float, input_size, heldout_sequences,
-            heldout_frames, tau, calib_tau, min_calib_samples, speed_check, opset, threads, parity, progress) -> Path:
+            heldout_frames, tau, calib_tau, min_calib_samples, speed_check, opset, threads, parity, progress,
+            trt_float=None) -> Path:
+    from edgevos.export.trt_float16 import DEFAULT_TRT_FLOAT, TRT_FLOATS
     from edgevos.parsing import parse_hw
+
+    trt_float = trt_float or DEFAULT_TRT_FLOAT
+    if trt_float not in TRT_FLOATS:
+        raise InputError(f"--trt-float {trt_float}: use one of {list(TRT_FLOATS)}")
 
     spelled = precisions
     precisions = split_list(precisions) if isinstance(precisions, str) else list(precisions)
@@ -281,6 +291,8 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     for precision in precisions[1:]:
         stage_precision[precision] = _quantize_flavour(precision, specs, calset.samples, fp32, out, files, quant,
                                                        methods[precision], min_calib_samples, speed_check, threads)
+    if "int8-trt" in precisions and trt_float == "fp16":
+        _float16_variant(specs, out, files, quant, stage_precision)
     common = dict(
         family=fam.name,
         config=config,
@@ -306,6 +318,24 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
         print_report(report)
     print(f"bundle written to {out} ({time.perf_counter() - t0:.0f} s)")
     return out
+
+
+def _float16_variant(specs, out, files, quant, stage_precision) -> None:
+    """Add the ``int8-trt-f16`` files: each quantized stage's int8-trt graph with FP16 float
+    compute; a stage left float points at the same file as its int8-trt entry."""
+    from edgevos.export.trt_float16 import F16_PRECISION, write_float16
+
+    for spec in specs:
+        info = quant["stages"].get(spec.name, {}).get("int8-trt", {})
+        if not info.get("quantized"):
+            files[spec.name][F16_PRECISION] = files[spec.name]["int8-trt"]
+            continue
+        path = out / f"{spec.name}.{F16_PRECISION}.onnx"
+        report = write_float16(files[spec.name]["int8-trt"], path)
+        files[spec.name][F16_PRECISION] = path
+        info["float16"] = {"fp16_nodes": len(report["fp16"]), "casts": report["casts"],
+                           "initializers_fp16": report["initializers_fp16"], "kept_fp32": report["kept_fp32"]}
+    stage_precision[F16_PRECISION] = dict(stage_precision.get("int8-trt", {}))
 
 
 def _quantize_flavour(precision, specs, samples_by_stage, fp32, out, files, quant, method, min_calib_samples,

@@ -4,7 +4,9 @@ Importable without TensorRT.  Needs TensorRT 10 (JetPack 6.1 / 6.2 ship 10.3).
 Precisions:
 
 ``int8``  the bundle's ``int8-trt`` Q/DQ ONNX as a *strongly typed* network: the
-          Q/DQ nodes decide which layers run INT8, the ONNX types decide the rest.
+          Q/DQ nodes decide which layers run INT8, the ONNX types decide the rest:
+          FP16 from the ``int8-trt-f16`` graph (exported with ``--trt-float fp16``, see
+          :mod:`edgevos.export.trt_float16`), FP32 from the plain one (``trt_float``).
 ``fp16``  the ``fp32`` ONNX with the FP16 builder flag.
 ``best``  the Q/DQ ONNX as a weakly typed network with INT8 + FP16 flags: explicit
           INT8 where the Q/DQ nodes are, FP16 fallback for the other layers.
@@ -37,6 +39,8 @@ from edgevos.jetson import trtinfo
 from edgevos.jetson.trtinfo import MIN_TRT_MAJOR, has_qdq, short_version, trt_major
 
 TRT_PRECISIONS = ("int8", "fp16", "best")
+#: bundle precision of the int8-trt graphs with FP16 float layers (edgevos.export.trt_float16)
+F16_PRECISION = "int8-trt-f16"
 #: ONNX precision in the bundle each engine precision is built from (fallback second)
 SOURCE = {"int8": ("int8-trt",), "fp16": ("fp32",), "best": ("int8-trt", "fp32")}
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
@@ -52,8 +56,13 @@ class BuildOptions:
     workspace_mb: int = 1024
     timing_cache: Optional[str] = None
     optimization_level: Optional[int] = None  # TensorRT builder optimisation level 0..5
+    #: int8: the type of the float (non-quantized) layers: 'fp16' (needs the bundle's int8-trt-f16
+    #: graphs), 'fp32', or None: fp16 where the bundle has those graphs
+    trt_float: Optional[str] = None
 
     def __post_init__(self):
+        if self.trt_float not in (None, "fp16", "fp32"):
+            raise InputError(f"--trt-float {self.trt_float}: use fp16 or fp32")
         if self.precision not in TRT_PRECISIONS:
             raise InputError(f"TensorRT precision '{self.precision}' is unknown: use one of {list(TRT_PRECISIONS)}")
         if self.dla_core is not None and int(self.dla_core) < 0:
@@ -80,23 +89,25 @@ class BuildMode:
     strongly_typed: bool
     int8: bool
     fp16: bool
+    float16_graph: bool = False  # strongly typed from a graph whose float layers are FP16
 
     @property
     def runs(self) -> str:
-        """What the engine computes in: 'int8' (Q/DQ types), 'int8+fp16', 'fp16'."""
+        """What the engine computes in: 'int8' (Q/DQ types, float layers FP32), 'int8+fp16 typed'
+        (float layers FP16 by type), 'int8+fp16' (builder flags), 'fp16'."""
         if self.strongly_typed:
-            return "int8"
+            return "int8+fp16 typed" if self.float16_graph else "int8"
         return "int8+fp16" if self.int8 else "fp16"
 
 
-def build_mode(opts: BuildOptions, qdq: bool) -> BuildMode:
+def build_mode(opts: BuildOptions, qdq: bool, float16_graph: bool = False) -> BuildMode:
     """Builder settings for a stage of ``opts.precision`` whose source graph has (``qdq``) Q/DQ nodes or not.
 
     INT8 only ever comes from Q/DQ nodes: the INT8 flag without them makes TensorRT
     use placeholder ranges (trtexec) or fail calibration (Python API).
     """
     if opts.dla_core is None and qdq and opts.precision == "int8":
-        return BuildMode(strongly_typed=True, int8=False, fp16=False)
+        return BuildMode(strongly_typed=True, int8=False, fp16=False, float16_graph=bool(float16_graph))
     if opts.dla_core is None and qdq and opts.precision == "best":
         return BuildMode(strongly_typed=False, int8=True, fp16=True)
     return BuildMode(strongly_typed=False, int8=False, fp16=True)
@@ -150,10 +161,24 @@ def trt_version() -> str:
     return import_tensorrt().__version__
 
 
-def source_onnx(bundle, stage: str, precision: str, dla: bool = False) -> Path:
-    for src in (("fp32",) if dla else SOURCE[precision]):
+def sources(precision: str, trt_float: Optional[str] = None) -> tuple:
+    """Bundle precisions an engine precision builds from, in order of preference."""
+    if precision == "int8" and trt_float == "fp16":
+        return (F16_PRECISION,)
+    if precision == "int8" and trt_float is None:
+        return (F16_PRECISION,) + SOURCE[precision]
+    return SOURCE[precision]
+
+
+def source_onnx(bundle, stage: str, precision: str, dla: bool = False, trt_float: Optional[str] = None) -> Path:
+    for src in (("fp32",) if dla else sources(precision, trt_float)):
         if src in bundle.precisions:
             return bundle.stage_path(stage, src)
+    if precision == "int8" and trt_float == "fp16" and "int8-trt" in bundle.precisions:
+        raise BundleError(
+            f"bundle {bundle.root} has no {F16_PRECISION} ONNX (int8-trt graphs with FP16 float layers) for "
+            f"--trt-float fp16: export with --precision int8-trt --trt-float fp16, or build with --trt-float fp32"
+        )
     raise BundleError(
         f"bundle {bundle.root} has no {' or '.join(SOURCE[precision])} ONNX for a TensorRT "
         f"{precision} build (it has {bundle.precisions}): export with --precision {SOURCE[precision][0]}"
@@ -170,9 +195,12 @@ class StagePlan:
 
 def plan_stage(bundle, stage: str, opts: BuildOptions) -> StagePlan:
     """Source ONNX and builder settings for one stage, decided from its graph (any Q/DQ node)."""
-    src = source_onnx(bundle, stage, opts.precision, dla=opts.dla_core is not None)
+    dla = opts.dla_core is not None
+    src = source_onnx(bundle, stage, opts.precision, dla=dla, trt_float=opts.trt_float)
     qdq = has_qdq(src)
-    return StagePlan(stage, src, qdq, build_mode(opts, qdq))
+    f16 = (not dla and opts.precision == "int8" and F16_PRECISION in bundle.precisions
+           and src == bundle.stage_path(stage, F16_PRECISION))
+    return StagePlan(stage, src, qdq, build_mode(opts, qdq, float16_graph=f16))
 
 
 def trtexec_args(onnx: str, engine: str, opts: BuildOptions, timing_cache: Optional[str] = None,
@@ -230,7 +258,8 @@ def placement_summary(layers: Sequence[dict]) -> Dict[str, int]:
     return out
 
 
-def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None, qdq: Optional[bool] = None) -> dict:
+def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None, qdq: Optional[bool] = None,
+                 float16_graph: bool = False) -> dict:
     """Build and serialise one engine with the TensorRT 10 Python API.
 
     Returns what was built: ``{"engine": path, "qdq": ..., "runs": ..., "layers": {device: count}}``;
@@ -238,7 +267,7 @@ def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None, qdq: O
     """
     trt = import_tensorrt()
     qdq = has_qdq(onnx_path) if qdq is None else bool(qdq)
-    mode = build_mode(opts, qdq)
+    mode = build_mode(opts, qdq, float16_graph)
     logger = logger or trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -308,7 +337,7 @@ def build_bundle_engines(bundle_dir, opts: BuildOptions, progress: bool = True) 
         engine = bundle.root / engine_name(spec.name, opts.tag, ver, device, bundle.input_size)
         if progress:
             print(f"building {engine.name} from {plan.source.name} ({plan.mode.runs})", flush=True)
-        built = build_engine(plan.source, engine, opts, qdq=plan.qdq)
+        built = build_engine(plan.source, engine, opts, qdq=plan.qdq, float16_graph=plan.mode.float16_graph)
         engines[spec.name] = built["engine"]
         stages[spec.name] = {"source": plan.source.name, "qdq": plan.qdq, "runs": built["runs"],
                              "layers": built["layers"], "layer_file": built["layer_file"].name}

@@ -3,7 +3,9 @@
 #
 # Usage: jetson/build_engines.sh BUNDLE_DIR [int8|fp16|best] [DLA_CORE]
 #   int8  the bundle's int8-trt Q/DQ ONNX as a strongly typed network (--stronglyTyped):
-#         the Q/DQ nodes decide which layers run INT8 (export with --precision int8-trt)
+#         the Q/DQ nodes decide which layers run INT8 (export with --precision int8-trt); the
+#         other layers run FP16 from the int8-trt-f16 graphs where the bundle has them
+#         (exported with --trt-float fp16), else FP32; TRT_FLOAT=fp16|fp32 insists on one
 #   fp16  the fp32 ONNX with the FP16 flag
 #   best  the Q/DQ ONNX, weakly typed, INT8 + FP16 flags
 #   A stage whose int8-trt ONNX holds no Q/DQ node (kept float) builds FP16 under int8 and best.
@@ -17,7 +19,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 BUNDLE="$1"
@@ -26,8 +28,15 @@ DLA="${3:-}"
 WORKSPACE_MB="${WORKSPACE_MB:-1024}"
 TRTEXEC="${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}"
 
+TRT_FLOAT="${TRT_FLOAT:-}"
+case "$TRT_FLOAT" in
+  fp16) INT8_SOURCE="int8-trt-f16" ;;
+  fp32) INT8_SOURCE="int8-trt" ;;
+  "") INT8_SOURCE="int8-trt-f16,int8-trt" ;;
+  *) echo "TRT_FLOAT '$TRT_FLOAT' is unknown: use fp16 or fp32" >&2; exit 2 ;;
+esac
 case "$PRECISION" in
-  int8) SOURCE="int8-trt" ;;
+  int8) SOURCE="$INT8_SOURCE" ;;
   fp16) SOURCE="fp32" ;;
   best) SOURCE="int8-trt" ;;
   *) echo "precision '$PRECISION' is unknown: use int8, fp16 or best" >&2; exit 2 ;;
@@ -72,10 +81,14 @@ sys.path.insert(0, here)
 import trtinfo
 m = json.load(open(os.path.join(bundle, "manifest.json")))
 h, w = m["input_size"]
+# the first of the comma-separated precisions every stage has a file for
+srcs = src.split(",")
+src = next((p for p in srcs if all(p in s["files"] for s in m["stages"])), srcs[0])
 for s in m["stages"]:
     f = s["files"].get(src)
     if f is None:
-        sys.exit(f"stage {s['name']} has no {src} ONNX: export the bundle with --precision {src}")
+        hint = "--precision int8-trt --trt-float fp16" if src == "int8-trt-f16" else f"--precision {src}"
+        sys.exit(f"stage {s['name']} has no {src} ONNX: export the bundle with {hint}")
     kind = "qdq" if trtinfo.has_qdq(os.path.join(bundle, f)) else "float"
     print(s["name"], f, f"{h}x{w}", kind)
 PY

@@ -58,5 +58,5 @@ Installed into $VENV.  Next:
   sudo nvpmodel -q                  # current power mode; 'sudo nvpmodel -m 0' = the board's maximum mode
   sudo jetson_clocks                # pin clocks at their maximum before benchmarking
   edgevos build BUNDLE --precision int8          # TensorRT engines (or jetson/build_engines.sh BUNDLE int8)
-  edgevos bench --source test:// --backend tensorrt,onnxruntime --precision int8,fp16,fp32 --out runs/bench
+  edgevos bench --source test:// --backend tensorrt,onnxruntime --precision int8,best,fp16,fp32 --out runs/bench
 MSG

@@ -24,6 +24,14 @@ output to the host as numpy arrays instead.
 A call enqueues the copies of host inputs and ``execute_async_v3`` on the backend's
 stream and synchronises it, so ``last_ms`` is the stage's time and the page-locked
 staging buffers of host inputs are free again when ``run`` returns.
+
+On an integrated GPU (Jetson: CPU and GPU share the DRAM, ``cudaDevAttrIntegrated``)
+stage outputs and host-input buffers are mapped page-locked memory
+(``cudaHostAlloc(cudaHostAllocMapped)`` + ``cudaHostGetDevicePointer``): the engine
+writes where the host reads and reads where the host wrote, so no ``cudaMemcpy`` runs
+at all; reading an output on the host is a CPU copy out of the mapped block (the block
+goes back to the pool when its handle is dropped).  Discrete GPUs use device memory
+and copies as above.
 """
 from __future__ import annotations
 
@@ -34,7 +42,7 @@ from typing import Dict, List, Mapping, Optional
 import numpy as np
 
 from edgevos.errors import BundleError, InputError, SourceError
-from edgevos.jetson.trtinfo import D2H, H2D, CudaRuntime
+from edgevos.jetson.trtinfo import ATTR_CAN_MAP_HOST_MEMORY, ATTR_INTEGRATED, D2H, H2D, CudaError, CudaRuntime
 from edgevos.backend import Backend
 
 
@@ -43,28 +51,61 @@ def _device_memory_size(engine) -> int:
     return int(engine.device_memory_size if size is None else size)
 
 
-class _BlockPool:
-    """Device blocks by size: ``take`` reuses a returned block or allocates one."""
+def mapped_memory(cuda: CudaRuntime, device: int = 0) -> bool:
+    """Whether ``device`` is an integrated GPU that maps page-locked host memory (a Jetson)."""
+    try:
+        return bool(cuda.device_attribute(ATTR_INTEGRATED, device)) and bool(
+            cuda.device_attribute(ATTR_CAN_MAP_HOST_MEMORY, device))
+    except CudaError:
+        return False
 
-    def __init__(self, cuda: CudaRuntime):
+
+class _BlockPool:
+    """Blocks by size, named by their device address: ``take`` reuses a returned block or
+    allocates one.  ``mapped``: mapped page-locked host memory, whose host address is
+    ``host_ptr(device address)``; else device memory."""
+
+    def __init__(self, cuda: CudaRuntime, mapped: bool = False):
         self.cuda = cuda
+        self.mapped = bool(mapped)
         self.free_blocks: Dict[int, List[int]] = {}
+        self.host: Dict[int, int] = {}
         self.closed = False
 
     def take(self, nbytes: int) -> int:
         blocks = self.free_blocks.get(nbytes)
-        return blocks.pop() if blocks else int(self.cuda.malloc(nbytes))
+        if blocks:
+            return blocks.pop()
+        if not self.mapped:
+            return int(self.cuda.malloc(nbytes))
+        hptr = int(self.cuda.host_alloc(nbytes, mapped=True))
+        try:
+            dptr = int(self.cuda.host_device_pointer(hptr))
+        except Exception:
+            self.cuda.free_host(hptr)
+            raise
+        self.host[dptr] = hptr
+        return dptr
+
+    def host_ptr(self, ptr: int) -> int:
+        return self.host[ptr]
+
+    def _free(self, ptr: int) -> None:
+        if self.mapped:
+            self.cuda.free_host(self.host.pop(ptr))
+        else:
+            self.cuda.free(ptr)
 
     def give(self, ptr: int, nbytes: int) -> None:
         if self.closed:
-            self.cuda.free(ptr)
+            self._free(ptr)
         else:
             self.free_blocks.setdefault(nbytes, []).append(ptr)
 
     def close(self) -> None:
         for blocks in self.free_blocks.values():
             for p in blocks:
-                self.cuda.free(p)
+                self._free(p)
         self.free_blocks, self.closed = {}, True
 
 
@@ -218,12 +259,14 @@ class _StageEngine:
         return int(np.prod(self.shape[name], dtype=np.int64)) * self.dtype[name].itemsize
 
     def _stage_in(self, name: str, value) -> int:
-        """Copy a host input to its device buffer (enqueued); returns the device address."""
+        """Put a host input where the engine reads it: its page-locked buffer, then (discrete
+        GPU) a copy to its device buffer (enqueued); returns the address the engine reads."""
+        mapped = self.backend.mapped
         if name not in self.staged:
             nbytes = self.nbytes(name)
-            hptr = self.cuda.host_alloc(nbytes)
+            hptr = self.cuda.host_alloc(nbytes, mapped=mapped)
             try:
-                dptr = self.cuda.malloc(nbytes)
+                dptr = self.cuda.host_device_pointer(hptr) if mapped else self.cuda.malloc(nbytes)
             except Exception:
                 self.cuda.free_host(hptr)
                 raise
@@ -232,7 +275,8 @@ class _StageEngine:
             self.staged[name] = (host, int(hptr), int(dptr))
         host, _, dptr = self.staged[name]
         np.copyto(host, np.asarray(value), casting="same_kind")
-        self.cuda.memcpy_async(dptr, host.ctypes.data, host.nbytes, H2D, self.backend.stream)
+        if not mapped:
+            self.cuda.memcpy_async(dptr, host.ctypes.data, host.nbytes, H2D, self.backend.stream)
         return dptr
 
     def run(self, feeds: Mapping[str, np.ndarray], out: Optional[Mapping[str, np.ndarray]] = None,
@@ -258,9 +302,14 @@ class _StageEngine:
                 if dst is None and not device_outputs:
                     dst = np.empty(self.shape[name], self.dtype[name])
                 if dst is not None:  # straight into the caller's (or a new) host array
-                    cuda.memcpy_async(dst.ctypes.data, blocks[name], self.nbytes(name), D2H, backend.stream)
+                    if not backend.mapped:
+                        cuda.memcpy_async(dst.ctypes.data, blocks[name], self.nbytes(name), D2H, backend.stream)
                     res[name] = dst
             cuda.stream_synchronize(backend.stream)
+            if backend.mapped:  # the engine wrote into host memory: a CPU copy, no cudaMemcpy
+                for name, dst in res.items():
+                    np.copyto(dst, backend._mapped_view(blocks[name], self.shape[name], self.dtype[name]),
+                              casting="same_kind")
         except BaseException:
             for name, ptr in blocks.items():
                 backend._pool.give(ptr, self.nbytes(name))
@@ -274,7 +323,8 @@ class _StageEngine:
 
     def free(self):
         for _, hptr, dptr in self.staged.values():
-            self.cuda.free(dptr)
+            if not self.backend.mapped:
+                self.cuda.free(dptr)
             self.cuda.free_host(hptr)
         self.staged = {}
 
@@ -318,12 +368,14 @@ class TrtBackend(Backend):
             the system ``libcudart.so.12``).
         device_outputs: return outputs as :class:`DeviceArray` handles that stay on the
             device until read (default); False copies every output to the host.
+        mapped: stage outputs and host inputs in mapped page-locked memory, no cudaMemcpy;
+            None (default): where the GPU is integrated and can map host memory (Jetson).
     """
 
     name = "trt"
 
     def __init__(self, bundle, precision: str = "int8", device: int = 0, cuda: Optional[CudaRuntime] = None,
-                 device_outputs: bool = True):
+                 device_outputs: bool = True, mapped: Optional[bool] = None):
         from edgevos.bundle import Bundle, load_bundle
         from edgevos.export.tensorrt import import_tensorrt
         from edgevos.jetson.trtinfo import device_identity
@@ -352,7 +404,8 @@ class TrtBackend(Backend):
         self.engines = {}
         self.stream = None
         self.scratch = None
-        self._pool = _BlockPool(cuda)
+        self.mapped = mapped_memory(cuda, int(device)) if mapped is None else bool(mapped)
+        self._pool = _BlockPool(cuda, self.mapped)
         self._live: "weakref.WeakSet[DeviceArray]" = weakref.WeakSet()
         cuda.set_device(int(device))
         self.stream = cuda.stream_create()
@@ -389,7 +442,16 @@ class TrtBackend(Backend):
         self._live.add(arr)
         return arr
 
+    def _mapped_view(self, ptr: int, shape, dtype) -> np.ndarray:
+        """The host view of a mapped block (valid while the block is not given back)."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        buf = (ctypes.c_byte * nbytes).from_address(self._pool.host_ptr(ptr))
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
     def _to_host(self, host: np.ndarray, ptr: int) -> None:
+        if self.mapped:  # written by a stage that has synchronised: read it where it lies
+            np.copyto(host, self._mapped_view(ptr, host.shape, host.dtype))
+            return
         self.cuda.memcpy_async(host.ctypes.data, ptr, host.nbytes, D2H, self.stream)
         self.cuda.stream_synchronize(self.stream)
 

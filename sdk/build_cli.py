@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle directory written by 'edgevos export'")
     p.add_argument("--precision", default="int8", help="comma-separated: int8 (strongly typed Q/DQ), fp16, best")
     p.add_argument("--dla", type=int, default=None, metavar="N", help="build for DLA core N with GPU fallback (Jetson Orin)")
+    p.add_argument("--trt-float", choices=["fp16", "fp32"], default=None,
+                   help="int8: type of the non-quantized layers: fp16 (the bundle's int8-trt-f16 graphs, exported "
+                        "with --trt-float fp16) or fp32; default fp16 where the bundle has those graphs")
     p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
     p.add_argument("--opt-level", type=int, default=None, help="TensorRT builder optimisation level 0-5")
     p.add_argument("--timing-cache", help="timing cache file (default: in the bundle, named by TensorRT version and GPU)")
@@ -38,7 +41,8 @@ def main(args) -> int:
     if not precisions:
         raise InputError("--precision is empty: use int8, fp16 or best")
     opts = [
-        BuildOptions(p, args.dla, args.workspace_mb, args.timing_cache, args.opt_level) for p in precisions
+        BuildOptions(p, args.dla, args.workspace_mb, args.timing_cache, args.opt_level,
+                     trt_float=getattr(args, "trt_float", None)) for p in precisions
     ]
     bundle = load_bundle(args.bundle)
     if args.script_only:

@@ -26,7 +26,7 @@ from edgevos.stages import StageSpec
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 #: ONNX precisions a bundle can hold; TensorRT engines use "trt-<int8|fp16|best>"
-ONNX_PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
+ONNX_PRECISIONS = ("fp32", "int8-cpu", "int8-trt", "int8-trt-f16")
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy")
 
 

@@ -42,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stages with fewer recorded calibration feeds stay in fp32 (default 4)")
     p.add_argument("--no-speed-check", action="store_true",
                    help="keep every int8-cpu stage even where it times slower than FP32 here (default: such a stage stays FP32)")
+    p.add_argument("--trt-float", choices=["fp16", "fp32"], default=None,
+                   help="int8-trt: fp16 also writes each stage's Q/DQ graph with FP16 float compute (what a strongly "
+                        "typed TensorRT int8 engine then runs its non-quantized layers in); default: "
+                        "edgevos.export.trt_float16.DEFAULT_TRT_FLOAT")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--threads", type=int, default=1, help="threads for PyTorch and ONNX Runtime (default 1)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity report (FP32 verification still runs)")
@@ -60,5 +64,5 @@ def main(args) -> int:
                   heldout_frames=args.heldout_frames, tau=args.tau, calib_tau=args.calib_tau,
                   min_calib_samples=args.min_calib_samples, speed_check=not args.no_speed_check, opset=args.opset,
                   threads=args.threads, parity=not args.no_parity, progress=not args.quiet,
-                  isolate=False)  # this process never loads GStreamer
+                  isolate=False, trt_float=args.trt_float)  # this process never loads GStreamer
     return 0

@@ -50,8 +50,8 @@ def _maker(tmp_path, monkeypatch, specs, family):
     monkeypatch.setitem(sys.modules, "tensorrt", add_fake_runtime(fake_tensorrt(), io))
     made = []
 
-    def make(**kwargs):
-        lib = FakeCudaLib()
+    def make(integrated=0, **kwargs):
+        lib = FakeCudaLib(integrated=integrated)
         b = TrtBackend(tmp_path / "b", "int8", cuda=CudaRuntime(lib), **kwargs)
         made.append(b)
         return b, lib
@@ -108,6 +108,51 @@ def test_computed_step_copies_only_what_the_program_reads(trt_backend, gfrtm_mod
         assert _copies(lib, H2D) == sorted([_nbytes(b, "encoder_low", "image"), _nbytes(b, "decoder_full", "score")])
         assert _copies(lib, D2H) == sorted([_nbytes(b, "encoder_high", "f16"), _nbytes(b, "decoder_full", "logits")])
         assert _copies(lib, D2D) == []
+
+
+def test_discrete_gpu_maps_no_host_memory(trt_backend, gfrtm_model):
+    b, lib = trt_backend()
+    prog = _program(b, gfrtm_model, tau=0.5)
+    frames, mask = _frames()
+    prog.start(frames[0], mask)
+    prog.step(frames[1])
+    assert not b.mapped and lib.mapped_allocs == 0 and "cudaHostGetDevicePointer" not in lib.calls
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.0])
+def test_integrated_gpu_step_makes_no_copies(trt_backend, gfrtm_model, tau):
+    """On a Jetson's shared DRAM outputs and host inputs are mapped page-locked memory: the
+    engine writes where the host reads, so a step runs no cudaMemcpy at all."""
+    b, lib = trt_backend(integrated=1)
+    assert b.mapped
+    prog = _program(b, gfrtm_model, tau=tau)
+    frames, mask = _frames()
+    prog.start(frames[0], mask)
+    lib.copies.clear()
+    mallocs = lib.calls.get("cudaMalloc", 0)
+    for frame in frames[1:]:
+        prog.step(frame)
+    assert lib.copies == []
+    assert lib.calls.get("cudaMalloc", 0) == mallocs == 1, "device memory: only the shared activation block"
+    outputs = sum(len(s.output_names) for s in b.specs.values())
+    assert lib.mapped_allocs >= outputs and lib.calls["cudaHostGetDevicePointer"] == lib.mapped_allocs
+    b.close()
+    assert lib.host_bytes == 0 and lib.device_bytes == 0
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.0, 0.5])
+def test_integrated_and_discrete_give_the_same_results(trt_backend, gfrtm_model, tau):
+    frames, mask = _frames()
+    results = []
+    for integrated in (1, 0):
+        b, lib = trt_backend(integrated=integrated)
+        prog = _program(b, gfrtm_model, tau=tau)
+        rs = [prog.start(frames[0], mask)] + [prog.step(f) for f in frames[1:]]
+        results.append([(r.mask, r.model_probs, r.p_gate, r.reused) for r in rs])
+    for (m1, p1, g1, u1), (m2, p2, g2, u2) in zip(*results):
+        np.testing.assert_array_equal(m1, m2)
+        np.testing.assert_array_equal(p1, p2)
+        assert (g1, u1) == (g2, u2)
 
 
 def test_reuse_step_copies_only_what_the_program_reads(trt_backend, gfrtm_model):
@@ -252,3 +297,18 @@ def test_host_outputs_backend_copies_every_output(tmp_path, monkeypatch):
     feat = b.run("encoder", {"image": np.ones((1, 3, 8, 8), np.float32)})["feat"]
     assert type(feat) is np.ndarray and [k for k, _ in lib.copies] == [H2D, D2H]
     b.close()
+
+
+def test_mapped_memory_fills_out_arrays_and_host_outputs_without_copies(tmp_path, monkeypatch):
+    b, lib = _toy(tmp_path, monkeypatch, mapped=True)
+    dst = np.zeros((1, 4, 4, 4), np.float32)
+    res = b.run("encoder", {"image": np.full((1, 3, 8, 8), 2, np.float32)}, out={"feat": dst})
+    assert res["feat"] is dst and float(dst.min()) == 3.0
+    first = b.run("encoder", {"image": np.full((1, 3, 8, 8), 5, np.float32)})["feat"]
+    logits = b.run("head", {"feat": first})["logits"]  # bound where it lies
+    b.run("encoder", {"image": np.full((1, 3, 8, 8), 9, np.float32)})
+    assert float(np.asarray(first).max()) == 6.0 and float(np.asarray(logits).min()) == 7.0
+    assert lib.copies == [] and lib.mapped_allocs > 0
+    b.close()
+    assert float(np.asarray(first).max()) == 6.0  # copied to the host before its block was freed
+    assert lib.host_bytes == 0

@@ -173,14 +173,18 @@ def fake_tensorrt(version: str = "10.3.0.30", dla_cores: int = 2):
 
 class FakeCudaLib:
     """What ``CudaRuntime`` calls in libcudart: device attributes of a compute capability 8.7
-    GPU with 16 SMs, host and "device" memory from ctypes buffers, copies made with memmove,
-    and a count of every call and copy."""
+    GPU with 16 SMs, discrete (``integrated=0``, the default) or sharing the host's DRAM like a
+    Jetson (``integrated=1``), host and "device" memory from ctypes buffers, copies made with
+    memmove, and a count of every call, copy and mapped host allocation.  Mapped host memory
+    has the same address on the device (unified addressing, as on a Jetson)."""
 
-    def __init__(self, cc=(8, 7), sms=16, integrated=1):
+    def __init__(self, cc=(8, 7), sms=16, integrated=0):
         self.attrs = {75: cc[0], 76: cc[1], 16: sms, 18: integrated, 19: 1}
         self.calls = {}
         self.copies = []  # (kind, nbytes)
+        self.mapped_allocs = 0
         self._host = {}
+        self._mapped = set()
         self._device = {}
 
     def _count(self, name):
@@ -235,15 +239,32 @@ class FakeCudaLib:
 
     def cudaHostAlloc(self, ref, size, flags):
         self._count("cudaHostAlloc")
-        buf = ctypes.create_string_buffer(size.value)
+        buf = ctypes.create_string_buffer(max(int(size.value), 1))
         self._host[ctypes.addressof(buf)] = buf
+        if flags.value & 2:  # cudaHostAllocMapped
+            self.mapped_allocs += 1
+            self._mapped.add(ctypes.addressof(buf))
         self._set(ref, ctypes.addressof(buf))
+        return 0
+
+    def cudaHostGetDevicePointer(self, ref, p, flags):
+        self._count("cudaHostGetDevicePointer")
+        if p.value not in self._mapped:
+            return 1  # cudaErrorInvalidValue: not mapped page-locked memory
+        self._set(ref, p.value)
         return 0
 
     def cudaFreeHost(self, p):
         self._count("cudaFreeHost")
-        self._host.pop(p.value, None)
+        if self._host.pop(p.value, None) is None:
+            return 1
+        self._mapped.discard(p.value)
         return 0
+
+    @property
+    def host_bytes(self):
+        """Bytes of page-locked host memory allocated and not freed."""
+        return sum(len(b) for b in self._host.values())
 
     def cudaMemcpyAsync(self, dst, src, n, kind, stream):
         self._count("cudaMemcpyAsync")
