@@ -254,7 +254,7 @@ def test_half_resolution_reuse_path_stages_and_a_reused_frame_skips_the_full_enc
 
 def test_residual_reuse_head_corrects_the_last_computed_logits_at_stride_4():
     torch.manual_seed(0)
-    m = get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_residual=True)
+    m = get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_head="residual")
     spec = {s.name: s for s in m.stage_specs()}["decoder_reuse"]
     assert "prev_logits" in spec.input_names and spec.outputs[0].shape[-2:] == (SIZE[0] // 4, SIZE[1] // 4)
     _assert_stages_run_on_their_shapes(m)
@@ -274,8 +274,18 @@ def test_residual_reuse_head_corrects_the_last_computed_logits_at_stride_4():
     assert reused.reused
     np.testing.assert_allclose(reused.model_probs, 1 / (1 + np.exp(-np.concatenate([l[0] for l in stored]))),
                                atol=1e-5)
-    with pytest.raises(InputError, match="reuse_residual needs reuse_scale 2"):
-        get_family("gfrtm").build(input_size=SIZE, reuse_residual=True)
+    with pytest.raises(InputError, match="needs reuse_scale 2"):
+        get_family("gfrtm").build(input_size=SIZE, reuse_head="residual")
+    blend = get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_head="blend")
+    _assert_stages_run_on_their_shapes(blend)
+    with torch.no_grad():  # w -> 1 everywhere: the blend repeats the computed frame
+        blend.reuse_predict.weight.zero_()
+        blend.reuse_predict.bias.copy_(torch.tensor([0.0, 30.0]))
+        spec = {s.name: s for s in blend.stage_specs()}["decoder_reuse"]
+        feeds = {k: torch.from_numpy(v) for k, v in spec.dummy_feeds().items()}
+        feeds["prev_logits"] = torch.randn(feeds["prev_logits"].shape)
+        out = blend.stage_modules()["decoder_reuse"](*[feeds[n] for n in spec.input_names])[0]
+    torch.testing.assert_close(out, feeds["prev_logits"], atol=1e-5, rtol=0)
 
 
 class _GateScript:

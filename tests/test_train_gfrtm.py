@@ -136,16 +136,23 @@ def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_pa
     assert main(_train_args(tmp_path / "a") + half) == 0
     first = load_checkpoint("gfrtm", tmp_path / "a" / "gfrtm_final.pt")
     tr = Trainer(TrainConfig(out=str(tmp_path / "b"), input_size=(128, 224), synthetic=0, reuse_scale=2,
-                             refiner_stride=16, reuse_residual=True, init=str(tmp_path / "a" / "gfrtm_final.pt"),
+                             refiner_stride=16, reuse_head="residual", init=str(tmp_path / "a" / "gfrtm_final.pt"),
                              init_reuse_path=True))
     own = tr.model.state_dict()
     for k in ("gate.", "matcher.", "translator.", "reuse_level.", "level4."):
         keys = [n for n in first["state_dict"] if n.startswith(k)]
         assert keys and all(torch.equal(own[n], first["state_dict"][n].float()) for n in keys), k
     assert not own["reuse_predict.weight"].any() and not own["reuse_predict.bias"].any()
-    args = _train_args(tmp_path / "c") + half + ["--reuse-residual", "--init-reuse-path", "--phases", "2",
+    args = _train_args(tmp_path / "c") + half + ["--reuse-head", "residual", "--init-reuse-path", "--phases", "2",
                                                  "--init", str(tmp_path / "a" / "gfrtm_final.pt")]
     assert main(args) == 0
     out = load_checkpoint("gfrtm", tmp_path / "c" / "gfrtm_final.pt")
-    assert out["config"]["reuse_residual"] is True
+    assert out["config"]["reuse_head"] == "residual"
     assert out["state_dict"]["reuse_predict.weight"].float().abs().sum() > 0  # phase 2 moved the correction
+    blend = Trainer(TrainConfig(out=str(tmp_path / "d"), input_size=(128, 224), synthetic=0, reuse_scale=2,
+                                refiner_stride=16, reuse_head="blend", init=str(tmp_path / "a" / "gfrtm_final.pt"),
+                                init_reuse_path=True)).model
+    w = blend.reuse_predict.weight
+    assert torch.equal(w[:1], first["state_dict"]["reuse_predict.weight"].float()) and not w[1:].any()
+    assert float(blend.reuse_predict.bias[1]) == -2.0
+

@@ -69,6 +69,9 @@ DECODERS = ("light", "frtm")
 FRTM_PRESET = dict(backbone="resnet18", decoder="frtm", decoder_dim=64, embed_dim=64, dissim_dim=64, proj_dim=96)
 
 
+REUSE_HEADS = ("stride8", "residual", "blend")
+
+
 @dataclass(frozen=True)
 class GfrtmConfig:
     backbone: str = "mobilenetv2"
@@ -91,10 +94,13 @@ class GfrtmConfig:
     #    head, so a reused frame never runs the full-resolution encoder (light decoder,
     #    refiner_stride 16 only)
     reuse_scale: int = 1
-    # reuse_scale 2 only: the thin head predicts a stride-8 *correction* added to the last computed
-    # frame's stride-4 logits (stage input ``prev_logits``), so a reused frame keeps the computed
-    # frame's stride-4 detail where nothing moved instead of re-deriving a stride-8 mask
-    reuse_residual: bool = False
+    # reuse_scale 2 only, the thin stride-8 head of a reused frame:
+    #   "stride8": stride-8 logits from the half-resolution features;
+    #   "residual": a stride-8 correction added to the last computed frame's stride-4 logits (stage
+    #     input ``prev_logits``), so a reused frame keeps the computed frame's stride-4 detail;
+    #   "blend": stride-8 logits and a per-pixel weight w; logits = w * prev_logits + (1 - w) * up(stride-8),
+    #     so the head copies the computed frame where nothing moved and re-derives the mask where it did
+    reuse_head: str = "stride8"
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -119,8 +125,10 @@ class GfrtmConfig:
                 f"reuse_scale 2 needs the light decoder and refiner_stride 16 "
                 f"(got decoder={self.decoder}, refiner_stride={self.refiner_stride})"
             )
-        if self.reuse_residual and self.reuse_scale != 2:
-            raise InputError("reuse_residual needs reuse_scale 2 (the half-resolution reuse path)")
+        if self.reuse_head not in REUSE_HEADS:
+            raise InputError(f"reuse_head '{self.reuse_head}' is unknown: choose one of {list(REUSE_HEADS)}")
+        if self.reuse_head != "stride8" and self.reuse_scale != 2:
+            raise InputError(f"reuse_head '{self.reuse_head}' needs reuse_scale 2 (the half-resolution reuse path)")
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size
@@ -526,7 +534,7 @@ class GFRTM(nn.Module):
         self.translator = RefineTranslator(d)
         if cfg.reuse_scale == 2:  # the thin stride-8 head of the half-resolution reuse path
             self.reuse_level = LightLevel(ch["f4"], d, cfg.shallow_dim)
-            self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 1, 3, 1, 1)
+            self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 2 if cfg.reuse_head == "blend" else 1, 3, 1, 1)
 
     def _build_frtm(self, cfg: GfrtmConfig, ch: Dict[str, int]):
         """The upstream structure: four full FRTM levels (32 -> 4), FRTM's bicubic prediction head,
@@ -583,17 +591,27 @@ class GFRTM(nn.Module):
         r8 = self.deep_levels(f16, f32, score)
         return self.shallow_levels(f4, f8, score, r8), r8
 
+    @property
+    def reads_prev_logits(self) -> bool:
+        """The reuse path reads the last computed frame's logits (``reuse_head`` residual or blend)."""
+        return self.config.reuse_head in ("residual", "blend")
+
     def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None):
         """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits,
-        or, with ``reuse_residual``, the last computed frame's stride-4 ``prev_logits`` plus an
-        upsampled stride-8 correction (stride-4 logits)."""
+        or, with a ``reuse_head`` that reads ``prev_logits`` (the last computed frame's stride-4 logits),
+        stride-4 logits made from them (see :class:`GfrtmConfig`)."""
         score = prev_score + delta
         r = self.translator(r_prev, delta)  # (B, D, H/16, W/16)
         r = F.interpolate(r, scale_factor=2.0, mode="bilinear", align_corners=False)
-        out = self.reuse_predict(self.reuse_level(h4, self._resize(score, h4), r))  # (B, 1, H/8, W/8)
-        if not self.config.reuse_residual:
+        out = self.reuse_predict(self.reuse_level(h4, self._resize(score, h4), r))  # (B, 1 or 2, H/8, W/8)
+        head = self.config.reuse_head
+        if head == "stride8":
             return out
-        return prev_logits + F.interpolate(out, size=prev_logits.shape[-2:], mode="bilinear", align_corners=False)
+        up = F.interpolate(out, size=prev_logits.shape[-2:], mode="bilinear", align_corners=False)
+        if head == "residual":
+            return prev_logits + up
+        w = torch.sigmoid(up[:, 1:2])
+        return w * prev_logits + (1 - w) * up[:, :1]
 
     def decode_reuse(self, f4, f8, r8_prev, prev_score, delta):
         score = prev_score + delta
@@ -610,7 +628,7 @@ class GFRTM(nn.Module):
     def stage_modules(self) -> Dict[str, nn.Module]:
         funcs = _STAGE_FUNCS
         if self.config.reuse_scale == 2:
-            funcs = _STAGE_FUNCS_RESIDUAL if self.config.reuse_residual else _STAGE_FUNCS_HALF
+            funcs = _STAGE_FUNCS_PREV_LOGITS if self.reads_prev_logits else _STAGE_FUNCS_HALF
         return {name: _Stage(self, fn) for name, fn in funcs.items()}
 
     def stage_specs(self) -> List[StageSpec]:
@@ -643,9 +661,9 @@ class GFRTM(nn.Module):
                 StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16),
                                             t("prev_logits", 1, 4)),
                           (t("logits", 1, 4),),
-                          "refine-translator + thin stride-8 head -> a correction added to the last computed "
-                          "frame's logits (stride 4)")
-                if cfg.reuse_residual else
+                          f"refine-translator + thin stride-8 head ({cfg.reuse_head}) with the last computed "
+                          "frame's logits -> logits (stride 4)")
+                if self.reads_prev_logits else
                 StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16)),
                           (t("logits", 1, 8),),
                           "refine-translator + thin stride-8 head -> logits (stride 8)"),
@@ -694,7 +712,7 @@ _STAGE_FUNCS_HALF = dict(
     decoder_reuse=lambda m, h4, r8_prev, prev_score, delta: m.decode_reuse_half(h4, r8_prev, prev_score, delta),
 )
 
-_STAGE_FUNCS_RESIDUAL = dict(
+_STAGE_FUNCS_PREV_LOGITS = dict(
     _STAGE_FUNCS_HALF,
     decoder_reuse=lambda m, h4, r8_prev, prev_score, delta, prev_logits: m.decode_reuse_half(
         h4, r8_prev, prev_score, delta, prev_logits),
@@ -729,6 +747,8 @@ def build_gfrtm(weights=None, input_size=None, backbone_weights=None, **override
 
     # default size: the one the weights were trained at
     ckpt, input_size, overrides = shipped.checkpoint_config("gfrtm", weights, input_size, overrides)
+    if "reuse_residual" in overrides:  # the boolean that preceded reuse_head
+        overrides["reuse_head"] = "residual" if overrides.pop("reuse_residual") else overrides.get("reuse_head", "stride8")
     if input_size is None:
         input_size = GfrtmConfig.input_size
     cfg = GfrtmConfig(input_size=tuple(int(v) for v in input_size), **overrides)

@@ -93,7 +93,7 @@ class GfrtmProgram(ObjectSetMixin):
 
     @property
     def residual(self) -> bool:
-        """The reuse path corrects the last computed frame's logits (``reuse_residual`` models)."""
+        """The reuse path reads the last computed frame's logits (``reuse_head`` residual or blend)."""
         return self.backend.has("decoder_reuse") and any(
             t.name == "prev_logits" for t in self.backend.spec("decoder_reuse").inputs)
 

@@ -24,8 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="gfrtm: stride at which the refine-translator works (16: as Reuse_VOS, 4x cheaper)")
     p.add_argument("--reuse-scale", type=int, default=1, choices=[1, 2],
                    help="gfrtm: 2 runs the gate and the reuse path on a half-resolution encoding (needs --refiner-stride 16)")
-    p.add_argument("--reuse-residual", action="store_true",
-                   help="gfrtm (--reuse-scale 2): the reuse head corrects the last computed frame's stride-4 logits")
+    p.add_argument("--reuse-head", default="stride8", choices=["stride8", "residual", "blend"],
+                   help="gfrtm (--reuse-scale 2): the reused frame's head: stride-8 logits, a correction of the "
+                        "last computed frame's logits, or a learned blend of both")
     p.add_argument("--init-reuse-path", action="store_true",
                    help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")
     p.add_argument("--init", default=None,
@@ -91,7 +92,7 @@ def gfrtm_config(args):
                       epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
                       max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init,
                       max_gap=args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
-                      reuse_residual=args.reuse_residual, init_reuse_path=args.init_reuse_path)
+                      reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path)
     return cfg
 
 

@@ -52,7 +52,7 @@ class TrainConfig(BaseTrainConfig):
     out: str = "runs/gfrtm"
     reuse_scale: int = 1  # GfrtmConfig.reuse_scale: 2 = half-resolution gate and reuse path
     refiner_stride: int = 8  # GfrtmConfig.refiner_stride: 16 translates the refiner state at stride 16
-    reuse_residual: bool = False  # GfrtmConfig.reuse_residual: the reuse head corrects the last computed logits
+    reuse_head: str = "stride8"  # GfrtmConfig.reuse_head: stride8, residual or blend (read the last computed logits)
     init: Optional[str] = None  # start from this checkpoint's weights (e.g. phase 1 of an earlier run)
     init_reuse_path: bool = False  # also take the init checkpoint's reuse path (matcher, gate, delta, translator, head)
     phase1_steps: int = 3000
@@ -352,10 +352,8 @@ class Trainer:
 
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
                                  refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale,
-                                 reuse_residual=cfg.reuse_residual)
-        if cfg.reuse_residual:  # a reused frame starts as a copy of the last computed frame's logits
-            torch.nn.init.zeros_(self.model.reuse_predict.weight)
-            torch.nn.init.zeros_(self.model.reuse_predict.bias)
+                                 reuse_head=cfg.reuse_head)
+        self._init_reuse_head()
         if cfg.init:
             self._init_from(cfg.init)
         self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
@@ -437,11 +435,29 @@ class Trainer:
         s = tr.scores[t]
         return perturb_score(s, self.rng) if t != tr.ref and self.rng.random() < self.cfg.score_noise else s
 
+    def _init_reuse_head(self, stride8=None):
+        """A head that reads the last computed logits starts close to a known behaviour: ``residual``
+        at a zero correction (a copy of the computed frame); ``blend`` with its stride-8 channel from
+        ``stride8`` (a trained stride-8 head's ``(weight, bias)``, when given) and a small copy weight."""
+        import torch
+
+        head = self.model.config.reuse_head
+        if head == "stride8":
+            return
+        conv = self.model.reuse_predict
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.bias.zero_()
+            if head == "blend":
+                if stride8 is not None:
+                    conv.weight[:1].copy_(stride8[0])
+                    conv.bias[:1].copy_(stride8[1])
+                conv.bias[1] = -2.0  # w = 0.12: mostly the stride-8 mask at the start
+
     def _init_from(self, path):
         """Take the segmentation network (phase 1) from an edgevos gfrtm checkpoint or a
         training checkpoint; the reuse-path modules (phase 2) keep their fresh initialisation unless
-        ``init_reuse_path``.  A residual reuse head (``reuse_residual``) starts at zero: a reused frame
-        starts as a copy of the last computed frame's logits."""
+        ``init_reuse_path`` (a stride-8 head then seeds a ``blend`` head, see ``_init_reuse_head``)."""
         import torch
 
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -453,8 +469,10 @@ class Trainer:
             prefixes += PHASE2_MODULES
         own = self.model.state_dict()
         take = {k: v.float() for k, v in state.items() if k.startswith(prefixes)}
-        if self.cfg.reuse_residual:  # keep the zero correction set in __init__
-            take = {k: v for k, v in take.items() if not k.startswith("reuse_predict.")}
+        if self.model.reads_prev_logits and "reuse_predict.weight" in take:
+            stride8 = (take.pop("reuse_predict.weight"), take.pop("reuse_predict.bias"))
+            if stride8[0].shape[0] == 1:
+                self._init_reuse_head(stride8)
         bad = [k for k, v in take.items() if k not in own or own[k].shape != v.shape]
         if bad or not take:
             raise InputError(f"--init {path}: segmentation-network weights do not fit this model "
@@ -569,7 +587,7 @@ class Trainer:
                 y_prev = (masks[prev] == tr.obj_id)
                 y16 = self._tensor(resize_map(y_t.astype(np.float32), tr.scores.shape[1:], area=True))
                 with torch.no_grad():
-                    if m.config.reuse_residual:  # the last computed frame's logits, which the head corrects
+                    if m.reads_prev_logits:  # the last computed frame's logits, which the head reads
                         prev_logits, r8_prev = m.decode_full(p4, p8, p16, p32, s_prev)
                     else:
                         prev_logits, r8_prev = None, m.deep_levels(p16, p32, s_prev)
