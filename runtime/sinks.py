@@ -41,6 +41,7 @@ from typing import Optional, Union
 import numpy as np
 
 from edgevos.errors import InputError, SourceError
+from edgevos.files import publish, umask_mode
 from edgevos.runtime.overlay import draw_overlay, status_lines
 from edgevos.runtime.uri import URI, parse_sink, redact
 
@@ -523,10 +524,7 @@ class VideoSink(_QueuedSink):
         self.frames = self._pushed if err is None else 0
         if self._tmp is not None:
             if err is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(self._tmp, 0o666 & ~umask)
-                os.replace(self._tmp, self._final)
+                publish(self._tmp, self._final, mode=umask_mode())
             else:
                 raise SourceError(f"{self.uri}: could not finalize the video ({err}); "
                                   f"partial data left in {self._tmp}")
