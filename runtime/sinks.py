@@ -118,7 +118,7 @@ ENCODER_ELEMENT = "enc"
 def encoder_candidates(uri: Optional[URI] = None) -> list:
     """Encoder names to try, best first: the one asked for (``?encoder=NAME``), else the
     hardware encoder where its elements exist, then the software ones that are installed."""
-    from edgevos.runtime.sources import has_element
+    from edgevos.runtime.gstreamer import has_element
 
     asked = uri.query.get("encoder") if uri is not None else None
     if asked:
@@ -153,7 +153,7 @@ def display_sink() -> str:
     sink is chosen here from the environment: Wayland (WAYLAND_DISPLAY), X11
     (DISPLAY), or a Jetson's DRM/EGL sinks on a console without X.
     """
-    from edgevos.runtime.sources import has_element
+    from edgevos.runtime.gstreamer import has_element
 
     if os.environ.get("WAYLAND_DISPLAY") and os.environ.get("XDG_RUNTIME_DIR") and has_element("waylandsink"):
         return "waylandsink sync=false"
@@ -175,7 +175,7 @@ def display_sink() -> str:
 def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Optional[str] = None) -> str:
     """The gst-launch description (after ``appsrc name=src``) for a video sink URI, with
     ``encoder`` (a name in :data:`ENCODERS`; default: the first candidate)."""
-    from edgevos.runtime.sources import _q, has_element
+    from edgevos.runtime.gstreamer import has_element, quote
 
     if uri.scheme == "display":
         return f"videoconvert ! {display_sink()}"
@@ -191,7 +191,7 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
                 f"{uri}: RTSP output needs the GStreamer element 'rtspclientsink' "
                 "(gstreamer1.0-rtsp / gst-rtsp-server), which is not installed here"
             )
-        return f"{head} ! rtspclientsink location={_q(uri.raw)}"
+        return f"{head} ! rtspclientsink location={quote(uri.raw)}"
     suffix = Path(uri.path).suffix.lower()
     if suffix in (".mp4", ".mov", ".m4v"):
         # fragmented while it is written (a fragment every MP4_FRAGMENT_MS, each playable on its
@@ -202,7 +202,7 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
         mux = "matroskamux"
     else:
         raise InputError(f"{uri}: unsupported video file extension '{suffix}': use .mp4 or .mkv")
-    return f"{head} ! {mux} ! filesink location={_q(location or uri.path)}"
+    return f"{head} ! {mux} ! filesink location={quote(location or uri.path)}"
 
 
 def i420_bytes(rgb: np.ndarray) -> bytes:
@@ -256,7 +256,7 @@ class VideoSink(_QueuedSink):
     def __init__(self, uri: URI, fps: Optional[float] = None, overlay: bool = True,
                  alpha: float = 0.5, eos_timeout: float = 30.0):
         super().__init__(uri)
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         gst()
         self.fps = float(fps) if fps and fps > 0 else 30.0
@@ -291,7 +291,7 @@ class VideoSink(_QueuedSink):
     def _start(self, h: int, w: int, first=None) -> None:
         """Start the output pipeline; with ``first`` (the first frame's I420 bytes) an encoder
         that has a fallback is tried on that frame, which is then pushed (``_pushed`` 1)."""
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         location = None
@@ -380,7 +380,7 @@ class VideoSink(_QueuedSink):
         return None
 
     def _bus_error(self, timeout_s: float = 0.0) -> Optional[str]:
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         if self._pipeline is None:
@@ -440,7 +440,7 @@ class VideoSink(_QueuedSink):
             raise SourceError(f"{self.uri}: writing the video failed: {exc}") from exc
 
     def _encode(self, frame_index: int, rgb: np.ndarray, mask, lines) -> None:
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         img = rgb if mask is None else draw_overlay(rgb, mask, alpha=self.alpha, lines=lines or ())
@@ -467,7 +467,7 @@ class VideoSink(_QueuedSink):
     def __del__(self):
         try:
             if self._pipeline is not None:
-                from edgevos.runtime.sources import gst
+                from edgevos.runtime.gstreamer import gst
 
                 self._pipeline.set_state(gst().State.NULL)
         except Exception:
@@ -489,7 +489,7 @@ class VideoSink(_QueuedSink):
             if pending is not None:
                 raise SourceError(f"{self.uri}: writing the video failed: {pending}") from pending
             return
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         err = None
