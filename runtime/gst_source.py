@@ -167,7 +167,8 @@ class GstSource(Source):
             raise SourceError(f"{self.uri}: cannot build the GStreamer pipeline: {redact(str(exc))}") from exc
         sink = pipeline.get_by_name("sink")
         if sink is None:
-            raise SourceError(f"{self.uri}: pipeline has no 'appsink name=sink'")
+            raise InputError(f"{self.uri}: the pipeline description has no 'appsink name=sink': end it "
+                             "with one (see edgevos.jetson.pipelines)")
         self._pipeline, self._sink, self._bus = pipeline, sink, pipeline.get_bus()
         pipeline.connect("deep-element-added", lambda _bin, _sub, element: self._tune(element))
         it = pipeline.iterate_recurse()

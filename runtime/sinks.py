@@ -40,6 +40,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from edgevos.data.masks import write_mask
 from edgevos.errors import InputError, SourceError
 from edgevos.files import publish, umask_mode
 from edgevos.runtime.overlay import draw_overlay, status_lines
@@ -69,7 +70,7 @@ class Sink:
 
     def _check_open(self) -> None:
         if self.closed:
-            raise SourceError(f"{self.uri}: write after close")
+            raise InputError(f"{self.uri}: write after close")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri})"
@@ -546,14 +547,6 @@ def _fraction(fps: float):
 # ----------------------------------------------------------------------------
 # masks and JSON
 # ----------------------------------------------------------------------------
-def _writer():
-    try:
-        from edgevos.data.masks import write_mask
-    except ImportError:  # pragma: no cover - part of edgevos
-        raise SourceError("edgevos.data.masks is missing: reinstall edgevos")
-    return write_mask
-
-
 _MASK_NAME = re.compile(r"^(\d{5,}\.png|\.\d{5,}\.png\..*\.tmp)$")  # a mask, or one being written
 
 
@@ -601,7 +594,7 @@ class MaskSink(_QueuedSink):
             raise InputError(f"{uri}: overwrite={uri.query['overwrite']!r} must be 1 or 0")
         _prepare_dir(self.dir, uri)
         _claim_mask_dir(self.dir, uri, overwrite in ("1", "true", "yes"))
-        self._write_mask = _writer()
+        self._write_mask = write_mask
         self._queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name="edgevos-masks", daemon=True)

@@ -299,7 +299,7 @@ def test_sink_size_change_and_write_after_close(Gst, tmp_path):
         sink.write(1, np.zeros((32, 64, 3), np.uint8), None)
     sink.close()
     assert (tmp_path / "a.mkv").is_file()
-    with pytest.raises(SourceError, match="after close"):
+    with pytest.raises(InputError, match="after close"):
         sink.write(2, np.zeros((32, 48, 3), np.uint8), None)
 
 
