@@ -45,14 +45,10 @@ NVINFER_NAMES = ("libnvinfer.so.10", "libnvinfer.so")
 
 # cudaDeviceAttr values (CUDA runtime API, driver_types.h)
 ATTR_MULTIPROCESSOR_COUNT = 16
-ATTR_CAN_MAP_HOST_MEMORY = 19
-ATTR_INTEGRATED = 18
 ATTR_CC_MAJOR = 75
 ATTR_CC_MINOR = 76
 # cudaMemcpyKind
 H2D, D2H, D2D = 1, 2, 3
-# cudaHostAlloc flags
-HOST_ALLOC_MAPPED = 2
 
 
 class CudaError(_CudaBase):
@@ -116,13 +112,9 @@ class CudaRuntime:
     def free(self, ptr: int) -> None:
         self._call("cudaFree", ctypes.c_void_p(ptr))
 
-    def host_alloc(self, nbytes: int, mapped: bool = False) -> int:
-        """Page-locked host memory; ``mapped`` also maps it into the device address space."""
-        return self._out_ptr("cudaHostAlloc", ctypes.c_size_t(nbytes), ctypes.c_uint(HOST_ALLOC_MAPPED if mapped else 0))
-
-    def host_device_pointer(self, host_ptr: int) -> int:
-        """Device address of mapped page-locked memory (the same DRAM on a Jetson)."""
-        return self._out_ptr("cudaHostGetDevicePointer", ctypes.c_void_p(host_ptr), ctypes.c_uint(0))
+    def host_alloc(self, nbytes: int) -> int:
+        """Page-locked host memory."""
+        return self._out_ptr("cudaHostAlloc", ctypes.c_size_t(nbytes), ctypes.c_uint(0))
 
     def free_host(self, ptr: int) -> None:
         self._call("cudaFreeHost", ctypes.c_void_p(ptr))

@@ -149,7 +149,6 @@ def encode_indexed_png(ids: np.ndarray) -> bytes:
     DAVIS tools read it back as the same ids.
     """
     import struct
-    import zlib
 
     import cv2
 
