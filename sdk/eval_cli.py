@@ -118,7 +118,7 @@ def main_results(args) -> int:
     else:
         print(format_table(summary))
         print(f"\n{len(summary['sequences'])} sequence(s), {len(summary['per_object'])} object(s) in {seconds:.1f} s")
-        log.info(f"wrote {g_csv}, {o_csv}, {js}")
+        print(f"wrote {g_csv}, {o_csv}, {js}")
     return 0
 
 
@@ -146,12 +146,12 @@ def main_model(args) -> int:
                               "backend": args.backend or ("onnxruntime" if args.bundle else "torch"),
                               "precision": args.precision, "davis": str(args.davis),
                               "sequences": ds.sequences, "rows": rows}, indent=2, default=float))
-    log.info(f"wrote {js}")
+    print(f"wrote {js}")
     if len(taus) > 1:
         png = plot_rows(rows, Path(args.plot) if args.plot else out / "tau_sweep.png",
                         title=f"{args.family}: FPS vs J&F over tau")
         if png:
-            log.info(f"wrote {png}")
+            print(f"wrote {png}")
     return 0
 
 

@@ -115,5 +115,5 @@ def main(args) -> int:
                     "dropped them); outputs keep the source's frame numbers")
     for uri, frames in zip(summary.sinks, summary.sink_frames):
         if frames:
-            log.info(f"wrote {uri} ({frames} frames)")
+            print(f"wrote {uri} ({frames} frames)")
     return int(summary.exit_code)
