@@ -278,6 +278,14 @@ def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle
     Raises BundleError when the manifest is missing or unreadable, was written
     by a newer format, references paths outside the bundle, or when any file is
     missing, modified, or not listed in the manifest.
+
+    Args:
+        path: the bundle directory, or its ``manifest.json``.
+        verify: check the manifest's digest, every file's SHA-256, and that no file is unlisted.
+        allow_extra: files that may sit in the bundle without being listed.
+
+    Returns:
+        The :class:`Bundle`.
     """
     root = Path(path)
     if root.name == MANIFEST and root.is_file():
