@@ -17,6 +17,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from edgevos.backend import run_module
 from edgevos.errors import BundleError, InputError, require
 from edgevos.stages import StageSpec
 
@@ -79,16 +80,6 @@ def simplify(path, spec: StageSpec) -> None:
     onnx.save(slim, str(path))
 
 
-def torch_reference(module, spec: StageSpec, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    torch = require("torch", "export")
-    args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.input_names]
-    with torch.inference_mode():
-        outs = module(*args)
-    if not isinstance(outs, (tuple, list)):
-        outs = (outs,)
-    return {n: o.detach().cpu().numpy() for n, o in zip(spec.output_names, outs)}
-
-
 def compare(ref: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> Dict[str, dict]:
     """Per output: max/mean |diff|, max |ref| and SNR in dB."""
     stats = {}
@@ -125,7 +116,7 @@ def verify_onnx(module, spec: StageSpec, path, feeds_list: Iterable[Mapping[str,
     worst = {"max_abs_diff": 0.0, "bound": 0.0, "feeds": 0}
     for k, feeds in enumerate(feeds_list):
         spec.check_feeds(feeds)
-        ref = torch_reference(module, spec, feeds)
+        ref = run_module(module, spec, feeds)
         try:
             outs = sess.run(spec.output_names, {n: np.ascontiguousarray(feeds[n]) for n in spec.input_names})
         except Exception as exc:

@@ -8,8 +8,6 @@ against the ground truth.  Results are a JSON-ready dict and a printed table.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -157,18 +155,6 @@ def print_report(report: Mapping) -> str:
     text = "\n".join(parts)
     print(text)
     return text
-
-
-def save_report(report: Mapping, path) -> Path:
-    path = Path(path)
-
-    def default(o):
-        if hasattr(o, "tolist"):
-            return o.tolist()
-        raise TypeError(type(o).__name__)
-
-    path.write_text(json.dumps(report, indent=2, default=default))
-    return path
 
 
 def end_to_end_from_bundle(bundle_dir, heldout: str, names: Sequence[str] = (), max_frames: Optional[int] = 30, threads: Optional[int] = 1) -> dict:

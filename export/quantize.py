@@ -182,11 +182,6 @@ def residual_add_placement(model) -> List[str]:
     return changed
 
 
-def _scalar_init(inits, name):
-    t = inits.get(name)
-    return t is not None and len(t.dims) == 0
-
-
 def compact(model) -> int:
     """int8-cpu: drop all-zero zero points of INT8/INT32 DequantizeLinear inputs (their default)
     and give initializers short names.  Returns bytes saved in the serialized model."""

@@ -1,7 +1,7 @@
 """GStreamer pipeline presets for Jetson (JetPack 5/6): NVMM buffers, hardware decode.
 
 Every preset is a gst-launch description ending in ``appsink name=sink``
-delivering RGB frames, the contract of :class:`edgevos.runtime.sources.GstSource`.
+delivering RGB frames, the contract of :class:`edgevos.runtime.gst_source.GstSource`.
 Live presets insert ``queue name=leak leaky=downstream max-size-buffers=1``
 (latest-frame policy; the runtime counts drops on that queue) and use
 ``appsink drop=true max-buffers=1``.  ``nvvidconv`` converts NVMM (device
@@ -18,7 +18,8 @@ _APPSINK_LIVE = ("videoconvert ! video/x-raw,format=RGB ! "
 _LEAK = "queue name=leak leaky=downstream max-size-buffers=1 max-size-bytes=0 max-size-time=0"
 
 
-def _q(value) -> str:
+def quote(value) -> str:
+    """Quote a value (a path, a URL) for a gst-launch description."""
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -42,7 +43,7 @@ def usb_source(device: str = "/dev/video0", width: int = 0, height: int = 0, fps
     fields = [f for f in fields if f]
     if fields:
         caps = "video/x-raw," + ",".join(fields) + " ! "
-    return (f"v4l2src device={_q(device)} ! {caps}decodebin ! {_LEAK} ! nvvidconv ! "
+    return (f"v4l2src device={quote(device)} ! {caps}decodebin ! {_LEAK} ! nvvidconv ! "
             f"video/x-raw,format=BGRx ! {_APPSINK_LIVE}")
 
 
@@ -52,7 +53,7 @@ def rtsp_source(location: str, latency_ms: int = 100, codec: str = "h264") -> st
     if codec not in ("h264", "h265"):
         raise ValueError(f"codec must be 'h264' or 'h265', got {codec!r}")
     return (
-        f"rtspsrc location={_q(location)} latency={int(latency_ms)} protocols=tcp ! "
+        f"rtspsrc location={quote(location)} latency={int(latency_ms)} protocols=tcp ! "
         f"rtp{codec}depay ! {codec}parse ! nvv4l2decoder ! {_LEAK} ! "
         f"nvvidconv ! video/x-raw,format=BGRx ! {_APPSINK_LIVE}"
     )
@@ -62,7 +63,7 @@ def file_source(path: str, max_buffers: int = 4) -> str:
     """A video file: demux (decodebin picks nvv4l2decoder, the highest-ranked decoder
     on JetPack) then nvvidconv out of NVMM; lossless (appsink blocks, never drops)."""
     return (
-        f"filesrc location={_q(path)} ! decodebin ! nvvidconv ! video/x-raw,format=BGRx ! "
+        f"filesrc location={quote(path)} ! decodebin ! nvvidconv ! video/x-raw,format=BGRx ! "
         f"videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false emit-signals=false "
         f"max-buffers={int(max_buffers)} drop=false"
     )
@@ -74,7 +75,7 @@ def h264_file_sink(path: str, bitrate_kbps: int = 8000) -> str:
     return (
         f"appsrc name=src ! videoconvert ! video/x-raw,format=RGBA ! nvvidconv ! "
         f"video/x-raw(memory:NVMM),format=NV12 ! nvv4l2h264enc bitrate={int(bitrate_kbps) * 1000} ! "
-        f"h264parse ! mp4mux ! filesink location={_q(path)}"
+        f"h264parse ! mp4mux ! filesink location={quote(path)}"
     )
 
 

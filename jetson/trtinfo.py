@@ -31,7 +31,7 @@ from typing import Dict, Optional
 
 try:  # inside edgevos: errors share the package's base class
     from edgevos.errors import BundleError as _FileError
-    from edgevos.errors import SourceError as _CudaBase
+    from edgevos.errors import DeviceError as _CudaBase
 except ImportError:  # run as a plain script
     _CudaBase = RuntimeError
     _FileError = ValueError

@@ -10,8 +10,7 @@ outputs there, and nothing is copied afterwards.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -150,6 +149,3 @@ class OrtBackend(Backend):
         # copies: the step program may keep outputs (ring buffers) across calls
         return {name: val.numpy().copy() for name, val in self._outputs[spec.name].items()}
 
-
-def open_backend(bundle_or_path: Union[str, Path, object], precision: str = "fp32", threads: Optional[int] = None) -> OrtBackend:
-    return OrtBackend(bundle_or_path, precision, threads)

@@ -12,6 +12,7 @@ holding every frame up to the last fragment.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -25,6 +26,8 @@ import numpy as np
 
 from edgevos.errors import EdgevosError, InputError, SourceError
 from edgevos.runtime.stats import RunStats
+
+logger = logging.getLogger(__name__)
 
 EXIT_CODES = {"end of stream": 0, "max frames": 0, "SIGHUP": 129, "SIGINT": 130, "SIGTERM": 143}
 #: signals that end a run cleanly (outputs finalized): Ctrl-C, kill, and the terminal or ssh session closing
@@ -422,6 +425,8 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
             s.close()
         src.close()
         raise
+    logger.debug("source %s: %s, %s fps, size %s", src.uri, type(src).__name__, src.fps, src.size)
+    logger.debug("outputs: %s", ", ".join(str(s.uri) for s in opened) or "none")
     monitor = None
     if power:
         from edgevos.runtime.power import PowerMonitor
@@ -429,6 +434,7 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         monitor = PowerMonitor()
     summary = run_pipeline(src, opened, session, first_mask=first_mask, max_frames=max_frames, warmup=warmup,
                            status=status, power=monitor, core_split=split)
+    logger.debug("stopped by %s after %d frames", summary.stopped_by, summary.frames)
     if log:
         summary.write_json(log)
     return summary

@@ -119,7 +119,6 @@ class PowerMonitor:
     def __init__(self, interval_ms: int = 100, command: Optional[List[str]] = None):
         self.interval_ms = int(interval_ms)
         self.samples: List[Tuple[float, float]] = []  # (perf_counter s, watts)
-        self.last: Optional[dict] = None
         self.source: Optional[str] = None
         self._command = command
         self._proc = None
@@ -182,7 +181,6 @@ class PowerMonitor:
             parsed = parse_tegrastats(line)
             if parsed is None:
                 continue
-            self.last = parsed
             mw = parsed.get("power_mw")
             self._add(None if mw is None else mw / 1000.0, parsed.get("power_source"))
 

@@ -150,6 +150,8 @@ class Session:
     # ------------------------------------------------------------------ API
     @property
     def tau(self) -> float:
+        """The reuse-gate threshold: an object reuses features on a frame when the gate's
+        probability is at or above it (1 = never reuse)."""
         return self.program.tau
 
     @tau.setter
@@ -158,6 +160,7 @@ class Session:
 
     @property
     def max_reuse(self):
+        """A computed frame is forced after this many reuses (None: no limit)."""
         return self.program.max_reuse
 
     @max_reuse.setter
@@ -166,6 +169,7 @@ class Session:
 
     @property
     def object_ids(self):
+        """The ids of the tracked objects, in the order of ``StepResult.model_probs``."""
         return self.program.object_ids
 
     @property
@@ -174,12 +178,30 @@ class Session:
         return bool(getattr(self.program, "semi", True))
 
     def start(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> StepResult:
-        """First frame (and, for a semi-supervised model, its mask of object ids)."""
+        """Begin a video on its first frame and that frame's object mask.
+
+        Args:
+            frame: (H, W, 3) uint8 RGB.
+            mask: (H, W) integer object ids (0 background, 255 void), at the frame's size; None for
+                an unsupervised model (:attr:`supervised` False), which finds the primary object itself.
+
+        Returns:
+            The first frame's :class:`~edgevos.programs.base.StepResult` (its mask is ``mask``).
+        """
         res = self.program.start(frame, mask)
         self._started = True
         return res
 
     def step(self, frame: np.ndarray) -> StepResult:
+        """Segment the next frame of the video.
+
+        Args:
+            frame: (H, W, 3) uint8 RGB, the size of the first frame.
+
+        Returns:
+            A :class:`~edgevos.programs.base.StepResult`: the id mask, per-object
+            probabilities, whether features were reused, per-stage times.
+        """
         if not self._started:
             raise InputError("step() called before start(): give the first frame and its mask to start()")
         if self.governor is None:
@@ -190,12 +212,25 @@ class Session:
         return res
 
     def add_object(self, frame: np.ndarray, mask: np.ndarray) -> StepResult:
-        """Add the objects of ``mask`` (ids not yet tracked) on ``frame``, which becomes a computed frame."""
+        """Add the objects of ``mask`` (ids not yet tracked) on ``frame``, which becomes a computed frame.
+
+        Args:
+            frame: (H, W, 3) uint8 RGB, the next frame of the video.
+            mask: (H, W) object ids; the ids already tracked are ignored.
+
+        Returns:
+            The frame's :class:`~edgevos.programs.base.StepResult`, with every object.
+        """
         if not self._started:
             return self.start(frame, mask)
         return self.program.add_objects(frame, mask)
 
     def remove_object(self, obj_id: int) -> None:
+        """Stop tracking one object; InputError when it is not tracked.
+
+        Args:
+            obj_id: the object's id in the masks.
+        """
         self.program.remove_object(obj_id)
 
     def reset(self) -> None:

@@ -40,7 +40,9 @@ from typing import Optional, Union
 
 import numpy as np
 
+from edgevos.data.masks import write_mask
 from edgevos.errors import InputError, SourceError
+from edgevos.files import publish, umask_mode
 from edgevos.runtime.overlay import draw_overlay, status_lines
 from edgevos.runtime.uri import URI, parse_sink, redact
 
@@ -68,7 +70,7 @@ class Sink:
 
     def _check_open(self) -> None:
         if self.closed:
-            raise SourceError(f"{self.uri}: write after close")
+            raise InputError(f"{self.uri}: write after close")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri})"
@@ -117,7 +119,7 @@ ENCODER_ELEMENT = "enc"
 def encoder_candidates(uri: Optional[URI] = None) -> list:
     """Encoder names to try, best first: the one asked for (``?encoder=NAME``), else the
     hardware encoder where its elements exist, then the software ones that are installed."""
-    from edgevos.runtime.sources import has_element
+    from edgevos.runtime.gstreamer import has_element
 
     asked = uri.query.get("encoder") if uri is not None else None
     if asked:
@@ -152,7 +154,7 @@ def display_sink() -> str:
     sink is chosen here from the environment: Wayland (WAYLAND_DISPLAY), X11
     (DISPLAY), or a Jetson's DRM/EGL sinks on a console without X.
     """
-    from edgevos.runtime.sources import has_element
+    from edgevos.runtime.gstreamer import has_element
 
     if os.environ.get("WAYLAND_DISPLAY") and os.environ.get("XDG_RUNTIME_DIR") and has_element("waylandsink"):
         return "waylandsink sync=false"
@@ -174,7 +176,7 @@ def display_sink() -> str:
 def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Optional[str] = None) -> str:
     """The gst-launch description (after ``appsrc name=src``) for a video sink URI, with
     ``encoder`` (a name in :data:`ENCODERS`; default: the first candidate)."""
-    from edgevos.runtime.sources import _q, has_element
+    from edgevos.runtime.gstreamer import has_element, quote
 
     if uri.scheme == "display":
         return f"videoconvert ! {display_sink()}"
@@ -190,7 +192,7 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
                 f"{uri}: RTSP output needs the GStreamer element 'rtspclientsink' "
                 "(gstreamer1.0-rtsp / gst-rtsp-server), which is not installed here"
             )
-        return f"{head} ! rtspclientsink location={_q(uri.raw)}"
+        return f"{head} ! rtspclientsink location={quote(uri.raw)}"
     suffix = Path(uri.path).suffix.lower()
     if suffix in (".mp4", ".mov", ".m4v"):
         # fragmented while it is written (a fragment every MP4_FRAGMENT_MS, each playable on its
@@ -201,7 +203,7 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
         mux = "matroskamux"
     else:
         raise InputError(f"{uri}: unsupported video file extension '{suffix}': use .mp4 or .mkv")
-    return f"{head} ! {mux} ! filesink location={_q(location or uri.path)}"
+    return f"{head} ! {mux} ! filesink location={quote(location or uri.path)}"
 
 
 def i420_bytes(rgb: np.ndarray) -> bytes:
@@ -255,7 +257,7 @@ class VideoSink(_QueuedSink):
     def __init__(self, uri: URI, fps: Optional[float] = None, overlay: bool = True,
                  alpha: float = 0.5, eos_timeout: float = 30.0):
         super().__init__(uri)
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         gst()
         self.fps = float(fps) if fps and fps > 0 else 30.0
@@ -290,7 +292,7 @@ class VideoSink(_QueuedSink):
     def _start(self, h: int, w: int, first=None) -> None:
         """Start the output pipeline; with ``first`` (the first frame's I420 bytes) an encoder
         that has a fallback is tried on that frame, which is then pushed (``_pushed`` 1)."""
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         location = None
@@ -379,7 +381,7 @@ class VideoSink(_QueuedSink):
         return None
 
     def _bus_error(self, timeout_s: float = 0.0) -> Optional[str]:
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         if self._pipeline is None:
@@ -439,7 +441,7 @@ class VideoSink(_QueuedSink):
             raise SourceError(f"{self.uri}: writing the video failed: {exc}") from exc
 
     def _encode(self, frame_index: int, rgb: np.ndarray, mask, lines) -> None:
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         img = rgb if mask is None else draw_overlay(rgb, mask, alpha=self.alpha, lines=lines or ())
@@ -466,7 +468,7 @@ class VideoSink(_QueuedSink):
     def __del__(self):
         try:
             if self._pipeline is not None:
-                from edgevos.runtime.sources import gst
+                from edgevos.runtime.gstreamer import gst
 
                 self._pipeline.set_state(gst().State.NULL)
         except Exception:
@@ -488,7 +490,7 @@ class VideoSink(_QueuedSink):
             if pending is not None:
                 raise SourceError(f"{self.uri}: writing the video failed: {pending}") from pending
             return
-        from edgevos.runtime.sources import gst
+        from edgevos.runtime.gstreamer import gst
 
         Gst = gst()
         err = None
@@ -523,10 +525,7 @@ class VideoSink(_QueuedSink):
         self.frames = self._pushed if err is None else 0
         if self._tmp is not None:
             if err is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(self._tmp, 0o666 & ~umask)
-                os.replace(self._tmp, self._final)
+                publish(self._tmp, self._final, mode=umask_mode())
             else:
                 raise SourceError(f"{self.uri}: could not finalize the video ({err}); "
                                   f"partial data left in {self._tmp}")
@@ -548,14 +547,6 @@ def _fraction(fps: float):
 # ----------------------------------------------------------------------------
 # masks and JSON
 # ----------------------------------------------------------------------------
-def _writer():
-    try:
-        from edgevos.data.masks import write_mask
-    except ImportError:  # pragma: no cover - part of edgevos
-        raise SourceError("edgevos.data.masks is missing: reinstall edgevos")
-    return write_mask
-
-
 _MASK_NAME = re.compile(r"^(\d{5,}\.png|\.\d{5,}\.png\..*\.tmp)$")  # a mask, or one being written
 
 
@@ -603,7 +594,7 @@ class MaskSink(_QueuedSink):
             raise InputError(f"{uri}: overwrite={uri.query['overwrite']!r} must be 1 or 0")
         _prepare_dir(self.dir, uri)
         _claim_mask_dir(self.dir, uri, overwrite in ("1", "true", "yes"))
-        self._write_mask = _writer()
+        self._write_mask = write_mask
         self._queue: "queue.Queue" = queue.Queue(maxsize=queue_size)
         self._error: Optional[BaseException] = None
         self._thread = threading.Thread(target=self._run, name="edgevos-masks", daemon=True)

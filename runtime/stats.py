@@ -8,7 +8,6 @@ the summary plus every per-frame record.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from edgevos import files
 
 
 @dataclass
@@ -161,27 +162,12 @@ class RunStats:
 
     def write_json(self, path, summary: Optional[dict] = None) -> Path:
         """Summary plus per-frame records, written atomically."""
-        import os
-        import tempfile
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "summary": summary if summary is not None else self.summary(),
             "frames": [_record_dict(r, self.t_start) for r in self.records],
             "frames_not_logged": self.discarded,  # oldest records beyond max_records
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(payload, fh, indent=1)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return files.write_json(path, payload, indent=1, mode=0o644)
 
 
 def _record_dict(r: FrameRecord, t0: float) -> dict:

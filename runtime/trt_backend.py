@@ -41,7 +41,7 @@ from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
-from edgevos.errors import BundleError, InputError, SourceError
+from edgevos.errors import BundleError, DeviceError, InputError
 from edgevos.jetson.trtinfo import ATTR_CAN_MAP_HOST_MEMORY, ATTR_INTEGRATED, D2H, H2D, CudaError, CudaRuntime
 from edgevos.backend import Backend
 
@@ -295,7 +295,7 @@ class _StageEngine:
                 blocks[name] = backend._pool.take(self.nbytes(name))
                 ctx.set_tensor_address(name, blocks[name])
             if not ctx.execute_async_v3(int(backend.stream)):
-                raise SourceError(f"TensorRT execute_async_v3 failed for stage '{self.spec.name}'")
+                raise DeviceError(f"TensorRT execute_async_v3 failed for stage '{self.spec.name}'")
             res: Dict[str, object] = {}
             for name in self.spec.output_names:
                 dst = out.get(name)

@@ -34,6 +34,7 @@ from typing import Dict, Tuple
 from urllib.parse import parse_qsl
 
 from edgevos.errors import InputError
+from edgevos.parsing import parse_hw
 
 SOURCE_SCHEMES = ("file", "v4l2", "csi", "rtsp", "test", "davis")
 SINK_SCHEMES = ("file", "masks", "display", "json", "rtsp")
@@ -69,33 +70,24 @@ class URI:
     def live(self) -> bool:
         return self.scheme in LIVE_SCHEMES
 
-    def get_int(self, key: str, default: int) -> int:
+    def _get(self, key: str, default, cast, noun: str):
         v = self.query.get(key)
         if v is None:
             return default
         try:
-            return int(v)
-        except ValueError:
-            raise InputError(f"{self}: '{key}={v}' is not an integer") from None
+            return cast(v)
+        except (ValueError, InputError):
+            raise InputError(f"{self}: '{key}={v}' {noun}") from None
+
+    def get_int(self, key: str, default: int) -> int:
+        return self._get(key, default, int, "is not an integer")
 
     def get_float(self, key: str, default: float) -> float:
-        v = self.query.get(key)
-        if v is None:
-            return default
-        try:
-            return float(v)
-        except ValueError:
-            raise InputError(f"{self}: '{key}={v}' is not a number") from None
+        return self._get(key, default, float, "is not a number")
 
     def get_size(self, key: str, default: Tuple[int, int]) -> Tuple[int, int]:
         """``size=HxW`` -> (H, W)."""
-        v = self.query.get(key)
-        if v is None:
-            return default
-        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", v)
-        if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-            raise InputError(f"{self}: '{key}={v}' is not a size; write it as HEIGHTxWIDTH, e.g. 240x432")
-        return int(m.group(1)), int(m.group(2))
+        return self._get(key, default, parse_hw, "is not a size; write it as HEIGHTxWIDTH, e.g. 240x432")
 
 
 def _split_query(rest: str) -> Tuple[str, Dict[str, str]]:

@@ -105,7 +105,6 @@ class TorchBackend(Backend):
         super().__init__(specs)
         import torch
 
-        self._torch = torch
         if threads:
             torch.set_num_threads(int(threads))
         self.modules = {k: m.eval() for k, m in modules.items()}
@@ -122,13 +121,28 @@ class TorchBackend(Backend):
         return cls(model.stage_modules(), bundle.specs, threads=threads)
 
     def _run(self, spec, feeds):
-        torch = self._torch
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.input_names]
-        with torch.inference_mode():
-            outs = self.modules[spec.name](*args)
-        if not isinstance(outs, (tuple, list)):
-            outs = (outs,)
-        return {n: o.detach().numpy() for n, o in zip(spec.output_names, outs)}
+        return run_module(self.modules[spec.name], spec, feeds)
+
+
+def run_module(module, spec: StageSpec, feeds: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Run a PyTorch stage module on numpy feeds: the reference outputs of a stage.
+
+    Args:
+        module: the stage's ``torch.nn.Module``, called with ``spec.input_names`` in order.
+        spec: the stage's inputs and outputs.
+        feeds: input name -> array.
+
+    Returns:
+        Output name -> array (CPU, detached).
+    """
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in spec.input_names]
+    with torch.inference_mode():
+        outs = module(*args)
+    if not isinstance(outs, (tuple, list)):
+        outs = (outs,)
+    return {n: o.detach().cpu().numpy() for n, o in zip(spec.output_names, outs)}
 
 
 # ----------------------------------------------------------------------------- registry

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -51,6 +52,8 @@ from edgevos.bench_report import (
     roofline_table,
 )
 from edgevos.parsing import parse_hw, split_list
+
+log = logging.getLogger(__name__)
 
 #: what each backend accepts on the precision axis (the backend registry's vocabulary)
 BACKEND_PRECISIONS = {name: entry.precisions for name, entry in BACKENDS.items()}
@@ -511,9 +514,9 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
     device = collect()
     warning = _jetson_warning(device)
     if warning:
-        print(warning, file=sys.stderr)
-    print(f"[bench] device: {device_line(device)}")
-    print(f"[bench] source: {src_desc}; {len(plan)} rows" + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
+        log.warning(warning.removeprefix("WARNING: "))
+    log.info(f"[bench] device: {device_line(device)}")
+    log.info(f"[bench] source: {src_desc}; {len(plan)} rows" + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
 
     from edgevos.models.registry import get_family
     from edgevos.models.weights import resolve
@@ -567,14 +570,14 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
         except Exception as exc:  # this family's bundle rows fail; the others run
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             bundle_errors[(fam, preset)] = msg if isinstance(exc, EdgevosError) else f"{type(exc).__name__}: {msg}"
-            print(f"[bench] {fam}{':' + preset if preset else ''}: {bundle_errors[(fam, preset)]}", file=sys.stderr)
+            log.warning(f"[bench] {fam}{':' + preset if preset else ''}: {bundle_errors[(fam, preset)]}")
     # a bundle for the roofline when only torch rows were asked for is not exported: FLOPs come from bundles
 
     from edgevos.roofline import measure_peak
 
     peaks_before = None
     if measure_roofline:
-        print(f"[bench] physical limit: timing a large GEMM ({threads or 'default'} threads)")
+        log.info(f"[bench] physical limit: timing a large GEMM ({threads or 'default'} threads)")
         peaks_before = measure_peak(threads)
     rows = []
     interrupted = False
@@ -582,7 +585,7 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
         r = dict(spec)
         key = (r["family"], r["preset"])
         label = f"{row_label(r)} tau={r['tau']:g}"
-        print(f"[bench] {k}/{len(plan)} {label}", flush=True)
+        log.info(f"[bench] {k}/{len(plan)} {label}")
         t0 = time.perf_counter()
         try:
             if r["backend"] == "torch":
@@ -620,10 +623,10 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
         r["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(r)
         if r["status"] == "ok":
-            print(f"[bench]     {r['fps'] or float('nan'):.2f} FPS, reuse {fmt_value(r['reuse_rate'], '{:.2f}')}, "
-                  f"J&F {fmt_value(r['J&F'], scale=100)} ({r['seconds']:.0f} s)")
+            log.info(f"[bench]     {r['fps'] or float('nan'):.2f} FPS, reuse {fmt_value(r['reuse_rate'], '{:.2f}')}, "
+                     f"J&F {fmt_value(r['J&F'], scale=100)} ({r['seconds']:.0f} s)")
         else:
-            print(f"[bench]     {r['status']}")
+            log.info(f"[bench]     {r['status']}")
         if interrupted:
             break
 
@@ -632,7 +635,7 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
         try:
             roof = roofline(rows, bundles, best_peaks(peaks_before, measure_peak(threads)))
         except EdgevosError as exc:
-            print(f"[bench] physical-limit figure skipped: {exc}", file=sys.stderr)
+            log.warning(f"[bench] physical-limit figure skipped: {exc}")
 
     # ------------------------------------------------------------------ write
     date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -703,7 +706,7 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
           + (f", {png}" if png else " (no FPS-vs-J&F plot: no row with J&F)")
           + (f", {out / 'roofline.png'}" if roof else ""))
     if warning:
-        print(warning, file=sys.stderr)
+        log.warning(warning.removeprefix("WARNING: "))
     return {**meta, "rows": rows, "roofline": roof}
 
 

@@ -20,6 +20,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from edgevos import __version__
 from edgevos.errors import BundleError
+from edgevos.files import is_temporary, write_json
 from edgevos.manifest_schema import DIGEST_KEY, check_manifest, manifest_digest
 from edgevos.stages import StageSpec
 
@@ -168,11 +169,7 @@ def _write_manifest(root: Path, manifest: dict) -> Path:
     }
     plain = json.loads(json.dumps(manifest, default=_json_default))  # what a reader will see
     manifest[DIGEST_KEY] = plain[DIGEST_KEY] = manifest_digest(plain)
-    path = root / MANIFEST
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(plain, indent=2))
-    tmp.replace(path)
-    return path
+    return write_json(root / MANIFEST, plain, indent=2)
 
 
 def add_files(bundle_dir, stage_files: Mapping[str, Mapping[str, object]], extra_files: Sequence = (), info: Optional[Mapping] = None) -> Path:
@@ -281,6 +278,14 @@ def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle
     Raises BundleError when the manifest is missing or unreadable, was written
     by a newer format, references paths outside the bundle, or when any file is
     missing, modified, or not listed in the manifest.
+
+    Args:
+        path: the bundle directory, or its ``manifest.json``.
+        verify: check the manifest's digest, every file's SHA-256, and that no file is unlisted.
+        allow_extra: files that may sit in the bundle without being listed.
+
+    Returns:
+        The :class:`Bundle`.
     """
     root = Path(path)
     if root.name == MANIFEST and root.is_file():
@@ -364,7 +369,8 @@ def _verify_files(root: Path, manifest: dict, allow_extra: Sequence = ()) -> Non
             )
     for p in sorted(root.rglob("*")):
         # symlinks count too (to a directory outside, or dangling): export never makes them
-        if not (p.is_file() or p.is_symlink()) or p.name in (MANIFEST, MANIFEST + ".tmp"):
+        if not (p.is_file() or p.is_symlink()) or p.name in (MANIFEST, MANIFEST + ".tmp") \
+                or is_temporary(p.name, MANIFEST):
             continue
         rel = p.relative_to(root).as_posix()
         if rel not in listed and p.resolve() not in allowed:

@@ -2,11 +2,15 @@
 
 Each verb lives in its own module exposing ``add_arguments(parser)`` and
 ``main(args) -> int``; modules must import cheaply (no torch at import time).
+Every verb takes ``-v`` (debug messages) and ``-q`` (warnings and errors only, no
+progress), before the verb or after it: they set the level of the ``edgevos`` logger,
+whose messages go to stderr; results go to stdout.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from edgevos import __version__
@@ -26,6 +30,50 @@ COMMANDS = {
 }
 
 
+class _Format(logging.Formatter):
+    """The message as it is; a level word before warnings, errors and debug messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def log_level(verbose: int = 0, quiet: bool = False) -> int:
+    """The ``edgevos`` logger's level for ``-v`` (count) and ``-q``: INFO by default."""
+    if quiet:
+        return logging.WARNING
+    return logging.DEBUG if verbose else logging.INFO
+
+
+def _start_logging(level: int) -> logging.Handler:
+    logger = logging.getLogger("edgevos")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return handler
+
+
+def _stop_logging(handler: logging.Handler) -> None:
+    logger = logging.getLogger("edgevos")
+    logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+
+
+def _add_log_options(parser: argparse.ArgumentParser, root: bool) -> None:
+    """``-v``/``-q``; on a verb they default to SUPPRESS so that the root's values stand,
+    and ``-q`` joins a verb's own ``--quiet`` (no progress) where it has one."""
+    default = dict(verbose=0, quiet=False) if root else dict(verbose=argparse.SUPPRESS, quiet=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="count", dest="verbose", default=default["verbose"],
+                        help="debug messages")
+    own = parser._option_string_actions.get("--quiet")
+    if own is not None:
+        own.default = argparse.SUPPRESS
+    names = [n for n in ("-q", "--quiet") if n not in parser._option_string_actions]
+    parser.add_argument(*names, action="store_true", dest="quiet", default=default["quiet"],
+                        help="warnings and errors only, no progress")
+
+
 def _verb_parsers(parser: argparse.ArgumentParser) -> dict:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -41,7 +89,8 @@ def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
     verb = getattr(args, "command", None)
     sub = _verb_parsers(parser).get(verb)
     if extra and sub is not None and getattr(sub, "intermixed", False):
-        return sub.parse_intermixed_args(argv[argv.index(verb) + 1:], namespace=argparse.Namespace(command=verb))
+        root = argparse.Namespace(command=verb, verbose=args.verbose, quiet=args.quiet)
+        return sub.parse_intermixed_args(argv[argv.index(verb) + 1:], namespace=root)
     if extra:
         (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     return args
@@ -53,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Semi-supervised video object segmentation on NVIDIA Jetson.",
     )
     parser.add_argument("--version", action="version", version=f"edgevos {__version__}")
+    _add_log_options(parser, root=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for verb, (module_name, help_text) in COMMANDS.items():
         try:
@@ -63,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # verb not available in this build
         p = sub.add_parser(verb, help=help_text, description=help_text)
         module.add_arguments(p)
+        _add_log_options(p, root=False)
         p.set_defaults(_handler=module.main)
         p.intermixed = getattr(module, "INTERMIXED", False)
     return parser
@@ -74,6 +125,7 @@ def main(argv=None) -> int:
     if not getattr(args, "_handler", None):
         parser.print_help()
         return 2
+    handler = _start_logging(log_level(args.verbose or 0, bool(args.quiet)))
     try:
         return int(args._handler(args) or 0)
     except EdgevosError as exc:
@@ -82,6 +134,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"edgevos {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _stop_logging(handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -67,10 +70,10 @@ def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: 
         try:
             b = load_bundle(bundle)
             if precision in b.precisions and tuple(b.input_size) == tuple(input_size):
-                print(f"[demo] reusing bundle {bundle}")
+                log.info(f"[demo] reusing bundle {bundle}")
                 return bundle
         except BundleError as exc:
-            print(f"[demo] rebuilding bundle: {exc}")
+            log.info(f"[demo] rebuilding bundle: {exc}")
     if bundle.exists():
         import shutil
 
@@ -112,10 +115,10 @@ def main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     taus = parse_taus(args.tau)
     t0 = time.perf_counter()
-    print("[demo] 1/3 generating a clip with ground truth and encoding it to MP4")
+    log.info("[demo] 1/3 generating a clip with ground truth and encoding it to MP4")
     seq, clip = make_clip(out, args.frames, parse_hw(args.clip_size, "--clip-size"), args.seed)
-    print(f"[demo]     {clip} ({len(seq)} frames, {seq.frame(0).shape[1]}x{seq.frame(0).shape[0]}, objects {seq.object_ids})")
-    print(f"[demo] 2/3 exporting G-FRTM-fast ({args.weights}) to ONNX + {args.precision}")
+    log.info(f"[demo]     {clip} ({len(seq)} frames, {seq.frame(0).shape[1]}x{seq.frame(0).shape[0]}, objects {seq.object_ids})")
+    log.info(f"[demo] 2/3 exporting G-FRTM-fast ({args.weights}) to ONNX + {args.precision}")
     if args.input_size:
         size = parse_hw(args.input_size, "--input-size")
     else:
@@ -123,12 +126,12 @@ def main(args) -> int:
 
         size = tuple(load_checkpoint("gfrtm", args.weights)["config"]["input_size"])
     bundle = ensure_bundle(out, args.weights, size, args.precision, args.rebuild)
-    print(f"[demo] 3/3 GStreamer runtime: file://{clip.name} -> overlay MP4 + masks, ONNX Runtime {args.precision}")
+    log.info(f"[demo] 3/3 GStreamer runtime: file://{clip.name} -> overlay MP4 + masks, ONNX Runtime {args.precision}")
     gts = [seq.mask(i) for i in range(len(seq))]
     rows = []
     pin, threads = _pinning(args.pin_inference, args.threads)
     if pin:
-        print(f"[demo]     inference pinned to core(s) {sorted(pin)}, {threads} thread(s); I/O on the others")
+        log.info(f"[demo]     inference pinned to core(s) {sorted(pin)}, {threads} thread(s); I/O on the others")
     for tau in taus:
         tag = f"tau{tau:g}"
         split = None
@@ -144,7 +147,7 @@ def main(args) -> int:
                  open_sink(f"masks://{(out / f'masks_{tag}').resolve()}?overwrite=1")]  # the demo's own folder
         summary = run_pipeline(source, sinks, session, first_mask=gts[0], warmup=5, status=None, core_split=split)
         if summary.error:
-            print(f"[demo] run at tau={tau:g} ended with an error: {summary.error}")
+            log.warning(f"[demo] run at tau={tau:g} ended with an error: {summary.error}")
         masks_dir = out / f"masks_{tag}"
         preds = []
         for i in range(len(seq)):

@@ -24,6 +24,10 @@ class SourceError(EdgevosError):
     """A video source or sink failed (missing file, corrupt stream, camera gone)."""
 
 
+class DeviceError(EdgevosError):
+    """An accelerator call failed: the CUDA runtime, or TensorRT running an engine."""
+
+
 class DependencyError(EdgevosError, ImportError):
     """An optional dependency is not installed."""
 

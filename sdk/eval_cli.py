@@ -16,11 +16,14 @@ given).
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from edgevos.backend import BACKENDS
 from edgevos.errors import InputError
 from edgevos.parsing import parse_taus
+
+log = logging.getLogger(__name__)
 
 
 def add_results_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,8 +100,10 @@ def main_results(args) -> int:
         raise InputError("pass --results DIR (a folder of <sequence>/<frame>.png masks) to evaluate saved masks")
     t0 = time.perf_counter()
     summary = evaluate_results(args.results, args.davis, sequences=args.sequences,
-                               resolution=args.resolution, progress=not args.no_progress)
+                               resolution=args.resolution, progress=not (args.no_progress or getattr(args, "quiet", False)))
     seconds = time.perf_counter() - t0
+    log.debug(f"scored {len(summary['per_object'])} object(s) of {sorted(summary['sequences'])} from {args.results} "
+              f"against {args.davis} in {seconds:.2f} s")
     out = Path(args.out) if args.out else Path(args.results)
     g_csv, o_csv = write_csvs(out, summary)
     js = write_json(out / "results.json", {
@@ -130,7 +135,7 @@ def main_model(args) -> int:
     rows = evaluate(seqs, tau=taus, family=args.family, weights=args.weights, bundle=args.bundle,
                     backend=args.backend, precision=args.precision, max_reuse=args.max_reuse,
                     input_size=args.input_size, threads=args.threads, save_masks=args.save_masks,
-                    progress=not args.no_progress)
+                    progress=not (args.no_progress or getattr(args, "quiet", False)))
     out = Path(args.out or args.save_masks or ".")
     out.mkdir(parents=True, exist_ok=True)
     what = args.bundle or args.weights

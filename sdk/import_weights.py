@@ -37,6 +37,7 @@ def main(args) -> int:
 
     import torch
 
+    from edgevos.files import replacing
     from edgevos.parsing import check_writable
 
     check_writable(args.out, "--out")  # before the import, not after it
@@ -47,10 +48,8 @@ def main(args) -> int:
     if args.half:
         ckpt["state_dict"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(out)
+    with replacing(out) as tmp:
+        torch.save(ckpt, tmp)
     report = dict(report, out=str(out))
     if args.json:
         print(json.dumps(report, indent=2))

@@ -25,13 +25,10 @@ costs no copy; ``push(item)`` is reserve + copy + commit for everything else.
 
 A streaming model keeps one buffer per pathway (and per cached activation)::
 
-    rings = RingBuffers.from_specs({
-        "fast": (8, (64, 60, 108), "float32"),
-        "slow": (3, (512, 15, 27), "float32"),
-    })
-    rings["fast"].push(feat)                 # once per frame (or reserve() ... commit())
-    x = rings["fast"].window(8)              # (8, 64, 60, 108), oldest first
-    s = rings["fast"].window(3, stride=3)    # frames t-6, t-3, t
+    fast = RingBuffer(8, (64, 60, 108), "float32")
+    fast.push(feat)                 # once per frame (or reserve() ... commit())
+    x = fast.window(8)              # (8, 64, 60, 108), oldest first
+    s = fast.window(3, stride=3)    # frames t-6, t-3, t
 """
 from __future__ import annotations
 
@@ -41,7 +38,7 @@ import mmap
 import os
 import sys
 import weakref
-from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -385,62 +382,3 @@ class StridedRing:
     def __repr__(self) -> str:
         return (f"StridedRing(k={self.k}, stride={self.stride}, item_shape={self.item_shape}, "
                 f"dtype={self.dtype.name}, len={len(self)}, layout={self.layout})")
-
-
-SpecValue = Union[Tuple[int, Sequence[int], str], Tuple[int, Sequence[int]]]
-
-
-class RingBuffers:
-    """A named set of ring buffers, e.g. one per pathway."""
-
-    def __init__(self, buffers: Mapping[str, RingBuffer]):
-        self._buffers: Dict[str, RingBuffer] = dict(buffers)
-
-    @classmethod
-    def from_specs(cls, specs: Mapping[str, SpecValue]) -> "RingBuffers":
-        """Build from ``{name: (capacity, item_shape[, dtype])}``."""
-        buffers = {}
-        for name, spec in specs.items():
-            if not isinstance(spec, (tuple, list)) or len(spec) not in (2, 3):
-                raise InputError(
-                    f"ring spec for '{name}' must be (capacity, shape[, dtype]), got {spec!r}"
-                )
-            capacity, shape = spec[0], spec[1]
-            dtype = spec[2] if len(spec) == 3 else "float32"
-            buffers[name] = RingBuffer(capacity, shape, dtype)
-        return cls(buffers)
-
-    def __getitem__(self, name: str) -> RingBuffer:
-        try:
-            return self._buffers[name]
-        except KeyError:
-            raise InputError(f"no ring buffer named '{name}'; have {sorted(self._buffers)}") from None
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._buffers
-
-    def __iter__(self):
-        return iter(self._buffers)
-
-    def __len__(self) -> int:
-        return len(self._buffers)
-
-    def items(self):
-        return self._buffers.items()
-
-    def push(self, items: Mapping[str, np.ndarray]) -> None:
-        """Push one item into each named buffer."""
-        for name, item in items.items():
-            self[name].push(item)
-
-    def clear(self) -> None:
-        for b in self._buffers.values():
-            b.clear()
-
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self._buffers.values())
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{n}: {b!r}" for n, b in self._buffers.items())
-        return f"RingBuffers({{{inner}}})"

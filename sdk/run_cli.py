@@ -10,11 +10,14 @@ how the run ended: 0 end of stream / --max-frames, 1 source or input error,
 """
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import time
 
 from edgevos.backend import BACKENDS
+
+log = logging.getLogger(__name__)
 
 
 def _number(kind, low=None, high=None, low_open=False):
@@ -88,7 +91,7 @@ def _status_printer():
                 sys.stderr.write("\r" + line[:160] + "\x1b[K")
                 sys.stderr.flush()
             elif time.perf_counter() - last[0] >= 5.0:
-                print(line, file=sys.stderr, flush=True)
+                log.info(line)
                 last[0] = time.perf_counter()
         except OSError:  # the terminal went away (SIGHUP follows): the run itself goes on to a clean end
             pass
@@ -110,8 +113,8 @@ def main(args) -> int:
     print(summary.table())
     print(f"stopped by: {summary.stopped_by}" + (f" ({summary.error})" if summary.error else ""))
     if summary.dropped:
-        print(f"warning: the source lost {summary.dropped} frame(s) (a live source outran, or a file's decoder "
-              "dropped them); outputs keep the source's frame numbers", file=sys.stderr)
+        log.warning(f"the source lost {summary.dropped} frame(s) (a live source outran, or a file's decoder "
+                    "dropped them); outputs keep the source's frame numbers")
     for uri, frames in zip(summary.sinks, summary.sink_frames):
         if frames:
             print(f"wrote {uri} ({frames} frames)")

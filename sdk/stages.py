@@ -7,8 +7,8 @@ This module is torch-free.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -83,7 +83,3 @@ class StageSpec:
                     f"but the stage was built for {tuple(t.shape)}: resize the frame to the "
                     f"bundle's input size or export a bundle for this size"
                 )
-
-
-def specs_by_name(specs: Sequence[StageSpec]) -> Dict[str, StageSpec]:
-    return {s.name: s for s in specs}

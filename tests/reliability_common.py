@@ -54,5 +54,15 @@ def gst_or_skip():
         pytest.skip(f"GStreamer with PyGObject is not available: {exc}")
 
 
+def gst_write(desc: str) -> None:
+    """Run a gst-launch description to its end of stream."""
+    Gst = gst_or_skip()
+    pipeline = Gst.parse_launch(desc)
+    pipeline.set_state(Gst.State.PLAYING)
+    msg = pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+    pipeline.set_state(Gst.State.NULL)
+    assert msg is not None and msg.type == Gst.MessageType.EOS, desc
+
+
 def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))

@@ -65,6 +65,24 @@ def test_eval_missing_davis_folder(tmp_path, capsys):
     assert rc == 1 and "nope" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_and_verbose_set_the_log_level(davis_and_results, capsys, where):
+    """-q: no progress on stderr, the results still on stdout; -v: debug lines too; either
+    before the verb or after it."""
+    root, _ = davis_and_results
+    verb = ["eval", "--results", str(root / "perfect"), "--davis", str(root / "davis")]
+
+    def run(flag):
+        argv = ([flag] + verb if where == "before" else verb + [flag]) if flag else verb
+        assert main(argv) == 0
+        return capsys.readouterr()
+
+    plain, quiet, verbose = run(None), run("-q"), run("-v")
+    assert "seq/s" in plain.err and "debug:" not in plain.err and "J&F-Mean" in plain.out  # a progress bar
+    assert quiet.err == "" and "J&F-Mean" in quiet.out
+    assert "debug: scored 3 object(s)" in verbose.err and "J&F-Mean" in verbose.out
+
+
 def test_doctor_via_cli_main(capsys):
     assert main(["doctor"]) == 0
     out = capsys.readouterr().out

@@ -32,13 +32,13 @@ def _frame(i, mask_value=1):
 
 def test_no_display_is_a_clear_error_not_a_crash(monkeypatch):
     _gst_or_skip()
-    from edgevos.runtime import sources
+    from edgevos.runtime import gstreamer
     from edgevos.runtime.sinks import open_sink
 
     for var in ("DISPLAY", "WAYLAND_DISPLAY"):
         monkeypatch.delenv(var, raising=False)
-    real = sources.has_element
-    monkeypatch.setattr(sources, "has_element", lambda name: name != "nvdrmvideosink" and real(name))
+    real = gstreamer.has_element
+    monkeypatch.setattr(gstreamer, "has_element", lambda name: name != "nvdrmvideosink" and real(name))
     with pytest.raises(SourceError, match="no display") as ei:
         open_sink("display://")
     assert "file://" in str(ei.value)  # says what to do instead

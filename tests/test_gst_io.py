@@ -299,16 +299,16 @@ def test_sink_size_change_and_write_after_close(Gst, tmp_path):
         sink.write(1, np.zeros((32, 64, 3), np.uint8), None)
     sink.close()
     assert (tmp_path / "a.mkv").is_file()
-    with pytest.raises(SourceError, match="after close"):
+    with pytest.raises(InputError, match="after close"):
         sink.write(2, np.zeros((32, 48, 3), np.uint8), None)
 
 
 def test_rtsp_output_names_missing_element(Gst, monkeypatch):
-    from edgevos.runtime import sources
+    from edgevos.runtime import gstreamer
     from edgevos.runtime.sinks import open_sink
 
-    real = sources.has_element
-    monkeypatch.setattr(sources, "has_element", lambda name: name != "rtspclientsink" and real(name))
+    real = gstreamer.has_element
+    monkeypatch.setattr(gstreamer, "has_element", lambda name: name != "rtspclientsink" and real(name))
     with pytest.raises(SourceError, match="rtspclientsink") as ei:
         open_sink("rtsp://user:pw@server:8554/out")
     assert "pw@" not in str(ei.value)
@@ -451,13 +451,13 @@ def test_encoder_choice_hardware_first_and_fallback(tmp_path, monkeypatch):
     encoder with a warning and the file is still written; ?encoder= picks one or fails clearly."""
     _gst_or_skip()
     from edgevos.runtime import sinks as S
-    from edgevos.runtime import sources
+    from edgevos.runtime import gstreamer
     from edgevos.runtime.sinks import encoder_candidates, open_sink
     from edgevos.runtime.sources import open_source
 
-    real = sources.has_element
+    real = gstreamer.has_element
     jetson = lambda name: name in ("nvv4l2h264enc", "nvvidconv") or real(name)  # noqa: E731
-    monkeypatch.setattr(sources, "has_element", jetson)
+    monkeypatch.setattr(gstreamer, "has_element", jetson)
     names = encoder_candidates()
     assert names[0] == "nvv4l2h264enc" and "x264enc" in names
     # here the NVENC chain cannot be built (no such elements): the sink must fall back, not fail
@@ -470,7 +470,7 @@ def test_encoder_choice_hardware_first_and_fallback(tmp_path, monkeypatch):
     src = open_source(f"file://{tmp_path / 'a.mp4'}")
     assert len([f for f in src]) == 6
     src.close()
-    monkeypatch.setattr(sources, "has_element", real)
+    monkeypatch.setattr(gstreamer, "has_element", real)
     with pytest.raises(InputError, match="encoder 'h265' is unknown"):
         open_sink(f"file://{tmp_path / 'b.mp4'}?encoder=h265")
     if not real("nvv4l2h264enc"):

@@ -23,10 +23,10 @@ def _failing_nvenc(monkeypatch):
     """'nvv4l2h264enc' listed, its chain builds and reaches PLAYING, and fails when the first
     frame's caps are negotiated (a capsfilter no upstream format satisfies)."""
     from edgevos.runtime import sinks as S
-    from edgevos.runtime import sources
+    from edgevos.runtime import gstreamer
 
-    real = sources.has_element
-    monkeypatch.setattr(sources, "has_element", lambda n: n in ("nvv4l2h264enc", "nvvidconv") or real(n))
+    real = gstreamer.has_element
+    monkeypatch.setattr(gstreamer, "has_element", lambda n: n in ("nvv4l2h264enc", "nvvidconv") or real(n))
     monkeypatch.setitem(S.ENCODERS, "nvv4l2h264enc", "capsfilter caps=video/x-raw,width=2,height=2 ! "
                                                      "x264enc tune=zerolatency")
 
@@ -71,23 +71,23 @@ def test_the_only_encoder_failing_on_the_first_frame_is_an_error(tmp_path, monke
     ({}, {"nvdrmvideosink", "nvvidconv"}, "nvvidconv ! video/x-raw(memory:NVMM) ! nvdrmvideosink sync=false"),
 ])
 def test_jetson_display_sinks_get_nvmm_frames(monkeypatch, env, elements, want):
-    from edgevos.runtime import sources
+    from edgevos.runtime import gstreamer
     from edgevos.runtime.sinks import display_sink
 
     for k in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(sources, "has_element", lambda n: n in elements)
+    monkeypatch.setattr(gstreamer, "has_element", lambda n: n in elements)
     assert display_sink() == want
 
 
 def test_jetson_console_without_nvvidconv_has_no_display(monkeypatch):
-    from edgevos.runtime import sources
+    from edgevos.runtime import gstreamer
     from edgevos.runtime.sinks import display_sink
 
     for k in ("DISPLAY", "WAYLAND_DISPLAY", "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(sources, "has_element", lambda n: n == "nvdrmvideosink")
+    monkeypatch.setattr(gstreamer, "has_element", lambda n: n == "nvdrmvideosink")
     with pytest.raises(SourceError, match="no display"):
         display_sink()

@@ -15,24 +15,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reliability_common import gst_or_skip  # noqa: E402
+from reliability_common import gst_or_skip, gst_write  # noqa: E402
 from test_run_cli import ColourSession  # noqa: E402
 
 pytestmark = pytest.mark.gst
 
 
-def _gst_write(desc: str) -> None:
-    """Run a gst-launch description to its end of stream."""
-    Gst = gst_or_skip()
-    pipeline = Gst.parse_launch(desc)
-    pipeline.set_state(Gst.State.PLAYING)
-    msg = pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-    pipeline.set_state(Gst.State.NULL)
-    assert msg is not None and msg.type == Gst.MessageType.EOS, desc
-
-
 def _video(path: Path, frames: int = 12, pattern: str = "ball") -> Path:
-    _gst_write(f"videotestsrc pattern={pattern} num-buffers={frames} ! video/x-raw,width=160,height=96,framerate=30/1 "
+    gst_write(f"videotestsrc pattern={pattern} num-buffers={frames} ! video/x-raw,width=160,height=96,framerate=30/1 "
                f"! x264enc ! h264parse ! mp4mux ! filesink location={path}")
     return path
 
@@ -135,13 +125,13 @@ def test_complete_files_with_odd_durations_are_accepted(tmp_path):
     raw = "video/x-raw,width=160,height=96,framerate=30/1 ! x264enc key-int-max=30 ! h264parse"
     if has_element("avenc_aac"):
         av = tmp_path / "av.mp4"
-        _gst_write(f"videotestsrc num-buffers=30 ! {raw} ! queue ! mp4mux name=m ! filesink location={av} "
+        gst_write(f"videotestsrc num-buffers=30 ! {raw} ! queue ! mp4mux name=m ! filesink location={av} "
                    "audiotestsrc num-buffers=130 samplesperbuffer=1024 ! audioconvert ! avenc_aac ! queue ! m.")
         assert _decode(av) == 30  # 1 s of video, 3 s of audio
     parts = []
     for name, pattern, n in (("flat", "black", 60), ("busy", "snow", 30)):
         parts.append(tmp_path / f"{name}.h264")
-        _gst_write(f"videotestsrc pattern={pattern} num-buffers={n} ! {raw} ! video/x-h264,stream-format=byte-stream "
+        gst_write(f"videotestsrc pattern={pattern} num-buffers={n} ! {raw} ! video/x-h264,stream-format=byte-stream "
                    f"! filesink location={parts[-1]}")
     stream = tmp_path / "clip.h264"
     stream.write_bytes(b"".join(p.read_bytes() for p in parts))
@@ -154,7 +144,7 @@ def test_truncated_files_are_still_named(tmp_path, mux):
 
     gst_or_skip()
     whole = tmp_path / "whole"
-    _gst_write(f"videotestsrc pattern=snow num-buffers=90 ! video/x-raw,width=160,height=96,framerate=30/1 ! "
+    gst_write(f"videotestsrc pattern=snow num-buffers=90 ! video/x-raw,width=160,height=96,framerate=30/1 ! "
                f"x264enc ! h264parse ! {mux} ! filesink location={whole}")
     cut = tmp_path / ("cut.mp4" if "mp4" in mux else "cut.mkv")
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reliability_common import gst_or_skip  # noqa: E402
+from reliability_common import gst_or_skip, gst_write  # noqa: E402
 from test_run_cli import ColourSession  # noqa: E402
 
 from edgevos.errors import InputError, SourceError  # noqa: E402
@@ -29,15 +29,6 @@ def cli(monkeypatch, capsys):
         return rc, out.out + out.err
 
     return go
-
-
-def _gst_write(desc: str) -> None:
-    Gst = gst_or_skip()
-    pipeline = Gst.parse_launch(desc)
-    pipeline.set_state(Gst.State.PLAYING)
-    msg = pipeline.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
-    pipeline.set_state(Gst.State.NULL)
-    assert msg is not None and msg.type == Gst.MessageType.EOS, desc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +74,7 @@ def test_files_without_video_frames_say_no_video_track(tmp_path, name, desc):
     from edgevos.runtime.sources import open_source
 
     path = tmp_path / name
-    _gst_write(f"{desc} ! filesink location={path}")
+    gst_write(f"{desc} ! filesink location={path}")
     with pytest.raises(SourceError) as ei:
         list(open_source(f"file://{path}"))
     msg = str(ei.value)
@@ -96,7 +87,7 @@ def test_question_mark_in_a_file_name(tmp_path, cli):
     from edgevos.runtime.uri import parse_sink, parse_source
 
     path = tmp_path / "clip?take=2.mp4"
-    _gst_write("videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48,framerate=30/1 ! x264enc ! h264parse "
+    gst_write("videotestsrc num-buffers=5 ! video/x-raw,width=64,height=48,framerate=30/1 ! x264enc ! h264parse "
                f"! mp4mux ! filesink location=\"{path}\"")
     for text in (f"file://{path}", str(path)):
         uri = parse_source(text)

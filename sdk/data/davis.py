@@ -189,11 +189,6 @@ class DavisDataset:
                 raise DataError(f"sequence {n!r} not found: no folder {self.image_dir / n}")
         return names
 
-    def imagesets(self) -> list:
-        """Names of the image-set lists under ImageSets/."""
-        d = self.root / "ImageSets"
-        return sorted(p.stem for p in d.rglob("*.txt")) if d.is_dir() else []
-
     def __len__(self) -> int:
         return len(self.sequences)
 

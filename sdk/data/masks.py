@@ -8,13 +8,12 @@ grayscale 0/255 image; :func:`read_mask` maps its 255 to object 1.
 """
 from __future__ import annotations
 
-import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from edgevos.errors import DataError, InputError
+from edgevos.files import write_bytes
 
 VOID = 255
 #: a mask PNG larger than this (width x height, read from its header) is refused undecoded
@@ -150,7 +149,6 @@ def encode_indexed_png(ids: np.ndarray) -> bytes:
     DAVIS tools read it back as the same ids.
     """
     import struct
-    import zlib
 
     import cv2
 
@@ -172,8 +170,8 @@ def encode_indexed_png(ids: np.ndarray) -> bytes:
 def write_mask(path, mask: np.ndarray) -> None:
     """Write an id map as an indexed PNG with the DAVIS palette.
 
-    The file is written to a temporary name in the same folder and moved into
-    place with ``os.replace``, so readers never see a half-written mask.
+    The file is written atomically (:func:`edgevos.files.write_bytes`), so
+    readers never see a half-written mask.
     Missing parent folders are created.
     """
 
@@ -190,31 +188,7 @@ def write_mask(path, mask: np.ndarray) -> None:
         raise InputError(f"mask for {path} has ids in [{arr.min()}, {arr.max()}]; ids must be 0..255")
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
 
-    path = Path(path)
-    data = encode_indexed_png(arr)
-    # a temporary name of this process and thread (no random-name search: this runs once a frame in
-    # a writer thread, next to inference); O_CREAT with 0o666 leaves the mode to the umask
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(tmp, flags, 0o666)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, flags, 0o666)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes(path, encode_indexed_png(arr))
 
 
 def object_ids(mask: np.ndarray) -> list[int]:
