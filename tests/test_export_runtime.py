@@ -40,7 +40,8 @@ def test_cli_bundle_and_parity(toy_bundle, capsys):
 
     b = load_bundle(toy_bundle)
     m = b.manifest
-    assert b.precisions == ["fp32", "int8-cpu", "int8-trt"] and b.family == "toy"
+    # int8-trt also as its FP16-float form (the --trt-float default)
+    assert b.precisions == ["fp32", "int8-cpu", "int8-trt", "int8-trt-f16"] and b.family == "toy"
     assert m["calibration"]["frames"] == 24 and m["calibration"]["source"] == "test://3"
     assert [s["name"] for s in m["calibration"]["sequences"]] == ["synthetic-0000", "synthetic-0001"]
     assert m["calibration"]["samples_per_stage"] == {"encoder": 22, "head": 22}

@@ -416,3 +416,20 @@ def test_unsupervised_model_is_evaluated_on_every_frame_and_runs_without_a_mask(
     with pytest.raises(InputError, match="needs an unsupervised model"):
         run("test://?frames=3", [], session=Session.from_model(_build("3-7"), family="slowfast"), unsupervised=True,
             power=False)
+
+
+def test_unsupervised_model_starts_from_a_semi_supervised_encoder(tmp_path):
+    from edgevos.train.slowfast import TrainConfig, Trainer, init_from
+
+    base = TrainConfig(out=str(tmp_path / "a"), synthetic=2, synthetic_frames=6, input_size=SIZE, preset="3-7",
+                       steps=1, batch=1, clip_len=2)
+    semi = Trainer(base).run()
+    m = _build("3-7", mode="unsupervised")
+    fresh = init_from(m, semi)
+    assert fresh and all(k.startswith("decoder.") for k in fresh)  # the conditioning inputs differ
+    from edgevos.models.weights import load_checkpoint
+
+    state = load_checkpoint("slowfast", semi)["state_dict"]
+    assert torch.equal(m.state_dict()["laterals.1.conv.weight"], state["laterals.1.conv.weight"].float())
+    with pytest.raises(InputError, match="same preset"):
+        init_from(_build("1-1", mode="unsupervised"), semi)

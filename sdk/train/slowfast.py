@@ -161,16 +161,22 @@ def corrupt_mask(y: np.ndarray, rng) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def init_from(model, path) -> None:
+#: modules a checkpoint of another mode (semi-supervised / unsupervised) need not fit: they start fresh
+HEADS = ("decoder.", "reference.", "reuse_decoder.", "gate.")
+
+
+def init_from(model, path) -> List[str]:
     """Load a slowfast checkpoint into ``model``; a decoder input that grew (e.g. the target model's
-    score channel) keeps the old channels' weights and starts the new ones at zero."""
+    score channel) keeps the old channels' weights and starts the new ones at zero.  Head tensors of
+    another shape (a checkpoint of the other mode) keep their fresh initialisation; their names are
+    returned.  The encoder must fit."""
     import torch
 
     from edgevos.models.weights import load_checkpoint
 
     state = load_checkpoint("slowfast", path)["state_dict"]
     own = model.state_dict()
-    take = {}
+    take, fresh = {}, []
     for k, v in state.items():
         if k not in own:
             continue
@@ -182,10 +188,13 @@ def init_from(model, path) -> None:
             w = torch.zeros_like(own[k])
             w[:, :v.shape[1]] = v
             take[k] = w
+        elif k.startswith(HEADS):
+            fresh.append(k)
         else:
             raise InputError(f"--init {path}: '{k}' {tuple(v.shape)} does not fit {tuple(own[k].shape)}; "
                              f"use a checkpoint of the same preset and backbone")
     model.load_state_dict(take, strict=False)
+    return fresh
 
 
 # ----------------------------------------------------------------------------- trainer
