@@ -82,11 +82,15 @@ def _resize(frame, mask, size):
 
 
 def run_program(program, sequence, max_frames: Optional[int] = None, input_size=None, on_frame=None) -> List[np.ndarray]:
-    """start() on frame 0 with its mask, step() on the rest; returns the masks (frame 0 = given)."""
+    """start() on frame 0 with its mask (an unsupervised program: without), step() on the rest;
+    returns the masks (frame 0 = given, or predicted by an unsupervised program)."""
     n = len(sequence) if max_frames is None else min(len(sequence), int(max_frames))
     frame, mask = _resize(sequence.frame(0), sequence.mask(0), input_size)
-    program.start(frame, mask)
-    masks = [np.asarray(mask)]
+    if getattr(program, "semi", True):
+        program.start(frame, mask)
+        masks = [np.asarray(mask)]
+    else:
+        masks = [np.asarray(program.start(frame).mask)]
     if on_frame:
         on_frame()
     for i in range(1, n):

@@ -64,11 +64,13 @@ def stage_parity(
     return rows
 
 
-def sequence_jf(gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.ndarray]) -> Optional[dict]:
-    """``{"J&F", "J", "F"}`` means over objects via edgevos.metrics (``None`` without ground truth)."""
+def sequence_jf(gt_masks: Sequence[np.ndarray], pred_masks: Sequence[np.ndarray],
+                protocol: str = "semi") -> Optional[dict]:
+    """``{"J&F", "J", "F"}`` means over objects via edgevos.metrics (``None`` without ground truth);
+    ``protocol`` as :func:`edgevos.metrics.evaluate_sequence`."""
     if any(m is None for m in gt_masks) or len(gt_masks) < 3:
         return None
-    res = evaluate_sequence(list(gt_masks), list(pred_masks))
+    res = evaluate_sequence(list(gt_masks), list(pred_masks), protocol=protocol)
     stats = list(res["stats"].values())
     return {
         "J&F": float(np.mean([s["J&F-Mean"] for s in stats])),
@@ -94,16 +96,19 @@ def end_to_end(
     for seq in sequences:
         n = len(seq) if max_frames is None else min(len(seq), int(max_frames))
         gt = [seq.mask(i) for i in range(n)]
-        masks = {}
+        masks, protocol = {}, "semi"
         for key, backend in backends.items():
-            masks[key] = run_program(program_factory(backend), seq, n)
-        entry = {"name": str(getattr(seq, "name", "")), "frames": n, "reference": sequence_jf(gt, masks["reference"])}
+            program = program_factory(backend)
+            protocol = "semi" if getattr(program, "semi", True) else "unsupervised"
+            masks[key] = run_program(program, seq, n)
+        entry = {"name": str(getattr(seq, "name", "")), "frames": n,
+                 "reference": sequence_jf(gt, masks["reference"], protocol)}
         for precision in candidates:
             ious = [agreement_iou(r, c) for r, c in zip(masks["reference"][1:], masks[precision][1:])]
             entry[precision] = {
                 "iou_vs_reference_mean": float(np.mean(ious)) if ious else 1.0,
                 "iou_vs_reference_min": float(np.min(ious)) if ious else 1.0,
-                "jf": sequence_jf(gt, masks[precision]),
+                "jf": sequence_jf(gt, masks[precision], protocol),
             }
         out["sequences"].append(entry)
     for precision in candidates:

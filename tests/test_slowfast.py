@@ -433,3 +433,21 @@ def test_unsupervised_model_starts_from_a_semi_supervised_encoder(tmp_path):
     assert torch.equal(m.state_dict()["laterals.1.conv.weight"], state["laterals.1.conv.weight"].float())
     with pytest.raises(InputError, match="same preset"):
         init_from(_build("1-1", mode="unsupervised"), semi)
+
+
+def test_unsupervised_program_calibrates_and_passes_parity():
+    """Export's calibration run and end-to-end parity start an unsupervised program without a mask
+    and score it with the unsupervised protocol."""
+    from edgevos.backend import TorchBackend
+    from edgevos.export.calibrate import run_program
+    from edgevos.export.parity import end_to_end
+
+    m = _build("3-7", mode="unsupervised")
+    fam = get_family("slowfast")
+    config = {"input_size": list(SIZE), "preset": "3-7", "mode": "unsupervised"}
+    backend = TorchBackend(m.stage_modules(), m.stage_specs())
+    seq = _seq(n=4)
+    masks = run_program(fam.make_program(backend, config), seq)
+    assert len(masks) == 4 and masks[0].shape == seq.frame(0).shape[:2]
+    rep = end_to_end(lambda b: fam.make_program(b, config), backend, {"fp32": backend}, [seq])
+    assert rep["sequences"][0]["reference"] is not None and rep["per_precision"]["fp32"]["iou_vs_reference_mean"] == 1.0
