@@ -234,12 +234,15 @@ def merged_posteriors(probs: np.ndarray) -> np.ndarray:
     return (odds / (odds.sum(0, keepdims=True) + bg_odds)).astype(np.float32)
 
 
-def merge_to_frame(probs: np.ndarray, object_ids: Sequence[int], frame_hw: Tuple[int, int]) -> np.ndarray:
+def merge_to_frame(probs: np.ndarray, object_ids: Sequence[int], frame_hw: Tuple[int, int],
+                   guard=None) -> np.ndarray:
     """Object ids at the frame's size from per-object probabilities at model resolution.
 
     One object: its map is resized (bilinear) to the frame and thresholded.  Several: they
     are merged at model resolution and the id map is resized once (nearest), so the host
-    work does not grow with the number of objects times the frame size.
+    work does not grow with the number of objects times the frame size.  ``guard``: an
+    :class:`edgevos.programs.occlusion.OcclusionGuard` applied to the merged map (several
+    objects only); the objects it hides get zero probability in ``probs`` (in place).
     """
     import cv2
 
@@ -247,6 +250,10 @@ def merge_to_frame(probs: np.ndarray, object_ids: Sequence[int], frame_hw: Tuple
     if probs.shape[0] == 1:
         return soft_aggregate(resize_map(probs[0], (h, w))[None], object_ids)
     ids = soft_aggregate(probs, object_ids)
+    if guard is not None:
+        ids, hidden = guard.apply(ids, object_ids)
+        for k in hidden:
+            probs[list(object_ids).index(k)] = 0.0
     if ids.shape == (h, w):
         return ids
     return cv2.resize(ids, (w, h), interpolation=cv2.INTER_NEAREST)

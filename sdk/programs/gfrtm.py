@@ -61,8 +61,15 @@ class GfrtmProgram(ObjectSetMixin):
     family = "gfrtm"
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None,
-                 num_augmentations: Optional[int] = None, seed: int = 0):
+                 num_augmentations: Optional[int] = None, seed: int = 0, occlusion: bool = True):
+        from edgevos.programs.occlusion import OcclusionGuard
         from edgevos.target_model import TargetModelConfig
+
+        if not isinstance(occlusion, bool):
+            raise InputError(f"occlusion={occlusion!r}: pass True (hide an object that collapses onto a neighbour) "
+                             "or False")
+        #: several objects: an object whose area collapses onto a neighbour is hidden for that frame
+        self.occlusion = OcclusionGuard() if occlusion else None
 
         self.backend = backend
         self.config = dict(config)
@@ -168,7 +175,7 @@ class GfrtmProgram(ObjectSetMixin):
         with timer.section("postprocess"):
             if probs_model is None:
                 probs_model = self._probs(logits)
-            mask = merge_to_frame(probs_model, self.object_ids, self.frame_hw)
+            mask = merge_to_frame(probs_model, self.object_ids, self.frame_hw, self.occlusion)
         return StepResult(self.frame_index, mask, probs_model, self.object_ids, bool(reused) and all(reused), p_gate,
                           dict(timer.ms), (time.perf_counter() - t0) * 1e3, list(reused))
 
@@ -204,6 +211,8 @@ class GfrtmProgram(ObjectSetMixin):
         self.frame_hw = tuple(frame.shape[:2])
         self.frame_index = 0
         self.computed_frames = 1
+        if self.occlusion is not None:
+            self.occlusion.reset()
         self._last = (x, feats)
         probs = [(mask == o.obj_id).astype(np.float32) for o in self.objects]
         return StepResult(0, mask.copy(), np.stack(probs, 0), self.object_ids, False, None, dict(timer.ms),
