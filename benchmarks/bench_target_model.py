@@ -9,7 +9,8 @@ optionally the model input size) and is scored on held-out DAVIS train sequences
         [--sequences bear,car-turn,...] [--davis ../shared/data/davis2016-train] [--json out.json]
 
 A variant is ``;``-separated, its fields ``,``-separated ``name=value`` pairs; ``base``
-is the shipped settings; ``input_size=480x864`` changes the model input.
+is the shipped settings; ``input_size=480x864`` changes the model input; ``target_inputs=f16+f32``
+the encoder outputs the target model reads.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def parse_variant(text: str) -> dict:
             from edgevos.parsing import parse_hw
 
             out[key] = parse_hw(value, "input_size", multiple=32)
+        elif key == "target_inputs":
+            out[key] = tuple(value.split("+"))
         elif key == "init_cg_iters":
             out[key] = tuple(int(v) for v in value.split("/"))
         else:
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
     for text in args.variants.split(";"):
         over = parse_variant(text)
         size = over.pop("input_size", None)
+        inputs = over.pop("target_inputs", None)
         if size not in models:
             models[size] = get_family("gfrtm").build(weights=args.weights, **({"input_size": size} if size else {}))
         model = models[size]
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
         for name in names:
             s = Session.from_model(model, tau=1.0, threads=args.threads)
             s.program.target_config = replace(s.program.target_config, **over)
+            if inputs:
+                s.program.target_inputs = inputs
             stats = run_sequence(s, ds[name])["eval"]["stats"]
             per_seq[name] = 100 * float(np.mean([v["J&F-Mean"] for v in stats.values()]))
         jf = float(np.mean(list(per_seq.values())))

@@ -377,3 +377,23 @@ def test_probabilities_come_at_the_frame_size_on_demand(model):
     r = s.step(seq.frame(1))
     assert r.model_probs.shape[1:] != r.mask.shape
     assert r.probs.shape == (2,) + r.mask.shape
+
+
+def test_target_model_reads_the_configured_encoder_outputs():
+    """``target_inputs`` stacks f32 (upsampled) and f8 (pooled) onto f16 for the target model."""
+    torch.manual_seed(0)
+    m = get_family("gfrtm").build(input_size=SIZE, target_inputs=["f16", "f32", "f8"])
+    s = Session.from_model(m, tau=1.0, num_augmentations=0)
+    seq = _frames()
+    s.start(seq.frame(0), seq.mask(0))
+    prog = s.program
+    assert prog.target_inputs == ("f16", "f32", "f8")
+    spec_hi, spec_lo = prog.backend.spec("encoder_high"), prog.backend.spec("encoder_low")
+    want = spec_hi.outputs[0].shape[1] + spec_hi.outputs[1].shape[1] + spec_lo.outputs[1].shape[1]
+    assert prog.c_target == want
+    r = s.step(seq.frame(1))
+    assert r.mask.shape == seq.frame(1).shape[:2]
+    for o in prog.objects:
+        assert o.target.in_channels == want
+    with pytest.raises(InputError, match="target_inputs"):
+        get_family("gfrtm").build(input_size=SIZE, target_inputs=["f32"])

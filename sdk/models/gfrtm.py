@@ -81,6 +81,9 @@ class GfrtmConfig:
     embed_dim: int = 32  # template-matching embedding channels
     dissim_dim: int = 64  # c_f: channels of the dissimilarity features D_t
     proj_dim: int = 32  # target model projection K (FRTM: 96 for ResNet18; MobileNetV2 f16 has only 96 channels)
+    # encoder outputs the online target model reads, at stride 16: "f16" (FRTM: one backbone level),
+    # optionally with "f32" (upsampled x2) and "f8" (area-pooled x2) stacked onto it
+    target_inputs: Tuple[str, ...] = ("f16",)
     # "light": edgevos' light decoder; "frtm": the upstream structure (FRTM segmentation network,
     # Reuse_VOS template matching / gate / translator), so upstream checkpoints load (edgevos.models.upstream)
     decoder: str = "light"
@@ -125,6 +128,11 @@ class GfrtmConfig:
                 f"reuse_scale 2 needs the light decoder and refiner_stride 16 "
                 f"(got decoder={self.decoder}, refiner_stride={self.refiner_stride})"
             )
+        object.__setattr__(self, "target_inputs", tuple(self.target_inputs))
+        if "f16" not in self.target_inputs or not set(self.target_inputs) <= {"f8", "f16", "f32"} \
+                or len(set(self.target_inputs)) != len(self.target_inputs):
+            raise InputError(f"target_inputs {list(self.target_inputs)}: use f16, optionally with f8 and f32 "
+                             "(e.g. ['f16', 'f32'])")
         if self.reuse_head not in REUSE_HEADS:
             raise InputError(f"reuse_head '{self.reuse_head}' is unknown: choose one of {list(REUSE_HEADS)}")
         if self.reuse_head != "stride8" and self.reuse_scale != 2:

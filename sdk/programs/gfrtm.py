@@ -88,6 +88,11 @@ class GfrtmProgram(ObjectSetMixin):
         spec = backend.spec("encoder_high")
         self.c16 = spec.outputs[0].shape[1]
         self._h16w16 = tuple(spec.outputs[0].shape[2:])
+        #: encoder outputs the target model reads, brought to stride 16 (f8 area-pooled, f32 upsampled)
+        self.target_inputs = tuple(self.config.get("target_inputs", ("f16",)))
+        self._channels = {"f8": backend.spec("encoder_low").outputs[1].shape[1], "f16": self.c16,
+                          "f32": spec.outputs[1].shape[1]}
+        self.c_target  # validates target_inputs
         self._h8w8 = tuple(backend.spec("encoder_low").outputs[1].shape[2:])
         self.objects: List[ObjectState] = []
         self.frame_hw = None
@@ -140,6 +145,31 @@ class GfrtmProgram(ObjectSetMixin):
         timer.add(stage, self.backend.last_ms[stage])
         return out
 
+    @property
+    def c_target(self) -> int:
+        """Channels of the target model's features (``target_inputs`` stacked)."""
+        bad = [k for k in self.target_inputs if k not in self._channels]
+        if bad or "f16" not in self.target_inputs:
+            raise InputError(f"target_inputs={self.target_inputs}: use f16, optionally with f8 and f32")
+        return sum(self._channels[k] for k in self.target_inputs)
+
+    def _target_features(self, feats) -> np.ndarray:
+        """(C, H/16, W/16) features of the online target model: ``target_inputs`` at stride 16
+        (computed once per frame and kept in ``feats``)."""
+        if self.target_inputs == ("f16",):
+            return feats["f16"][0]
+        if "target" in feats:
+            return feats["target"]
+        parts = []
+        for k in self.target_inputs:
+            f = feats[k][0]
+            if f.shape[1:] != self._h16w16:
+                f = resize_maps(f, self._h16w16) if k == "f32" else \
+                    np.stack([resize_map(c, self._h16w16, area=True) for c in f])
+            parts.append(f)
+        feats["target"] = np.ascontiguousarray(np.concatenate(parts, 0), np.float32)
+        return feats["target"]
+
     def _label(self, mask_in: np.ndarray, obj_id: int, hw) -> np.ndarray:
         return resize_map((mask_in == obj_id).astype(np.float32), hw, area=True)
 
@@ -147,17 +177,17 @@ class GfrtmProgram(ObjectSetMixin):
         from edgevos.target_model import TargetModel, augment_first_frame
 
         label16 = self._label(mask_in, obj_id, self._h16w16)
-        tm = TargetModel(self.target_config, in_channels=self.c16, seed=self.seed)
+        tm = TargetModel(self.target_config, in_channels=self.c_target, seed=self.seed)
         aug_feats, aug_labels = [], []
         if self.target_config.num_augmentations > 0:
             image = np.ascontiguousarray(x[0].transpose(1, 2, 0)).astype(np.uint8)
             binary = (mask_in == obj_id).astype(np.uint8)
             for img_a, mask_a in augment_first_frame(image, binary, self.target_config.num_augmentations, self.seed):
                 fa = self._encode(to_input(img_a, self.input_size), timer)
-                aug_feats.append(fa["f16"][0])
+                aug_feats.append(self._target_features(fa))
                 aug_labels.append(resize_map(mask_a.astype(np.float32), self._h16w16, area=True))
         with timer.section("target_model"), host_blas():
-            tm.initialize(feats["f16"][0], label16, aug_feats or None, aug_labels or None)
+            tm.initialize(self._target_features(feats), label16, aug_feats or None, aug_labels or None)
         prev_score = label16[None, None].astype(np.float32)  # S_0 = y'_0 (paper)
         out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                          "f32": feats["f32"], "score": prev_score}, timer)
@@ -263,7 +293,7 @@ class GfrtmProgram(ObjectSetMixin):
                 logits.append(self._run("decoder_reuse", feeds, timer)["logits"])
                 continue
             with timer.section("target_model"), host_blas():
-                score = o.target.classify(feats["f16"][0])[None, None].astype(np.float32)
+                score = o.target.classify(self._target_features(feats))[None, None].astype(np.float32)
             out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                              "f32": feats["f32"], "score": score}, timer)
             logits.append(out["logits"])
@@ -282,7 +312,7 @@ class GfrtmProgram(ObjectSetMixin):
                     if reuse[k]:
                         continue
                     soft = shares[k] if shares is not None else resize_map(result.model_probs[k], self._h16w16, area=True)
-                    o.target.update(feats["f16"][0], soft)
+                    o.target.update(self._target_features(feats), soft)
             result.stage_ms = dict(timer.ms)
             result.total_ms = (time.perf_counter() - t0) * 1e3
         return result
