@@ -106,19 +106,19 @@ def test_gate_sees_long_gaps(tmp_path):
 def test_run_time_tracks_update_with_predicted_masks_not_ground_truth(tmp_path, mobilenet_weights):
     """With a decoder that predicts nothing, run-time tracks never learn from later frames
     (the ground truth would have taught the target model), and they start at random frames too."""
-    from edgevos.train.gfrtm import _new_target_model, build_cache, load_cache, runtime_tracks, score_tracks
+    from edgevos.train.gfrtm import TargetFeatures, _new_target_model, build_cache, load_cache, runtime_tracks, score_tracks
 
     tr = _tiny_trainer(tmp_path, random_starts=2, backbone_weights=str(mobilenet_weights))
     tr.cache = load_cache(build_cache(tr.model, [_seq(2, n=12)], tr.cfg, tmp_path / "cache", [True]))
     with torch.no_grad():
         tr.model.predict.bias.fill_(-60.0)  # sigmoid ~ 0 everywhere: no update enters the memory
     rt = runtime_tracks(tr.model, tr.cache, tr.cfg, np.random.default_rng(0))
-    teacher = score_tracks(tr.cache, tr.cfg, tr.model.config.proj_dim)
+    teacher = score_tracks(tr.model, tr.cache, tr.cfg)
     assert {t.flip for t in rt} == {False, True} and any(t.ref > 0 for t in rt)
     r0 = next(t for t in rt if t.ref == 0 and not t.flip)
     t0 = next(t for t in teacher if not t.flip)
     hw16 = r0.scores.shape[1:]
-    frozen = _new_target_model(tr.cache[0], r0.obj_id, False, 0, hw16, tr.cfg, tr.model.config.proj_dim)
+    frozen = _new_target_model(TargetFeatures(tr.model), tr.cache[0], r0.obj_id, False, 0, hw16, tr.cfg)
     f16 = tr.cache[0]["f16"].astype(np.float32)
     assert np.abs(r0.scores[1]).max() > 0.1  # a real score map, not a degenerate one
     for t in range(1, len(f16)):
@@ -156,3 +156,33 @@ def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_pa
     assert torch.equal(w[:1], first["state_dict"]["reuse_predict.weight"].float()) and not w[1:].any()
     assert float(blend.reuse_predict.bias[1].detach()) == -2.0
 
+
+
+def test_training_target_model_reads_what_the_program_reads(tmp_path, mobilenet_weights):
+    """With target_inputs f16+f32 the training tracks' target model sees the program's features
+    (f32 upsampled to stride 16; augmented first frames' f32 recomputed from their cached f16)."""
+    from edgevos.programs.base import Timer, resize_image, to_input
+    from edgevos.runtime.session import Session
+    from edgevos.train.gfrtm import TargetFeatures, _new_target_model, build_cache, load_cache
+
+    tr = _tiny_trainer(tmp_path, backbone_weights=str(mobilenet_weights), proj_dim=16,
+                       target_inputs=("f16", "f32"))
+    assert tr.model.config.target_inputs == ("f16", "f32") and tr.model.config.proj_dim == 16
+    seq = _seq(3, n=6)
+    tr.cache = load_cache(build_cache(tr.model, [seq], tr.cfg, tmp_path / "cache", [True]))
+    tf = TargetFeatures(tr.model)
+    prog = Session.from_model(tr.model, num_augmentations=0).program
+    img = np.ascontiguousarray(seq.frame(2))
+    x = to_input(resize_image(img, tr.cfg.input_size), tr.cfg.input_size)
+    feats = prog._encode(x, Timer())
+    want = prog._target_features(feats)
+    got = tf.frame(tr.cache[0], False, 2)
+    assert got.shape == want.shape == (prog.c_target,) + want.shape[1:]
+    np.testing.assert_allclose(got, want, atol=0.05)  # the cache stores fp16
+    aug = tf.augmented(tr.cache[0]["aug_f16_1"])
+    assert len(aug) == 2 and aug[0].shape == want.shape
+    tm = _new_target_model(tf, tr.cache[0], 1, False, 0, want.shape[1:], tr.cfg)
+    assert tm.in_channels == prog.c_target
+    score = tm.classify(tf.frame(tr.cache[0], False, 1))
+    assert score.shape == want.shape[1:] and np.isfinite(score).all()
+    assert tr._tm_tag == "_k16_f16+f32"

@@ -71,7 +71,10 @@ class ResNet18(nn.Module):
 
     def forward_high(self, f8) -> Tuple[torch.Tensor, torch.Tensor]:
         f16 = self.layer3(f8)
-        return f16, self.layer4(f16)
+        return f16, self.forward_top(f16)
+
+    def forward_top(self, f16) -> torch.Tensor:
+        return self.layer4(f16)
 
     ignored_keys = ("fc.",)
 
@@ -128,7 +131,10 @@ class MobileNetV2(nn.Module):
 
     def forward_high(self, f8):
         f16 = self.features[7:14](f8)  # (B, 96, H/16, W/16)
-        return f16, self.features[14:18](f16)  # (B, 320, H/32, W/32)
+        return f16, self.forward_top(f16)
+
+    def forward_top(self, f16):
+        return self.features[14:18](f16)  # (B, 320, H/32, W/32)
 
     ignored_keys = ("classifier.", "features.18.")
 

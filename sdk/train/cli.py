@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reuse-head", default="stride8", choices=["stride8", "residual", "blend"],
                    help="gfrtm (--reuse-scale 2): the reused frame's head: stride-8 logits, a correction of the "
                         "last computed frame's logits, or a learned blend of both")
+    p.add_argument("--proj-dim", type=int, default=32,
+                   help="gfrtm: channels of the online target model's projection (FRTM: 96)")
+    p.add_argument("--target-inputs", default="f16", choices=["f16", "f16+f32"],
+                   help="gfrtm: encoder outputs the target model reads at stride 16 (f32 upsampled)")
     p.add_argument("--init-reuse-path", action="store_true",
                    help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")
     p.add_argument("--init", default=None,
@@ -92,7 +96,8 @@ def gfrtm_config(args):
                       epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
                       max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init,
                       max_gap=args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
-                      reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path)
+                      reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
+                      target_inputs=tuple(args.target_inputs.split("+")))
     return cfg
 
 

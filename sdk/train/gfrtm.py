@@ -54,6 +54,8 @@ class TrainConfig(BaseTrainConfig):
     refiner_stride: int = 8  # GfrtmConfig.refiner_stride: 16 translates the refiner state at stride 16
     reuse_head: str = "stride8"  # GfrtmConfig.reuse_head: stride8, residual or blend (read the last computed logits)
     init: Optional[str] = None  # start from this checkpoint's weights (e.g. phase 1 of an earlier run)
+    proj_dim: int = 32  # GfrtmConfig.proj_dim: the online target model's projection
+    target_inputs: Tuple[str, ...] = ("f16",)  # GfrtmConfig.target_inputs: what the target model reads
     init_reuse_path: bool = False  # also take the init checkpoint's reuse path (matcher, gate, delta, translator, head)
     phase1_steps: int = 3000
     phase2_steps: int = 2000
@@ -222,21 +224,57 @@ def _label16(mask, obj, hw16):
     return resize_map((mask == obj).astype(np.float32), hw16, area=True)
 
 
-def _new_target_model(c, obj, flip, ref, hw16, cfg: TrainConfig, proj_dim: int):
+class TargetFeatures:
+    """The online target model's features of cached frames, stacked as the step program stacks
+    them (``GfrtmConfig.target_inputs``: f16, optionally with f32 upsampled to stride 16); the
+    cached augmented first frames hold f16 only, so their f32 is recomputed by the backbone's top."""
+
+    def __init__(self, model):
+        self.model = model
+        self.inputs = tuple(model.config.target_inputs)
+        self.proj_dim = model.config.proj_dim
+        if "f8" in self.inputs:
+            raise InputError(f"target_inputs {list(self.inputs)}: training supports f16 and f32 (the feature cache "
+                             "holds no f8 of augmented first frames)")
+
+    def frame(self, c, flip, t) -> np.ndarray:
+        f16 = _oriented(c, "f16", flip)[t].astype(np.float32)
+        if self.inputs == ("f16",):
+            return f16
+        return self._stack(f16, _oriented(c, "f32", flip)[t].astype(np.float32))
+
+    def augmented(self, a_f16: np.ndarray) -> List[np.ndarray]:
+        f16 = [a.astype(np.float32) for a in a_f16]
+        if self.inputs == ("f16",):
+            return f16
+        import torch
+
+        with torch.inference_mode():
+            f32 = self.model.backbone.forward_top(torch.from_numpy(np.stack(f16))).numpy()
+        return [self._stack(a, b) for a, b in zip(f16, f32)]
+
+    def _stack(self, f16, f32) -> np.ndarray:
+        from edgevos.programs.base import resize_maps
+
+        parts = {"f16": f16, "f32": resize_maps(f32, f16.shape[-2:])}
+        return np.ascontiguousarray(np.concatenate([parts[k] for k in self.inputs], 0), np.float32)
+
+
+def _new_target_model(tf: TargetFeatures, c, obj, flip, ref, hw16, cfg: TrainConfig):
     """A target model initialised on frame ``ref`` (with the cached augmentations when ``ref`` is 0)."""
     from edgevos.programs.base import resize_map
     from edgevos.target_model import TargetModel, TargetModelConfig
 
-    f16 = _oriented(c, "f16", flip)
     masks = _oriented(c, "masks", flip)
-    tm = TargetModel(TargetModelConfig(proj_dim=proj_dim), in_channels=f16.shape[1], seed=cfg.seed)
+    x = tf.frame(c, flip, ref)
+    tm = TargetModel(TargetModelConfig(proj_dim=tf.proj_dim), in_channels=x.shape[0], seed=cfg.seed)
     sfx = "_flip" if flip else ""
     a_f, a_m = c.get(f"aug_f16_{obj}{sfx}"), c.get(f"aug_mask_{obj}{sfx}")
     aug_f = aug_l = None
     if ref == 0 and a_f is not None and a_f.ndim == 4:
-        aug_f = [a.astype(np.float32) for a in a_f]
+        aug_f = tf.augmented(a_f)
         aug_l = [resize_map(m.astype(np.float32), hw16, area=True) for m in a_m]
-    tm.initialize(f16[ref].astype(np.float32), _label16(masks[ref], obj, hw16), aug_f, aug_l)
+    tm.initialize(x, _label16(masks[ref], obj, hw16), aug_f, aug_l)
     return tm
 
 
@@ -244,11 +282,12 @@ def _objects(c):
     return [int(i) for i in np.unique(c["masks"][0]) if i not in (0, 255)]
 
 
-def score_tracks(cache, cfg: TrainConfig, proj_dim: int) -> List[Track]:
+def score_tracks(model, cache, cfg: TrainConfig) -> List[Track]:
     """Teacher-forced tracks: the online target model fitted per (sequence, object, orientation)
     from frame 0 and updated with the ground truth of every frame."""
     from tqdm import tqdm
 
+    tf = TargetFeatures(model)
     tracks = []
     for si, c in enumerate(tqdm(cache, desc="target model (teacher-forced)", unit="seq")):
         for flip in _orientations(c):
@@ -257,11 +296,11 @@ def score_tracks(cache, cfg: TrainConfig, proj_dim: int) -> List[Track]:
             for obj in _objects(c):
                 if (_label16(masks[0], obj, hw16) > 0.5).sum() == 0:
                     continue  # vanishes at the stride-16 resolution: the target model cannot start
-                tm = _new_target_model(c, obj, flip, 0, hw16, cfg, proj_dim)
+                tm = _new_target_model(tf, c, obj, flip, 0, hw16, cfg)
                 scores = np.zeros((len(masks),) + tuple(hw16), np.float32)
                 scores[0] = _label16(masks[0], obj, hw16)
                 for t in range(1, len(masks)):
-                    f = f16[t].astype(np.float32)
+                    f = tf.frame(c, flip, t)
                     scores[t] = tm.classify(f)
                     tm.update(f, _label16(masks[t], obj, hw16))
                 tracks.append(Track(si, obj, 0, scores, flip, bool(c.get("real", True))))
@@ -277,6 +316,7 @@ def runtime_tracks(model, cache, cfg: TrainConfig, rng) -> List[Track]:
 
     from edgevos.programs.base import resize_map, sigmoid
 
+    tf = TargetFeatures(model)
     tracks = []
     model.eval()
     with torch.inference_mode():
@@ -292,15 +332,15 @@ def runtime_tracks(model, cache, cfg: TrainConfig, rng) -> List[Track]:
                         lab = _label16(masks[ref], obj, hw16)
                         if (lab > 0.5).sum() == 0:
                             continue
-                        tm = _new_target_model(c, obj, flip, ref, hw16, cfg, model.config.proj_dim)
+                        tm = _new_target_model(tf, c, obj, flip, ref, hw16, cfg)
                         scores = np.zeros((T,) + tuple(hw16), np.float32)
                         scores[ref] = lab
                         for t in range(ref + 1, T):
-                            f16 = feats["f16"][t].astype(np.float32)
-                            scores[t] = tm.classify(f16)
+                            ft = tf.frame(c, flip, t)
+                            scores[t] = tm.classify(ft)
                             x = [torch.from_numpy(feats[k][t].astype(np.float32))[None] for k in FEATS]
                             logits, _ = model.decode_full(*x, torch.from_numpy(scores[t])[None, None])
-                            tm.update(f16, resize_map(sigmoid(logits[0, 0].numpy()), hw16, area=True))
+                            tm.update(ft, resize_map(sigmoid(logits[0, 0].numpy()), hw16, area=True))
                         tracks.append(Track(si, obj, ref, scores, flip, bool(c.get("real", True))))
     return tracks
 
@@ -352,7 +392,8 @@ class Trainer:
 
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
                                  refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale,
-                                 reuse_head=cfg.reuse_head)
+                                 reuse_head=cfg.reuse_head, proj_dim=cfg.proj_dim,
+                                 target_inputs=tuple(cfg.target_inputs))
         self._init_reuse_head()
         if cfg.init:
             self._init_from(cfg.init)
@@ -381,11 +422,11 @@ class Trainer:
         seqs, real = self.sequences()
         entries = build_cache(self.model, seqs, self.cfg, self.out / "cache", real)
         self.cache = load_cache(entries)
-        tracks_path = self.out / "cache" / "tracks.npz"
+        tracks_path = self.out / "cache" / f"tracks{self._tm_tag}.npz"
         if tracks_path.is_file():
             self.teacher = load_tracks(tracks_path)
         else:
-            self.teacher = score_tracks(self.cache, self.cfg, self.model.config.proj_dim)
+            self.teacher = score_tracks(self.model, self.cache, self.cfg)
             if self.rank == 0:
                 save_tracks(tracks_path, self.teacher)
         self.tracks = self.teacher
@@ -394,7 +435,7 @@ class Trainer:
 
     def rescore(self, tag: str):
         """Re-make the run-time tracks with the current decoder (cached per tag, so a resume reuses them)."""
-        path = self.out / "cache" / f"tracks_runtime_{tag}.npz"
+        path = self.out / "cache" / f"tracks_runtime_{tag}{self._tm_tag}.npz"
         if path.is_file():
             self.runtime = load_tracks(path)
         else:
@@ -402,6 +443,13 @@ class Trainer:
             if self.rank == 0:
                 save_tracks(path, self.runtime)
         self._write({"phase": 1, "rescored": tag, "runtime_tracks": len(self.runtime), "time": time.time()})
+
+    @property
+    def _tm_tag(self) -> str:
+        """Track files are kept per target-model setting ("" for the original K=32 on f16)."""
+        c = self.model.config
+        return "" if (c.proj_dim, tuple(c.target_inputs)) == (32, ("f16",)) else \
+            f"_k{c.proj_dim}_{'+'.join(c.target_inputs)}"
 
     def _pick_track(self) -> Track:
         """Real tracks with probability ``real_share``; run-time tracks (once made) with ``runtime_share``."""
