@@ -44,7 +44,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
@@ -852,7 +852,11 @@ def _check_bundle(opts: Options, tools: Tools, unusable: Optional[str], report: 
                 if dest.exists():
                     shutil.rmtree(dest)
                 copy_for_engines(bundle.root, dest)
-                record.update((tools.build_python if builder == "python" else tools.build_trtexec)(dest, v) or {})
+                if builder == "python":  # one timing cache for every set: later builds reuse the timings
+                    cached = replace(v, options=replace(v.options, timing_cache=str(work / "timing.cache")))
+                    record.update(tools.build_python(dest, cached) or {})
+                else:
+                    record.update(tools.build_trtexec(dest, v) or {})
             except Exception as exc:  # noqa: BLE001 - one engine set failing is a row, not the end
                 logger.debug("building %s failed", label, exc_info=True)
                 record["error"] = f"{type(exc).__name__}: {exc}"

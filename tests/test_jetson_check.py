@@ -419,6 +419,7 @@ def _tools(tmp_path, monkeypatch, trtexec_log=TRTEXEC_PASSED, build_python=None)
     def python_builder(root, variant):  # what the Python builder leaves: engines registered in the copy
         from edgevos.bundle import add_files
 
+        assert Path(variant.options.timing_cache).parent.name == "work", "one timing cache for every set"
         b = load_bundle(root)
         files = {}
         for s in b.specs:
