@@ -17,8 +17,10 @@ TensorRT would invent placeholder ranges for every tensor.  A stage whose
 quantizable) builds FP16 in the ``int8`` and ``best`` sets.
 
 DLA engines are built FP16 from the ``fp32`` ONNX with GPU fallback (TensorRT 10
-runs explicitly quantized layers of a DLA build on the GPU), and the device of
-every layer is recorded in the manifest.
+runs explicitly quantized layers of a DLA build on the GPU).  The device the builder
+gives every network layer is recorded in the manifest, and the built engine's layers
+as TensorRT's engine inspector lists them (DLA subgraphs and GPU layers) go to
+``<engine>.layers.json``.
 
 Engine names encode what an engine depends on:
 ``<stage>.<precision>.trt<major.minor.patch>.<device>.<H>x<W>.engine`` where the
@@ -204,15 +206,24 @@ def plan_stage(bundle, stage: str, opts: BuildOptions) -> StagePlan:
 
 
 def trtexec_args(onnx: str, engine: str, opts: BuildOptions, timing_cache: Optional[str] = None,
-                 mode: Optional[BuildMode] = None, layer_info: Optional[str] = None) -> List[str]:
+                 mode: Optional[BuildMode] = None, layer_info: Optional[str] = None,
+                 qdq: Optional[bool] = None) -> List[str]:
     """trtexec arguments for one stage (the ONNX has fixed shapes, so no --shapes).
 
-    ``mode`` comes from :func:`plan_stage`; without it the stage is taken to hold Q/DQ nodes
-    exactly when ``opts`` builds from the Q/DQ ONNX.  ``layer_info`` writes the layer
-    information (with each layer's device) as JSON.
+    ``mode`` comes from :func:`plan_stage`; without it the builder settings are decided from
+    ``qdq`` (whether the graph holds Q/DQ nodes), else from the ``onnx`` file itself: INT8 is
+    never asked for a graph that was not seen to hold Q/DQ nodes.  ``layer_info`` writes the
+    layer information (with each layer's device) as JSON.
     """
     if mode is None:
-        mode = build_mode(opts, qdq=opts.precision in ("int8", "best"))
+        if qdq is None:
+            if not Path(onnx).is_file():
+                raise InputError(
+                    f"trtexec_args: {onnx} is not a readable file, so whether it holds Q/DQ nodes is unknown: "
+                    f"pass mode= (from plan_stage) or qdq="
+                )
+            qdq = has_qdq(onnx)
+        mode = build_mode(opts, qdq=bool(qdq))
     args = [f"--onnx={onnx}", f"--saveEngine={engine}", f"--memPoolSize=workspace:{int(opts.workspace_mb)}M"]
     if mode.strongly_typed:
         args.append("--stronglyTyped")
@@ -255,6 +266,29 @@ def placement_summary(layers: Sequence[dict]) -> Dict[str, int]:
     for layer in layers:
         dev = layer.get("device", "GPU")
         out[dev] = out.get(dev, 0) + 1
+    return out
+
+
+def engine_layers(trt, serialized, logger) -> Optional[List[dict]]:
+    """The layers of a built engine as TensorRT's engine inspector reports them (``IEngineInspector``,
+    detailed verbosity): name, type and, where the name or type says so, ``"device": "DLA"``
+    (the subgraphs TensorRT hands to the DLA appear as ``{ForeignNode[...]}`` layers of a DLA
+    build).  None when the engine cannot be inspected here."""
+    try:
+        engine = trt.Runtime(logger).deserialize_cuda_engine(bytes(serialized))
+        text = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+        layers = json.loads(text).get("Layers", [])
+    except Exception:  # inspection is a report, never a build failure
+        return None
+    out = []
+    for layer in layers:
+        if isinstance(layer, str):  # built without detailed verbosity: names only
+            layer = {"Name": layer}
+        name, kind = str(layer.get("Name", "")), str(layer.get("LayerType", ""))
+        info = {"name": name, "type": kind}
+        if "DLA" in kind.upper() or name.startswith("{ForeignNode["):
+            info["device"] = "DLA"
+        out.append(info)
     return out
 
 
@@ -309,10 +343,19 @@ def build_engine(onnx_path, engine_path, opts: BuildOptions, logger=None, qdq: O
     engine_path.write_bytes(bytes(serialized))
     if cache is not None:
         Path(opts.timing_cache).write_bytes(bytes(cache.serialize()))
+    record = {"source": Path(onnx_path).name, "mode": mode.runs, "layers": layers}
+    built = engine_layers(trt, serialized, logger)
+    if built is not None:
+        record["engine_layers"] = built
     layer_file = engine_path.with_name(engine_path.name + ".layers.json")
-    layer_file.write_text(json.dumps({"source": Path(onnx_path).name, "mode": mode.runs, "layers": layers}, indent=1))
-    return {"engine": engine_path, "layer_file": layer_file, "qdq": qdq, "runs": mode.runs,
-            "layers": placement_summary(layers)}
+    layer_file.write_text(json.dumps(record, indent=1))
+    out = {"engine": engine_path, "layer_file": layer_file, "qdq": qdq, "runs": mode.runs,
+           "layers": placement_summary(layers)}
+    if built is not None and opts.dla_core is not None:
+        # what the engine holds: DLA subgraphs and the GPU layers around them (incl. reformats)
+        out["engine_layers"] = {"DLA subgraphs": sum(1 for x in built if x.get("device") == "DLA"),
+                                "GPU": sum(1 for x in built if x.get("device") != "DLA")}
+    return out
 
 
 def timing_cache_name(trt_ver: str, device: str) -> str:
@@ -341,6 +384,8 @@ def build_bundle_engines(bundle_dir, opts: BuildOptions, progress: bool = True) 
         engines[spec.name] = built["engine"]
         stages[spec.name] = {"source": plan.source.name, "qdq": plan.qdq, "runs": built["runs"],
                              "layers": built["layers"], "layer_file": built["layer_file"].name}
+        if "engine_layers" in built:
+            stages[spec.name]["engine_layers"] = built["engine_layers"]
     key = f"trt-{opts.tag}"
     extra = [p.with_name(p.name + ".layers.json") for p in engines.values()]
     if opts.timing_cache and Path(opts.timing_cache).is_file() and bundle.root.resolve() in Path(opts.timing_cache).resolve().parents:

@@ -324,7 +324,7 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         target_fps: Optional[float] = None, threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
         refine_box: bool = True, unsupervised: bool = False,
         pin_inference: Union[str, Iterable[int], None] = None, max_frames: Optional[int] = None,
-        warmup: int = 10, timeout: Optional[float] = None, reconnect: int = 0, power: bool = True,
+        warmup: int = 10, timeout: Optional[float] = None, reconnect: int = 0, power=True,
         status: Optional[Callable[[str], None]] = None, log=None) -> RunSummary:
     """Segment a source URI and write sink URIs (what ``edgevos run`` does).
 
@@ -353,7 +353,8 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         warmup: frames excluded from steady-state statistics.
         timeout: seconds without a frame before a live source counts as stalled.
         reconnect: live sources: reconnect attempts after a stall or disconnect.
-        power: sample tegrastats/jtop where they exist.
+        power: sample tegrastats/jtop where they exist (or a
+            :class:`~edgevos.runtime.power.PowerMonitor` to use, e.g. one that logs tegrastats).
         status: called with a one-line live status twice a second.
         log: write the summary and per-frame records as JSON here.
 
@@ -431,7 +432,7 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
     if power:
         from edgevos.runtime.power import PowerMonitor
 
-        monitor = PowerMonitor()
+        monitor = power if isinstance(power, PowerMonitor) else PowerMonitor()
     summary = run_pipeline(src, opened, session, first_mask=first_mask, max_frames=max_frames, warmup=warmup,
                            status=status, power=monitor, core_split=split)
     logger.debug("stopped by %s after %d frames", summary.stopped_by, summary.frames)

@@ -116,8 +116,9 @@ class PowerMonitor:
     is False where neither tool exists; then ``summary()`` is None.
     """
 
-    def __init__(self, interval_ms: int = 100, command: Optional[List[str]] = None):
+    def __init__(self, interval_ms: int = 100, command: Optional[List[str]] = None, log=None):
         self.interval_ms = int(interval_ms)
+        self.log = log  # a path: every tegrastats line is also written there, as tegrastats printed it
         self.samples: List[Tuple[float, float]] = []  # (perf_counter s, watts)
         self.source: Optional[str] = None
         self._command = command
@@ -153,13 +154,26 @@ class PowerMonitor:
         return self.backend is not None
 
     def start(self) -> "PowerMonitor":
+        """Start sampling; on a monitor already sampling, only restart the measured interval."""
         self._t0 = time.perf_counter()
-        if not self.available:
+        if not self.available or (self._thread is not None and self._thread.is_alive()):
             return self
         target = self._run_tegrastats if self.backend == "tegrastats" else self._run_jtop
         self._thread = threading.Thread(target=target, name="edgevos-power", daemon=True)
         self._thread.start()
         return self
+
+    def wait_for_sample(self, timeout: float = 5.0) -> bool:
+        """After ``start()``: wait until the first power sample arrived (tegrastats prints its
+        first line one interval after it starts); False when none came within ``timeout``."""
+        deadline = time.perf_counter() + timeout
+        while self.available and time.perf_counter() < deadline:
+            with self._lock:
+                if self.samples:
+                    return True
+            time.sleep(0.01)
+        with self._lock:
+            return bool(self.samples)
 
     def _add(self, watts: Optional[float], source: Optional[str]) -> None:
         if watts is None:
@@ -175,14 +189,25 @@ class PowerMonitor:
         except OSError:
             self.backend = None
             return
-        for line in self._proc.stdout:
-            if self._stop.is_set():
-                break
-            parsed = parse_tegrastats(line)
-            if parsed is None:
-                continue
-            mw = parsed.get("power_mw")
-            self._add(None if mw is None else mw / 1000.0, parsed.get("power_source"))
+        log = open(self.log, "w") if self.log else None
+        try:
+            for line in self._proc.stdout:
+                if self._stop.is_set():
+                    break
+                if log is not None:
+                    log.write(line)
+                    log.flush()
+                self._tegrastats_line(line)
+        finally:
+            if log is not None:
+                log.close()
+
+    def _tegrastats_line(self, line: str) -> None:
+        parsed = parse_tegrastats(line)
+        if parsed is None:
+            return
+        mw = parsed.get("power_mw")
+        self._add(None if mw is None else mw / 1000.0, parsed.get("power_source"))
 
     def _run_jtop(self) -> None:
         try:

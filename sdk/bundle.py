@@ -16,7 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from edgevos import __version__
 from edgevos.errors import BundleError
@@ -197,6 +197,45 @@ def add_files(bundle_dir, stage_files: Mapping[str, Mapping[str, object]], extra
     if info:
         manifest.update(info)
     return _write_manifest(root, manifest)
+
+
+def copy_bundle(src, dest, keep: Callable[[str], bool] = lambda precision: True) -> Path:
+    """Copy a verified bundle to ``dest`` (a new directory) with only the stage files of the
+    precisions ``keep`` accepts; files that belong to dropped TensorRT engine sets (layer
+    information, timing caches, build scripts) stay behind.  Returns ``dest``."""
+    bundle = load_bundle(src)
+    root, dest = bundle.root, Path(dest)
+    if dest.exists():
+        raise BundleError(f"cannot copy bundle {root} to {dest}: it exists; give a new directory")
+    manifest = json.loads(json.dumps(bundle.manifest))
+    precisions = [p for p in manifest.get("precisions", []) if keep(p)]
+    dropped = set(manifest.get("precisions", [])) - set(precisions)
+    kept_files = set()
+    for stage in manifest["stages"]:
+        stage["files"] = {p: f for p, f in stage.get("files", {}).items() if p in precisions}
+        if "precision" in stage:
+            stage["precision"] = {p: v for p, v in stage["precision"].items() if p in precisions}
+        kept_files.update(stage["files"].values())
+    stage_files = {f for s in bundle.manifest["stages"] for f in s.get("files", {}).values()}
+    engine_extras = (".engine.layers.json", ".cache", ".sh")
+    if any(p.startswith("trt-") for p in dropped):
+        info = dict(manifest.get("tensorrt") or {})
+        for p in dropped:
+            info.pop(p, None)
+        manifest["tensorrt"] = info
+    manifest["precisions"] = precisions
+    manifest.pop(DIGEST_KEY, None)
+    dest.mkdir(parents=True)
+    for rel in manifest["files"]:
+        if rel in stage_files and rel not in kept_files:
+            continue
+        if rel not in stage_files and dropped and rel.endswith(engine_extras):
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(_safe_rel(root, rel), target)
+    _write_manifest(dest, manifest)
+    return dest
 
 
 @dataclass

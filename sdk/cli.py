@@ -19,6 +19,8 @@ from edgevos.errors import EdgevosError
 # verb -> (module, one-line help)
 COMMANDS = {
     "doctor": ("edgevos.doctor", "report versions, CPU features, GPU and Jetson state"),
+    "check": ("edgevos.jetson.check", "on a Jetson: build a bundle's TensorRT engines, compare them with ONNX Runtime, "
+                                      "time them, measure power; one table and a JSON report (jetson/check.sh)"),
     "eval": ("edgevos.eval_cli", "DAVIS J&F of saved masks, or of a model on a DAVIS folder"),
     "train": ("edgevos.train.cli", "train a model family on DAVIS-layout folders + synthetic data"),
     "export": ("edgevos.export_cli", "export a model to a bundle: per-stage ONNX, INT8, parity report"),

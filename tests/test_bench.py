@@ -107,6 +107,14 @@ def test_matrix_and_argument_errors():
             bad()
 
 
+def test_tensorrt_rows_take_int8_best_and_fp16():
+    """The matrix records strongly typed int8 and best (INT8 + FP16 flags) side by side."""
+    from edgevos.bench import matrix
+
+    rows, skipped = matrix([("gfrtm", None)], ["tensorrt"], ["int8", "best", "fp16"], [1.0])
+    assert [r["precision"] for r in rows] == ["int8", "best", "fp16"] and not skipped
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "gfrtm_tiny.pt"

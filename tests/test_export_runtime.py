@@ -168,13 +168,13 @@ def test_engine_names_and_trtexec_args():
     assert parse_engine_name(name) == {"stage": "encoder_low", "tag": "int8", "ver": "10.3.0",
                                        "gpu": "nvidia-jetson-agx-orin-developer-kit", "h": "480", "w": "864"}
     assert slug("GeForce RTX 4090") == "geforce-rtx-4090"
-    a = trtexec_args("s.onnx", "s.engine", BuildOptions("int8", timing_cache="t.cache", workspace_mb=512))
+    a = trtexec_args("s.onnx", "s.engine", BuildOptions("int8", timing_cache="t.cache", workspace_mb=512), qdq=True)
     assert "--stronglyTyped" in a and "--int8" not in a and "--fp16" not in a
     assert "--memPoolSize=workspace:512M" in a and "--timingCacheFile=t.cache" in a and "--saveEngine=s.engine" in a
-    a = trtexec_args("s.onnx", "s.engine", BuildOptions("fp16"))
+    a = trtexec_args("s.onnx", "s.engine", BuildOptions("fp16"), qdq=False)
     assert "--fp16" in a and "--stronglyTyped" not in a and "--int8" not in a
     dla = BuildOptions("fp16", dla_core=1)
-    a = trtexec_args("s.onnx", "s.engine", dla)
+    a = trtexec_args("s.onnx", "s.engine", dla, qdq=False)
     assert {"--fp16", "--useDLACore=1", "--allowGPUFallback"} <= set(a) and "--stronglyTyped" not in a and "--int8" not in a
     assert dla.tag == "fp16-dla1"
     with pytest.raises(InputError, match="DLA"):

@@ -15,7 +15,8 @@ SCRIPTS = sorted(JETSON.glob("*.sh"))
 
 
 def test_kit_files_exist():
-    for name in ("Dockerfile", "setup.sh", "build_engines.sh", "README.md", "pipelines.py", "trtinfo.py"):
+    for name in ("Dockerfile", "setup.sh", "build_engines.sh", "check.sh", "check.py", "README.md", "pipelines.py",
+                 "trtinfo.py"):
         assert (JETSON / name).is_file(), name
     for s in SCRIPTS:
         assert os.access(s, os.X_OK), f"{s.name} is not executable"

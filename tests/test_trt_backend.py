@@ -92,6 +92,24 @@ def test_stages_share_one_activation_block(backend):
     assert lib.calls["cudaMalloc"] == 4 and lib.calls["cudaHostAlloc"] == 1
 
 
+def test_tensorrt_10_0_shares_the_block_through_the_device_memory_property(tmp_path, monkeypatch):
+    """TensorRT 10.0 has neither set_device_memory nor device_memory_size_v2: the shared block
+    is set through context.device_memory and sized from device_memory_size."""
+    from edgevos.jetson.trtinfo import CudaRuntime
+    from edgevos.runtime.trt_backend import TrtBackend
+
+    root, io = _engine_bundle(tmp_path)
+    trt = add_fake_runtime(fake_tensorrt(), io, trt_10_0=True)  # the 10.0 API on the engines' version
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    b = TrtBackend(root, "int8", cuda=CudaRuntime(FakeCudaLib()))
+    try:
+        assert {c.strategy.name for c in trt.contexts} == {"USER_MANAGED"}
+        assert len({c.scratch for c in trt.contexts}) == 1 and b.scratch_bytes == 3 << 20
+        assert trt.contexts[0].scratch == (b.scratch, None)
+    finally:
+        b.close()
+
+
 def test_engines_for_another_device_are_refused(tmp_path, monkeypatch):
     from edgevos.errors import BundleError
     from edgevos.jetson.trtinfo import CudaRuntime

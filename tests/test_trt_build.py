@@ -3,6 +3,7 @@ TensorRT version gate, DLA settings and one device identity for Python and the s
 TensorRT itself is a recording stand-in (tests/trt_fakes.py); nothing here claims an engine runs."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgevos.errors import BundleError, DependencyError, InputError
-from trt_fakes import FakeCudaLib, conv_onnx, fake_tensorrt, qdq_bundle
+from trt_fakes import FakeCudaLib, add_fake_inspector, conv_onnx, fake_tensorrt, qdq_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 onnx = pytest.importorskip("onnx")
@@ -95,6 +96,22 @@ def test_build_bundle_records_what_each_stage_runs_in(bundle, trt, monkeypatch):
     assert rec["encoder"]["runs"] == "int8" and rec["decoder"]["runs"] == "fp16" and rec["decoder"]["qdq"] is False
     layers = json.loads((bundle.root / rec["encoder"]["layer_file"]).read_text())
     assert {"name": "conv", "type": "CONVOLUTION", "device": "GPU"} in layers["layers"]
+
+
+def test_trtexec_args_read_the_graph_when_not_told(tmp_path):
+    """Called without a plan, trtexec_args looks at the graph: a float graph under int8 / best
+    gets --fp16, never --int8 (trtexec would invent placeholder ranges for it)."""
+    from edgevos.export.tensorrt import BuildOptions, trtexec_args
+
+    f = conv_onnx(tmp_path / "f.onnx", qdq=False)
+    q = conv_onnx(tmp_path / "q.onnx", qdq=True)
+    for prec in ("int8", "best"):
+        a = trtexec_args(str(f), "f.engine", BuildOptions(prec))
+        assert "--fp16" in a and "--int8" not in a and "--stronglyTyped" not in a, (prec, a)
+    assert "--stronglyTyped" in trtexec_args(str(q), "q.engine", BuildOptions("int8"))
+    assert {"--int8", "--fp16"} <= set(trtexec_args(str(q), "q.engine", BuildOptions("best")))
+    with pytest.raises(InputError, match="Q/DQ"):
+        trtexec_args(str(tmp_path / "missing.onnx"), "m.engine", BuildOptions("best"))
 
 
 def test_build_engines_sh_int8_only_where_the_graph_has_qdq(tmp_path):
@@ -205,6 +222,50 @@ def test_dla_builds_fp16_from_the_float_graph_and_records_placement(bundle, trt,
     assert info["layers"] == {"DLA": 2}
     p, _ = _run_script(tmp_path, str(bundle.root), "int8", "0")
     assert p.returncode == 2 and "fp16 0" in p.stderr
+
+
+def test_dla_engine_layers_come_from_the_engine_inspector(bundle, trt, tmp_path):
+    """After a DLA build the engine is inspected (IEngineInspector, JSON): its DLA subgraphs
+    ({ForeignNode[...]}) and GPU layers go to the layer file and the build record."""
+    from edgevos.export.tensorrt import BuildOptions, build_engine, plan_stage
+
+    add_fake_inspector(trt, {"Layers": [
+        {"Name": "x to nvm", "LayerType": "Reformat"},
+        {"Name": "{ForeignNode[conv...add]}", "LayerType": "ForeignNode"},
+        {"Name": "y from nvm", "LayerType": "Reformat"}], "Bindings": ["x", "y"]})
+    opts = BuildOptions("fp16", dla_core=1)
+    plan = plan_stage(bundle, "encoder", opts)
+    info = build_engine(plan.source, tmp_path / "e.engine", opts)
+    assert info["engine_layers"] == {"DLA subgraphs": 1, "GPU": 2}
+    record = json.loads(info["layer_file"].read_text())
+    assert [x.get("device") for x in record["engine_layers"]] == [None, "DLA", None]
+    assert record["layers"][0]["device"] == "DLA"  # the builder's assignment, network layer by layer
+    # a GPU build records the engine's layers too, with no DLA count
+    info = build_engine(plan.source, tmp_path / "g.engine", BuildOptions("fp16"))
+    assert "engine_layers" not in info and len(json.loads(info["layer_file"].read_text())["engine_layers"]) == 3
+
+
+# ------------------------------------------------------------------ defect 9: smaller ones
+def test_tensorrt_hint_says_it_comes_with_jetpack_not_pip(monkeypatch):
+    """Without TensorRT the message says where it comes from (JetPack, a venv with
+    --system-site-packages), not that pip installs it."""
+    from edgevos.export.tensorrt import import_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(DependencyError) as err:
+        import_tensorrt("the TensorRT backend")
+    text = str(err.value)
+    assert "JetPack" in text and "--system-site-packages" in text and "not from pip" in text, text
+
+
+def test_jetson_readme_dla_counts_and_orin_nano_4gb_power():
+    """Orin NX 8GB has one DLA core, Orin Nano none; the Orin Nano 4GB tops out at 10 W."""
+    text = (ROOT / "jetson" / "README.md").read_text()
+    assert re.search(r"Orin NX 8GB 1\b", text) and re.search(r"Orin Nano none", text)
+    row = next(line for line in text.splitlines() if line.startswith("| Orin Nano 4GB"))
+    assert "10W" in row and "15W" not in row and "25W" not in row, row
+    help_text = (ROOT / "jetson" / "build_engines.sh").read_text()
+    assert "Orin NX 8GB: 0;" in help_text
 
 
 # ------------------------------------------------------------------ helpers

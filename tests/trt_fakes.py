@@ -287,11 +287,13 @@ def engine_io(spec):
             + [(t.name, tuple(t.shape), "out") for t in spec.outputs])
 
 
-def add_fake_runtime(trt, engines_io):
+def add_fake_runtime(trt, engines_io, trt_10_0: bool = False):
     """Give a fake ``tensorrt`` module a Runtime whose engines have the float32 I/O tensors
     ``engines_io[blob] = ([(name, shape, 'in' | 'out')], activation bytes)``; contexts record
     their tensor addresses, activation memory and executions, and an execution fills every
-    output with 1 + the mean of the inputs' first elements, read at the bound addresses."""
+    output with 1 + the mean of the inputs' first elements, read at the bound addresses.
+    ``trt_10_0``: the TensorRT 10.0 API (``engine.device_memory_size``, the
+    ``context.device_memory`` property; no ``set_device_memory`` / ``device_memory_size_v2``)."""
     trt.ExecutionContextAllocationStrategy = _Enum("STATIC", "ON_PROFILE_CHANGE", "USER_MANAGED")
     trt.TensorIOMode = _Enum("NONE", "INPUT", "OUTPUT")
     trt.nptype = lambda dt: np.float32
@@ -349,6 +351,59 @@ def add_fake_runtime(trt, engines_io):
         def deserialize_cuda_engine(self, blob):
             io, scratch = engines_io[bytes(blob)]
             return Engine(io, scratch)
+
+    if trt_10_0:
+        class Context10(Context):
+            set_device_memory = property()  # absent: hasattr() is False
+
+            @property
+            def device_memory(self):
+                return self.scratch[0] if self.scratch else None
+
+            @device_memory.setter
+            def device_memory(self, ptr):
+                self.scratch = (ptr, None)
+
+        class Engine10(Engine):
+            def __init__(self, io, scratch):
+                self.io, self.device_memory_size = io, scratch
+
+            def create_execution_context(self, strategy=None):
+                return Context10(self, strategy)
+
+        class Runtime10(Runtime):
+            def deserialize_cuda_engine(self, blob):
+                io, scratch = engines_io[bytes(blob)]
+                return Engine10(io, scratch)
+
+        Runtime = Runtime10  # noqa: F811
+    trt.Runtime = Runtime
+    return trt
+
+
+def add_fake_inspector(trt, engine_info: dict):
+    """Give a fake ``tensorrt`` module a Runtime whose engines' inspector returns ``engine_info``
+    (what ``IEngineInspector.get_engine_information(JSON)`` prints) for any serialized engine."""
+    import json
+
+    trt.LayerInformationFormat = _Enum("ONELINE", "JSON")
+
+    class Inspector:
+        def get_engine_information(self, fmt):
+            assert fmt.name == "JSON"
+            return json.dumps(engine_info)
+
+    class Engine:
+        def create_engine_inspector(self):
+            return Inspector()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, blob):
+            assert bytes(blob) == b"serialized-engine"
+            return Engine()
 
     trt.Runtime = Runtime
     return trt
