@@ -183,15 +183,14 @@ def test_run_row_energy_from_tegrastats(tmp_path, tiny_weights):
 
 
 def test_device_line_and_jetson_clocks_warning():
-    from edgevos.bench import _jetson_warning
-    from edgevos.bench_report import device_line
+    from edgevos.bench_report import device_line, jetson_warning
 
     jetson = {"cpu": {"model": "ARMv8 Processor rev 1 (v8l)", "usable_cores": 6}, "gpu": {"gpus": [], "present": True},
               "jetson": {"is_jetson": True, "model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3",
                          "jetpack": "6.2", "nvpmodel": "15W (0)", "jetson_clocks": "off"}}
     line = device_line(jetson)
     assert "Orin Nano" in line and "nvpmodel 15W (0)" in line and "jetson_clocks off" in line
-    assert "jetson_clocks" in _jetson_warning(jetson) and "sudo jetson_clocks" in _jetson_warning(jetson)
+    assert "jetson_clocks" in jetson_warning(jetson) and "sudo jetson_clocks" in jetson_warning(jetson)
     jetson["jetson"]["jetson_clocks"] = "on"
-    assert _jetson_warning(jetson) is None
-    assert _jetson_warning({"jetson": {"is_jetson": False}}) is None
+    assert jetson_warning(jetson) is None
+    assert jetson_warning({"jetson": {"is_jetson": False}}) is None
