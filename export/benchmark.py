@@ -310,11 +310,12 @@ def main(argv=None) -> int:
         print_rows(r["rows"], ["stage", "precision", "ms", "speedup", "size_mb"])
         results["bundle"] = r
         if args.heldout:
-            from edgevos.export.parity import end_to_end_from_bundle
+            from edgevos.export.parity import end_to_end_from_bundle, format_report
 
             e2e = end_to_end_from_bundle(
                 args.bundle, args.heldout, [s for s in args.heldout_sequences.split(",") if s], args.frames, args.threads
             )
+            print(format_report({"end_to_end": e2e}))
             results["end_to_end"] = e2e
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

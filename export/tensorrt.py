@@ -28,6 +28,7 @@ SM count, e.g. ``sm87x16``), the same in Python, in a container and in the scrip
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 from dataclasses import dataclass, replace
@@ -37,6 +38,8 @@ from typing import Dict, List, Optional, Sequence
 from edgevos.errors import BundleError, DependencyError, InputError
 from edgevos.jetson import trtinfo
 from edgevos.jetson.trtinfo import MIN_TRT_MAJOR, has_qdq, short_version, trt_major
+
+log = logging.getLogger(__name__)
 
 TRT_PRECISIONS = ("int8", "fp16", "best")
 #: bundle precision of the int8-trt graphs with FP16 float layers (edgevos.export.trt_float16)
@@ -336,7 +339,7 @@ def build_bundle_engines(bundle_dir, opts: BuildOptions, progress: bool = True) 
         plan = plan_stage(bundle, spec.name, opts)
         engine = bundle.root / engine_name(spec.name, opts.tag, ver, device, bundle.input_size)
         if progress:
-            print(f"building {engine.name} from {plan.source.name} ({plan.mode.runs})", flush=True)
+            log.info(f"building {engine.name} from {plan.source.name} ({plan.mode.runs})")
         built = build_engine(plan.source, engine, opts, qdq=plan.qdq, float16_graph=plan.mode.float16_graph)
         engines[spec.name] = built["engine"]
         stages[spec.name] = {"source": plan.source.name, "qdq": plan.qdq, "runs": built["runs"],
