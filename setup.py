@@ -65,7 +65,8 @@ setup(
         "edgevos.runtime",
         "edgevos.jetson",
     ],
-    package_data={"edgevos": ["weights/*", "weights/**/*"]},
+    # the shell functions a generated build script embeds (export.tensorrt.TRTEXEC_COMMON)
+    package_data={"edgevos": ["weights/*", "weights/**/*"], "edgevos.jetson": ["trtexec_common.sh"]},
     include_package_data=True,
     install_requires=DEPLOY,
     extras_require=EXTRAS,
