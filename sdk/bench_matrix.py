@@ -13,19 +13,19 @@ BACKEND_PRECISIONS = {name: entry.precisions for name, entry in BACKENDS.items()
 
 
 def parse_families(text: str):
-    """'gfrtm,slowfast:3-7' -> [('gfrtm', None), ('slowfast', '3-7')] (validated)."""
+    """'gfrtm,slowfast:3-7' -> [('gfrtm', None), ('slowfast', '3-7')], each preset checked by its
+    family (:meth:`edgevos.models.registry.Family.check_preset`)."""
     from edgevos.models.registry import get_family
 
     out = []
     for item in split_list(text):
         name, _, preset = item.partition(":")
-        get_family(name)
+        fam = get_family(name)
         if preset:
-            if name != "slowfast":
-                raise InputError(f"--family {item}: only slowfast has presets (1-1, 3-3, 7-7, 1-7, 3-7)")
-            from edgevos.programs.slowfast import check_preset
-
-            check_preset(preset)
+            try:
+                fam.check_preset(preset)
+            except InputError as exc:
+                raise InputError(f"--family {item}: {exc}") from None
         out.append((name, preset or None))
     if not out:
         raise InputError("--family is empty: name at least one family, e.g. gfrtm")

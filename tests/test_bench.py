@@ -107,6 +107,26 @@ def test_matrix_and_argument_errors():
             bad()
 
 
+
+def test_bench_presets_come_from_the_family_registry(monkeypatch):
+    """A family's presets are its registry entry's: a new family with presets needs no bench change."""
+    from edgevos.bench import parse_families
+    from edgevos.errors import InputError
+    from edgevos.models import registry
+
+    def check(preset):
+        if preset not in ("small", "large"):
+            raise InputError(f"unknown toy preset '{preset}'")
+
+    monkeypatch.setattr(sys.modules[__name__], "check_toy_preset", check, raising=False)
+    monkeypatch.setitem(registry.FAMILIES, "toy", registry.Family("toy", "toy", "m:f", "m:C",
+                                                                   f"{__name__}:check_toy_preset"))
+    assert parse_families("toy:large,gfrtm") == [("toy", "large"), ("gfrtm", None)]
+    with pytest.raises(InputError, match="unknown toy preset 'huge'"):
+        parse_families("toy:huge")
+    with pytest.raises(InputError, match=r"gfrtm has no presets.*\['slowfast', 'toy'\]"):
+        parse_families("gfrtm:3-7")
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "gfrtm_tiny.pt"
