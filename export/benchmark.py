@@ -23,12 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgevos.errors import require
+from edgevos.parsing import parse_hw
 from edgevos.stages import StageSpec, TensorSpec
-
-
-def _size(text: str):
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w)
 
 
 def resnet_stages(h: int, w: int):
@@ -292,7 +288,7 @@ def main(argv=None) -> int:
         ap.error("give --resnet HxW or --bundle DIR")
     results = {}
     if args.resnet:
-        h, w = _size(args.resnet)
+        h, w = parse_hw(args.resnet, "--resnet")
         r = bench_resnet(h, w, args.threads, args.repeat)
         print(f"ResNet18-scale, {h}x{w}, ONNX Runtime CPU, {args.threads} thread(s), median of {args.repeat}")
         print_rows(r["rows"], ["stage", "variant", "ms", "speedup", "size_mb", "corr_vs_fp32"])

@@ -23,13 +23,14 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from edgevos.bundle import EXPORT_PRECISIONS
 from edgevos.errors import InputError
 from edgevos.parsing import split_list
 
 log = logging.getLogger(__name__)
 
-#: ONNX precisions a bundle can hold (fp32 always)
-PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
+#: what ``precisions`` accepts (fp32 always)
+PRECISIONS = EXPORT_PRECISIONS
 
 
 def resolve_methods(spec: Union[None, str, Mapping[str, str]], flavours: Sequence[str]) -> Dict[str, str]:
@@ -333,7 +334,8 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
 def _float16_variant(specs, out, files, quant, stage_precision) -> None:
     """Add the ``int8-trt-f16`` files: each quantized stage's int8-trt graph with FP16 float
     compute; a stage left float points at the same file as its int8-trt entry."""
-    from edgevos.export.trt_float16 import F16_PRECISION, write_float16
+    from edgevos.bundle import F16_PRECISION
+    from edgevos.export.trt_float16 import write_float16
 
     for spec in specs:
         info = quant["stages"].get(spec.name, {}).get("int8-trt", {})

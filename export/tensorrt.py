@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from edgevos.bundle import F16_PRECISION
 from edgevos.errors import BundleError, DependencyError, InputError
 from edgevos.jetson import trtinfo
 from edgevos.jetson.trtinfo import MIN_TRT_MAJOR, has_qdq, short_version, trt_major
@@ -42,8 +43,6 @@ from edgevos.jetson.trtinfo import MIN_TRT_MAJOR, has_qdq, short_version, trt_ma
 log = logging.getLogger(__name__)
 
 TRT_PRECISIONS = ("int8", "fp16", "best")
-#: bundle precision of the int8-trt graphs with FP16 float layers (edgevos.export.trt_float16)
-F16_PRECISION = "int8-trt-f16"
 #: ONNX precision in the bundle each engine precision is built from (fallback second)
 SOURCE = {"int8": ("int8-trt",), "fp16": ("fp32",), "best": ("int8-trt", "fp32")}
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
