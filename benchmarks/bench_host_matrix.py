@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from edgevos.parsing import parse_hw, split_list
+
 
 CLIP = "car-turn+kite-walk+soccerball"
 
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_multiobject import make_clips
 
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes = [parse_hw(s, "--sizes") for s in split_list(args.sizes)]
     counts = [int(k) for k in args.objects.split(",")]
     cells = {}
     for size in sizes:

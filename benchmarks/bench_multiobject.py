@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevos.parsing import parse_hw, split_list
+
 #: composites of held-out sequences only: (scene, pasted objects, seed)
 CLIPS = {
     "bear+dance-jump": ("bear", ["dance-jump"], 0),
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
     from edgevos.runtime.session import Session
 
     names = list(CLIPS) if args.clips == "all" else [c for c in args.clips.split(",") if c]
-    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    sizes = [parse_hw(s, "--sizes") for s in split_list(args.sizes)]
 
     model = None
     if args.weights:

@@ -23,12 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevos.parsing import parse_hw
+
 PRESETS = ["1-1", "3-3", "7-7", "1-7", "3-7"]
-
-
-def _size(text):
-    h, w = (int(v) for v in text.lower().split("x"))
-    return h, w
 
 
 def bench_preset(preset, size, frames, backbone, reps, weights=None):
@@ -96,7 +93,7 @@ def bench_gate(weights, davis, names, tau, size, max_frames):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", type=_size, default=(256, 448))
+    p.add_argument("--size", type=lambda s: parse_hw(s, "--size"), default=(256, 448))
     p.add_argument("--frames", type=int, default=12, help="streamed frames per preset")
     p.add_argument("--reps", type=int, default=2, help="clip-mode repetitions")
     p.add_argument("--backbone", default="mobilenetv2", choices=["mobilenetv2", "resnet18"])

@@ -23,12 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edgevos.errors import require
+from edgevos.parsing import parse_hw
 from edgevos.stages import StageSpec, TensorSpec
-
-
-def _size(text: str):
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w)
 
 
 def resnet_stages(h: int, w: int):
@@ -292,7 +288,7 @@ def main(argv=None) -> int:
         ap.error("give --resnet HxW or --bundle DIR")
     results = {}
     if args.resnet:
-        h, w = _size(args.resnet)
+        h, w = parse_hw(args.resnet, "--resnet")
         r = bench_resnet(h, w, args.threads, args.repeat)
         print(f"ResNet18-scale, {h}x{w}, ONNX Runtime CPU, {args.threads} thread(s), median of {args.repeat}")
         print_rows(r["rows"], ["stage", "variant", "ms", "speedup", "size_mb", "corr_vs_fp32"])
@@ -310,11 +306,12 @@ def main(argv=None) -> int:
         print_rows(r["rows"], ["stage", "precision", "ms", "speedup", "size_mb"])
         results["bundle"] = r
         if args.heldout:
-            from edgevos.export.parity import end_to_end_from_bundle
+            from edgevos.export.parity import end_to_end_from_bundle, format_report
 
             e2e = end_to_end_from_bundle(
                 args.bundle, args.heldout, [s for s in args.heldout_sequences.split(",") if s], args.frames, args.threads
             )
+            print(format_report({"end_to_end": e2e}))
             results["end_to_end"] = e2e
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -10,21 +10,27 @@ parity report on held-out sequences and write it into the bundle.
 
 PyTorch's TorchScript tracer crashes in a process where GStreamer was
 initialised, so where GStreamer is loaded the export runs in a spawned Python
-process (``isolate``).
+process (``isolate``).  Progress goes to the ``edgevos`` logger, in a spawned
+process too (at the level the caller's ``edgevos`` logger lets through); the
+parity report is written into the bundle (``parity.json``) and logged at debug level.
 """
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from edgevos.bundle import EXPORT_PRECISIONS
 from edgevos.errors import InputError
 from edgevos.parsing import split_list
 
-#: ONNX precisions a bundle can hold (fp32 always)
-PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
+log = logging.getLogger(__name__)
+
+#: what ``precisions`` accepts (fp32 always)
+PRECISIONS = EXPORT_PRECISIONS
 
 
 def resolve_methods(spec: Union[None, str, Mapping[str, str]], flavours: Sequence[str]) -> Dict[str, str]:
@@ -154,13 +160,14 @@ def _export_spawned(out: Path, kwargs: dict, log) -> Path:
     import tempfile
 
     import edgevos.errors as errors
+    from edgevos.console_log import effective_level
 
     payload = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
     with tempfile.TemporaryDirectory(prefix="edgevos-export-") as tmp:
         result = Path(tmp) / "result.json"
         code = ("import sys; from edgevos.export.exporter import _spawned_main; "
-                "sys.exit(_spawned_main(sys.argv[1], sys.argv[2], sys.argv[3]))")
-        cmd = [sys.executable, "-c", code, str(out), json.dumps(payload), str(result)]
+                "sys.exit(_spawned_main(*sys.argv[1:]))")
+        cmd = [sys.executable, "-c", code, str(out), json.dumps(payload), str(result), str(effective_level())]
         if log is not None:
             Path(log).parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w") as fh:
@@ -177,9 +184,13 @@ def _export_spawned(out: Path, kwargs: dict, log) -> Path:
     raise errors.EdgevosError(f"the export process for {out} ended with exit code {proc.returncode}{where}")
 
 
-def _spawned_main(out: str, payload: str, result: str) -> int:
+def _spawned_main(out: str, payload: str, result: str, level: str = str(logging.INFO)) -> int:
+    """The spawned process: its messages go to its stderr (the caller's, or the log file) at
+    the caller's level; the outcome goes to ``result`` as JSON."""
+    from edgevos.console_log import start_console_log
     from edgevos.errors import EdgevosError
 
+    start_console_log(int(level))
     try:
         bundle = _export(Path(out), **json.loads(payload))
     except EdgevosError as exc:
@@ -254,7 +265,7 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     from edgevos.bundle import write_bundle
     from edgevos.export.calibrate import RecordingBackend, collect_calibration
     from edgevos.export.onnx_export import export_stages
-    from edgevos.export.parity import end_to_end, print_report, stage_parity
+    from edgevos.export.parity import end_to_end, format_report, stage_parity
     from edgevos.backend import TorchBackend, open_backend
 
     overrides = {k: v for k, v in (("backbone", backbone), ("preset", preset), ("backbone_weights", backbone_weights)) if v}
@@ -275,11 +286,11 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
         return fam.make_program(backend, config, tau=min(tau, float(calib_tau)))
 
     reference = TorchBackend(modules, specs)
-    print(f"calibration: {len(calib_seqs)} sequence(s) from {calib}, up to {calib_frames} frames")
+    log.info(f"calibration: {len(calib_seqs)} sequence(s) from {calib}, up to {calib_frames} frames")
     calset = collect_calibration(calib_factory, reference, calib_seqs, calib_frames, calib_samples, progress=progress)
     never = calset.summary["stages_never_run"]
     if never and any(p.startswith("int8") for p in precisions):
-        print(f"note: stages {never} never ran on the calibration frames (tau={min(tau, calib_tau)}); they stay fp32")
+        log.warning(f"stages {never} never ran on the calibration frames (tau={min(tau, calib_tau)}); they stay fp32")
 
     out.mkdir(parents=True, exist_ok=True)
     verify = {}
@@ -310,20 +321,21 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     if parity:
         candidates = {p: open_backend("onnxruntime", out, p, threads=threads) for p in precisions}
         recorder = RecordingBackend(reference, max_samples_per_stage=8, seed=1)
-        print(f"parity: {len(heldout)} held-out sequence(s): {[s.name for s in heldout]}")
+        log.info(f"parity: {len(heldout)} held-out sequence(s): {[s.name for s in heldout]}")
         e2e = end_to_end(factory, recorder, candidates, heldout, heldout_frames)
         stages = stage_parity(reference, candidates, recorder.samples)
         report = {"reference": "torch-fp32", "heldout": [s.name for s in heldout], "stages": stages, "end_to_end": e2e}
         write_bundle(out, parity=report, **common)
-        print_report(report)
-    print(f"bundle written to {out} ({time.perf_counter() - t0:.0f} s)")
+        log.debug(format_report(report))
+    log.info(f"exported {fam.name} to {out} in {time.perf_counter() - t0:.0f} s")
     return out
 
 
 def _float16_variant(specs, out, files, quant, stage_precision) -> None:
     """Add the ``int8-trt-f16`` files: each quantized stage's int8-trt graph with FP16 float
     compute; a stage left float points at the same file as its int8-trt entry."""
-    from edgevos.export.trt_float16 import F16_PRECISION, write_float16
+    from edgevos.bundle import F16_PRECISION
+    from edgevos.export.trt_float16 import write_float16
 
     for spec in specs:
         info = quant["stages"].get(spec.name, {}).get("int8-trt", {})

@@ -146,8 +146,8 @@ def format_table(rows: Sequence[Mapping], cols: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def print_report(report: Mapping) -> str:
-    """Print (and return) the stage table and the end-to-end table."""
+def format_report(report: Mapping) -> str:
+    """The stage table and the end-to-end table of a parity report, as text."""
     parts = []
     if report.get("stages"):
         parts.append("per-stage parity vs PyTorch FP32 (held-out recorded feeds)")
@@ -157,9 +157,7 @@ def print_report(report: Mapping) -> str:
         rows = [{"precision": p, **v} for p, v in e2e["per_precision"].items()]
         parts.append(f"end to end vs PyTorch on {len(e2e['sequences'])} held-out sequence(s)")
         parts.append(format_table(rows, ["precision", "iou_vs_reference_mean", "iou_vs_reference_min", "J&F_reference", "J&F", "J&F_change"]))
-    text = "\n".join(parts)
-    print(text)
-    return text
+    return "\n".join(parts)
 
 
 def end_to_end_from_bundle(bundle_dir, heldout: str, names: Sequence[str] = (), max_frames: Optional[int] = 30, threads: Optional[int] = 1) -> dict:
@@ -180,6 +178,4 @@ def end_to_end_from_bundle(bundle_dir, heldout: str, names: Sequence[str] = (), 
     reference = open_backend("onnxruntime", bundle, "fp32", threads)
     cands = {p: open_backend("onnxruntime", bundle, p, threads) for p in onnx_precisions if p != "fp32"}
     seqs = open_sequences(heldout, names)
-    result = end_to_end(factory, reference, cands, seqs, max_frames)
-    print_report({"end_to_end": result})
-    return result
+    return end_to_end(factory, reference, cands, seqs, max_frames)

@@ -222,6 +222,29 @@ def preprocess(fp32_path, out_path) -> None:
         q.quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
 
 
+class _DropBelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
+@contextlib.contextmanager
+def _quiet_root_warnings():
+    """Drop what ONNX Runtime's quantizer logs below ERROR through the root logger
+    (``logging.warning(...)``), without changing the root logger's level or handlers:
+    a filter on the root logger sees only records logged to it directly, never the
+    ``edgevos`` loggers' records passing through; a NullHandler meanwhile keeps
+    ``logging.warning`` from installing a default stderr handler (``basicConfig``)."""
+    root = logging.getLogger()
+    drop, null = _DropBelowError(), logging.NullHandler()
+    root.addFilter(drop)
+    root.addHandler(null)
+    try:
+        yield
+    finally:
+        root.removeHandler(null)
+        root.removeFilter(drop)
+
+
 def _run_quantize_static(q, pre, out_path, reader, exclude, calib, extra, kwargs) -> None:
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
         q.quantize_static(
@@ -296,26 +319,22 @@ def quantize_stage(
             extra.update(extra_options)
         if op_types is not None:
             kwargs["op_types_to_quantize"] = list(op_types)
-        logger = logging.getLogger()
-        level = logger.level
-        logger.setLevel(logging.ERROR)  # quantize_static logs a pre-processing hint at WARNING
         fallback = None
         try:
-            try:
-                _run_quantize_static(q, pre, out_path, reader, exclude, calib, extra, kwargs)
-            except Exception as exc:
-                if method == "minmax":
-                    raise
-                # histogram methods fail on degenerate ranges (e.g. a near-constant tensor):
-                # fall back to min/max for this stage and say so in the summary
-                fallback = f"{method} calibration failed ({exc}); used minmax"
-                reader.rewind()
-                extra.pop("CalibPercentile", None)
-                _run_quantize_static(q, pre, out_path, reader, exclude, q.CalibrationMethod.MinMax, extra, kwargs)
+            with _quiet_root_warnings():  # quantize_static logs a pre-processing hint at WARNING
+                try:
+                    _run_quantize_static(q, pre, out_path, reader, exclude, calib, extra, kwargs)
+                except Exception as exc:
+                    if method == "minmax":
+                        raise
+                    # histogram methods fail on degenerate ranges (e.g. a near-constant tensor):
+                    # fall back to min/max for this stage and say so in the summary
+                    fallback = f"{method} calibration failed ({exc}); used minmax"
+                    reader.rewind()
+                    extra.pop("CalibPercentile", None)
+                    _run_quantize_static(q, pre, out_path, reader, exclude, q.CalibrationMethod.MinMax, extra, kwargs)
         except Exception as exc:
             raise BundleError(f"stage '{spec.name}': {flavour} quantization failed: {exc}") from exc
-        finally:
-            logger.setLevel(level)
     qmodel = onnx.load(str(out_path))
     post = {}
     if flavour == "int8-trt":

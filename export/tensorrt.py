@@ -30,25 +30,29 @@ SM count, e.g. ``sm87x16``), the same in Python, in a container and in the scrip
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from edgevos.bundle import F16_PRECISION
 from edgevos.errors import BundleError, DependencyError, InputError
 from edgevos.jetson import trtinfo
 from edgevos.jetson.trtinfo import MIN_TRT_MAJOR, has_qdq, short_version, trt_major
 
+log = logging.getLogger(__name__)
+
 TRT_PRECISIONS = ("int8", "fp16", "best")
-#: bundle precision of the int8-trt graphs with FP16 float layers (edgevos.export.trt_float16)
-F16_PRECISION = "int8-trt-f16"
 #: ONNX precision in the bundle each engine precision is built from (fallback second)
 SOURCE = {"int8": ("int8-trt",), "fp16": ("fp32",), "best": ("int8-trt", "fp32")}
 TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 #: shipped with the generated build script: the scripts' device identity and TensorRT version
 TRTINFO = Path(trtinfo.__file__)
 TRTINFO_NAME = "edgevos_trtinfo.py"
+#: the shell functions the generated build script shares with jetson/build_engines.sh (embedded)
+TRTEXEC_COMMON = TRTINFO.with_name("trtexec_common.sh")
 
 
 @dataclass(frozen=True)
@@ -379,7 +383,7 @@ def build_bundle_engines(bundle_dir, opts: BuildOptions, progress: bool = True) 
         plan = plan_stage(bundle, spec.name, opts)
         engine = bundle.root / engine_name(spec.name, opts.tag, ver, device, bundle.input_size)
         if progress:
-            print(f"building {engine.name} from {plan.source.name} ({plan.mode.runs})", flush=True)
+            log.info(f"building {engine.name} from {plan.source.name} ({plan.mode.runs})")
         built = build_engine(plan.source, engine, opts, qdq=plan.qdq, float16_graph=plan.mode.float16_graph)
         engines[spec.name] = built["engine"]
         stages[spec.name] = {"source": plan.source.name, "qdq": plan.qdq, "runs": built["runs"],
@@ -406,18 +410,9 @@ _SCRIPT_HEAD = r"""#!/usr/bin/env bash
 set -euo pipefail
 
 BUNDLE="${{1:-{bundle}}}"
-TRTEXEC="${{TRTEXEC:-{trtexec}}}"
-if [ ! -x "$TRTEXEC" ]; then
-  TRTEXEC="$(command -v trtexec || true)"
-fi
-if [ -z "$TRTEXEC" ]; then
-  echo "trtexec not found: install TensorRT (JetPack) or set TRTEXEC=/path/to/trtexec" >&2
-  exit 1
-fi
-if [ ! -f "$BUNDLE/manifest.json" ]; then
-  echo "$BUNDLE is not an edgevos bundle (no manifest.json)" >&2
-  exit 1
-fi
+{common}
+find_trtexec {trtexec}
+check_bundle "$BUNDLE"
 """
 
 # edgevos/jetson/trtinfo.py runs from a heredoc: the script needs no edgevos install
@@ -427,12 +422,7 @@ trtinfo() {{
 {code}EDGEVOS_TRTINFO
 }}
 
-TRT_VER="$(trtinfo trt-version)"
-TRT_MAJOR="${{TRT_VER%%.*}}"
-if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]] || [ "$TRT_MAJOR" -lt {min_major} ]; then
-  echo "TensorRT $TRT_VER: these engines need TensorRT {min_major}.x (strongly typed Q/DQ networks); JetPack 6.0 ships 8.6: flash JetPack 6.1 or 6.2 (TensorRT 10.3)" >&2
-  exit 1
-fi
+check_trt_version {min_major}
 GPU="$(trtinfo identity)"
 CACHE="$BUNDLE/timing.trt${{TRT_VER}}.${{GPU}}.cache"
 echo "TensorRT $TRT_VER on $GPU; timing cache $CACHE"
@@ -445,12 +435,7 @@ echo "building {stage} ({tag}: {runs})"
 """
 
 _SCRIPT_TAIL = r"""
-if command -v edgevos >/dev/null 2>&1; then
-  edgevos build "$BUNDLE" --register
-else
-  echo "edgevos not installed: run 'edgevos build $BUNDLE --register' to add the engines to the manifest"
-fi
-echo "engines written to $BUNDLE"
+register_engines "$BUNDLE"
 """
 
 
@@ -461,7 +446,8 @@ def build_script(bundle, opts_list: Sequence[BuildOptions], script_name: str = "
     TensorRT version and device identity are read on the target by the same code as
     :func:`device_identity` (``trtinfo.py``, embedded).
     """
-    text = _SCRIPT_HEAD.format(script=script_name, bundle=bundle_default, trtexec=trtexec)
+    common = TRTEXEC_COMMON.read_text().split("\n", 1)[1]  # without its #! line
+    text = _SCRIPT_HEAD.format(script=script_name, bundle=bundle_default, trtexec=shlex.quote(trtexec), common=common)
     text += _SCRIPT_INFO.format(code=TRTINFO.read_text(), min_major=MIN_TRT_MAJOR)
     h, w = bundle.input_size
     for opts in opts_list:

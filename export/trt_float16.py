@@ -310,8 +310,6 @@ def emulate_float16(model):
 
 #: what ``--trt-float`` accepts: the type of the int8-trt graph's float (non-quantized) compute
 TRT_FLOATS = ("fp16", "fp32")
-#: bundle precision of the int8-trt graph with FP16 float compute (``<stage>.int8-trt-f16.onnx``)
-F16_PRECISION = "int8-trt-f16"
 #: fp16: measured against the FP32 graph, FP16 float parts cost <= 0.2 dB SNR per stage of the shipped
 #: G-FRTM-fast over plain int8-trt (bench_trt_float16.py); --trt-float fp32 keeps the float parts FP32
 DEFAULT_TRT_FLOAT = "fp16"

@@ -18,6 +18,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=trtexec_common.sh
+source "$HERE/trtexec_common.sh"
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
   sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
@@ -26,7 +28,6 @@ BUNDLE="$1"
 PRECISION="${2:-int8}"
 DLA="${3:-}"
 WORKSPACE_MB="${WORKSPACE_MB:-1024}"
-TRTEXEC="${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}"
 
 TRT_FLOAT="${TRT_FLOAT:-}"
 case "$TRT_FLOAT" in
@@ -49,28 +50,14 @@ if [ -n "$DLA" ] && [ "$PRECISION" != "fp16" ]; then
   echo "DLA core $DLA with precision '$PRECISION': TensorRT 10 runs Q/DQ layers of a DLA build on the GPU; DLA engines are built FP16: use '$0 $BUNDLE fp16 $DLA'" >&2
   exit 2
 fi
-if [ ! -x "$TRTEXEC" ]; then
-  TRTEXEC="$(command -v trtexec || true)"
-fi
-if [ -z "$TRTEXEC" ]; then
-  echo "trtexec not found: install TensorRT (JetPack) or set TRTEXEC=/path/to/trtexec" >&2
-  exit 1
-fi
-if [ ! -f "$BUNDLE/manifest.json" ]; then
-  echo "$BUNDLE is not an edgevos bundle (no manifest.json): export one with 'edgevos export'" >&2
-  exit 1
-fi
+find_trtexec /usr/src/tensorrt/bin/trtexec
+check_bundle "$BUNDLE"
 
 trtinfo() {
   python3 "$HERE/trtinfo.py" "$@"
 }
 
-TRT_VER="$(trtinfo trt-version)"
-TRT_MAJOR="${TRT_VER%%.*}"
-if ! [[ "$TRT_MAJOR" =~ ^[0-9]+$ ]] || [ "$TRT_MAJOR" -lt 10 ]; then
-  echo "TensorRT $TRT_VER: these engines need TensorRT 10.x (strongly typed Q/DQ networks); JetPack 6.0 ships 8.6: flash JetPack 6.1 or 6.2 (TensorRT 10.3)" >&2
-  exit 1
-fi
+check_trt_version 10
 GPU="$(trtinfo identity)"
 
 # "<stage> <onnx file> <H>x<W> <qdq|float>" per stage, from the manifest and each graph
@@ -126,9 +113,4 @@ while read -r stage onnx size kind; do
     --skipInference
 done <<< "$STAGES"
 
-if command -v edgevos >/dev/null 2>&1; then
-  edgevos build "$BUNDLE" --register
-else
-  echo "edgevos not installed: run 'edgevos build $BUNDLE --register' to add the engines to the manifest"
-fi
-echo "engines written to $BUNDLE"
+register_engines "$BUNDLE"

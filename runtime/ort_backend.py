@@ -14,10 +14,12 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from edgevos.errors import BundleError, InputError
 from edgevos.backend import Backend
+from edgevos.bundle import EXPORT_PRECISIONS
+from edgevos.errors import BundleError, InputError
 
-PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
+#: the bundle precisions ONNX Runtime runs
+PRECISIONS = EXPORT_PRECISIONS
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 

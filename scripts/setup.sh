@@ -32,7 +32,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.edgevos-installed"
-if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   extras="torch,export,train,plot,dev"
   if pkg-config --exists gobject-introspection-1.0 2>/dev/null; then extras="$extras,gst"; fi

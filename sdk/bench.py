@@ -26,37 +26,33 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from edgevos.backend import BACKENDS
-from edgevos.errors import EdgevosError, InputError
+from edgevos.bench_bundles import build_engines, bundle_name, ensure_bundle, stage_files_mb
+from edgevos.bench_data import open_bench_sequences
+from edgevos.bench_matrix import BACKEND_PRECISIONS, matrix, parse_families, parse_weights
 from edgevos.bench_report import (
-    NA,
-    fmt_value,
-    row_label,
-    table_rows,
-    stage_table_rows,
-    format_text,
-    onnx_precision,
-    format_md,
-    device_line,
-    plot_fps_jf,
-    roofline,
     best_peaks,
-    roofline_table,
+    device_line,
+    fmt_value,
+    jetson_warning,
+    onnx_precision,
+    roofline,
+    row_label,
+    write_report,
 )
+from edgevos.bench_row import run_row
+from edgevos.errors import EdgevosError, InputError
 from edgevos.parsing import parse_hw, split_list
 
-log = logging.getLogger(__name__)
+__all__ = ["BACKEND_PRECISIONS", "add_arguments", "benchmark", "build_engines", "bundle_name", "ensure_bundle",
+           "main", "matrix", "open_bench_sequences", "parse_families", "parse_weights", "run_row", "stage_files_mb"]
 
-#: what each backend accepts on the precision axis (the backend registry's vocabulary)
-BACKEND_PRECISIONS = {name: entry.precisions for name, entry in BACKENDS.items()}
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -84,375 +80,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rebuild", action="store_true", help="re-export bundles even when cached ones match")
     p.add_argument("--no-roofline", action="store_true", help="skip the physical-limit figure")
     p.add_argument("--no-power", action="store_true", help="do not sample tegrastats/jtop")
-
-
-def parse_families(text: str):
-    """'gfrtm,slowfast:3-7' -> [('gfrtm', None), ('slowfast', '3-7')] (validated)."""
-    from edgevos.models.registry import get_family
-
-    out = []
-    for item in split_list(text):
-        name, _, preset = item.partition(":")
-        get_family(name)
-        if preset:
-            if name != "slowfast":
-                raise InputError(f"--family {item}: only slowfast has presets (1-1, 3-3, 7-7, 1-7, 3-7)")
-            from edgevos.programs.slowfast import check_preset
-
-            check_preset(preset)
-        out.append((name, preset or None))
-    if not out:
-        raise InputError("--family is empty: name at least one family, e.g. gfrtm")
-    return out
-
-
-def parse_weights(text: str, families) -> Dict[str, str]:
-    """'default' / a path for every family, or 'gfrtm=a.pt,slowfast=b.pt'."""
-    if "=" not in text:
-        return {f: text for f, _ in families}
-    out = {}
-    for item in split_list(text):
-        fam, eq, w = item.partition("=")
-        if not eq or not w:
-            raise InputError(f"--weights item '{item}' is not FAMILY=PATH")
-        out[fam.strip()] = w.strip()
-    missing = sorted({f for f, _ in families} - set(out))
-    if missing:
-        raise InputError(f"--weights gives no checkpoint for {missing}: add {missing[0]}=PATH (or 'default')")
-    return out
-
-
-def matrix(families, backends, precisions, taus):
-    """The rows to run and the combinations skipped (precision not meaningful for a backend)."""
-    rows, skipped = [], []
-    for b in backends:
-        if b not in BACKEND_PRECISIONS:
-            raise InputError(f"--backend '{b}' is unknown: choose from {list(BACKEND_PRECISIONS)}")
-    known = {p for ps in BACKEND_PRECISIONS.values() for p in ps}
-    for p in precisions:
-        if p not in known:
-            raise InputError(f"--precision '{p}' is unknown: choose from {sorted(known)}")
-    for fam, preset in families:
-        for b in backends:
-            for p in precisions:
-                if p not in BACKEND_PRECISIONS[b]:
-                    skipped.append(f"{b} x {p}")
-                    continue
-                for t in taus:
-                    rows.append({"family": fam, "preset": preset, "backend": b, "precision": p, "tau": t})
-    return rows, sorted(set(skipped))
-
-
-# ----------------------------------------------------------------------------- sources
-def open_bench_sequences(source: str, names=(), frames: Optional[int] = None, init_mask: Optional[str] = None):
-    """(sequences, has_ground_truth, description) for a DAVIS folder, davis://ROOT, test://, or a video + mask."""
-    from edgevos import data
-
-    if source.startswith("test://"):
-        from edgevos.runtime.uri import parse_source
-
-        uri = parse_source(source)
-        unknown = set(uri.query) - {"size", "objects", "speed", "frames", "seed"}
-        if unknown:
-            raise InputError(f"{source}: unknown option(s) {sorted(unknown)}; known: objects, size, speed, frames")
-        h, w = uri.get_size("size", (240, 432))
-        n = frames or uri.get_int("frames", 60)
-        if n < 3:
-            raise InputError(f"--frames {n}: J&F needs at least 3 frames per sequence")
-        seeds = []
-        for name in (names or [f"synthetic-{k}" for k in range(2)]):
-            try:
-                seeds.append(int(str(name).rsplit("-", 1)[-1]))
-            except ValueError:
-                raise InputError(f"sequence '{name}' of test:// is not 'synthetic-<seed>' (e.g. synthetic-0)") from None
-        kw = {"speed": uri.get_float("speed", 1.0)} if "speed" in uri.query else {}
-        seqs = [data.make_sequence(data.SyntheticConfig(height=h, width=w, num_frames=n, seed=s,
-                                                        num_objects=uri.get_int("objects", 2), **kw))
-                for s in seeds]
-        for s, seed in zip(seqs, seeds):
-            s.name = f"synthetic-{seed}"
-        return seqs, True, f"test:// ({len(seqs)} generated sequences, {h}x{w}, {n} frames)"
-    if source.startswith("davis://"):
-        from edgevos.runtime.uri import parse_source
-
-        uri = parse_source(source)
-        names = list(names) or split_list(uri.query.get("seq", ""))
-        source = uri.path
-    path = Path(source[len("file://"):] if source.startswith("file://") else source).expanduser()
-    if not path.exists():
-        raise InputError(f"--source {source} does not exist: pass a DAVIS-layout folder, a video file "
-                         f"with --init-mask, or test://")
-    if path.is_file():
-        if not init_mask:
-            raise InputError(f"--source {path} is a video: pass the mask of its first frame with --init-mask PNG")
-        from edgevos.export.calibrate import VideoFileSequence
-
-        seq = VideoFileSequence(path, Path(init_mask), frames)
-        return [seq], False, f"{path.name} ({len(seq)} frames, first-frame mask {Path(init_mask).name})"
-    ds = data.DavisDataset(path, sequences=list(names) or None)
-    seqs = [data.FirstFrames(ds[n], frames) for n in ds.sequences]
-    return seqs, True, f"DAVIS {path} ({len(seqs)} sequences)"
-
-
-class _MemorySource:
-    """Frames decoded beforehand, played as fast as the session takes them."""
-
-    live = False
-
-    def __init__(self, name: str, frames, gts):
-        from edgevos.runtime.sources import Frame
-
-        self.uri = f"memory://{name}"
-        self._frames = [Frame(i, None, f, g) for i, (f, g) in enumerate(zip(frames, gts))]
-        self.first_mask = gts[0]
-        self.dropped = self.reconnects = 0
-        self._stop = False
-
-    def __iter__(self):
-        for f in self._frames:
-            if self._stop:
-                return
-            yield f
-
-    def stop(self):
-        self._stop = True
-
-    def close(self):
-        self._stop = True
-
-
-class _CallCounter:
-    """Wraps a backend: counts stage calls (per-object stages run once per object)."""
-
-    def __init__(self, backend):
-        self._backend = backend
-        self.counts: Dict[str, int] = {}
-
-    def run(self, stage, feeds, out=None):
-        self.counts[stage] = self.counts.get(stage, 0) + 1
-        return self._backend.run(stage, feeds, out)
-
-    def __getattr__(self, name):
-        return getattr(self._backend, name)
-
-
-class _Collect:
-    """A sink keeping every predicted mask (for J&F) and the stage calls each frame made."""
-
-    def __init__(self, counter: Optional[_CallCounter] = None):
-        self.uri, self.frames, self.masks, self.calls = "memory://masks", 0, {}, {}
-        self._counter, self._seen = counter, {}
-
-    def write(self, index, rgb, result):
-        self.masks[index] = result.mask
-        self.frames += 1
-        if self._counter is not None:
-            now = dict(self._counter.counts)
-            self.calls[index] = {k: v - self._seen.get(k, 0) for k, v in now.items() if v - self._seen.get(k, 0)}
-            self._seen = now
-
-    def close(self):
-        pass
-
-
-# ----------------------------------------------------------------------------- bundles
-def _sha(path) -> str:
-    from edgevos.bundle import sha256
-
-    return sha256(path)
-
-
-def bundle_name(family: str, preset: Optional[str], onnx_precisions, size) -> str:
-    tag = "+".join(p for p in onnx_precisions if p != "fp32") or "fp32"
-    fam = family + (f"-{preset}" if preset else "")
-    return f"{fam}-{tag}-{size[0]}x{size[1]}"
-
-
-def ensure_bundle(out: Path, family: str, preset: Optional[str], weights_path: Path, onnx_precisions, size,
-                  calib: str, threads: Optional[int], rebuild: bool = False, log=print) -> Path:
-    """A bundle under ``out/bundles`` holding ``onnx_precisions`` for these weights: reused when a cached
-    one matches (same weights SHA-256, family, preset, size), else exported by
-    :func:`~edgevos.export.exporter.export_bundle` in a child process."""
-    from edgevos.bundle import load_bundle
-
-    root = out / "bundles"
-    root.mkdir(parents=True, exist_ok=True)
-    key = {"family": family, "preset": preset, "input_size": list(size), "weights_sha256": _sha(weights_path),
-           "calib": calib}
-    if not rebuild:
-        for side in sorted(root.glob("*.source.json")):
-            try:
-                info = json.loads(side.read_text())
-                cand = root / side.name[: -len(".source.json")]
-                if all(info.get(k) == v for k, v in key.items()):
-                    b = load_bundle(cand)
-                    if all(p in b.precisions for p in onnx_precisions):
-                        log(f"[bench] reusing bundle {cand}")
-                        return cand
-            except (ValueError, OSError, EdgevosError):
-                continue
-    name = bundle_name(family, preset, onnx_precisions, size)
-    target = root / name
-    if target.exists():
-        import shutil
-
-        shutil.rmtree(target)
-    side = root / f"{name}.source.json"
-    side.unlink(missing_ok=True)
-    from edgevos.export.exporter import export_bundle
-
-    log(f"[bench] exporting {name} ({', '.join(onnx_precisions)}) in a child process")
-    t0 = time.perf_counter()
-    export_log = root / f"{name}.export.log"
-    try:  # a child process keeps this one's torch threads and GStreamer state as they are
-        export_bundle(target, family, weights=str(weights_path), precisions=onnx_precisions, calib=calib,
-                      calib_frames=48, input_size=size, heldout_frames=20, threads=threads or 1, progress=False,
-                      isolate=True, log=export_log)
-    except EdgevosError as exc:
-        raise EdgevosError(f"export of {name} failed: {exc}; see {export_log}") from None
-    side.write_text(json.dumps(key, indent=2))
-    log(f"[bench] exported {target} in {time.perf_counter() - t0:.0f} s")
-    return target
-
-
-def build_engines(bundle_dir: Path, precision: str):
-    """TensorRT engines for a cached bundle via ``edgevos build`` in a child process (Jetson / NVIDIA GPU)."""
-    from edgevos.bundle import load_bundle
-
-    proc = subprocess.run([sys.executable, "-m", "edgevos", "build", str(bundle_dir), "--precision", precision],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise EdgevosError(f"edgevos build {bundle_dir} --precision {precision} failed: {tail[0]}")
-    return load_bundle(bundle_dir)
-
-
-def stage_files_mb(bundle, precision: str) -> float:
-    files = {bundle.stage_path(s, precision) for s in bundle.stage_names}
-    return sum(p.stat().st_size for p in files) / 1e6
-
-
-# ----------------------------------------------------------------------------- one row
-def _steady_window(stats):
-    """(first steady index, frames after it, seconds) as RunStats.steady_fps counts them."""
-    r = stats.records
-    if len(r) < 2:
-        return 0, 0, 0.0
-    start = min(stats.warmup, len(r) - 2) if len(r) > stats.warmup + 1 else 0
-    return start, len(r) - 1 - start, r[-1].t_end - r[start].t_end
-
-
-def run_row(make_session, sequences, warmup: int, power=None, status=None) -> dict:
-    """Play every sequence through one session; aggregate steady-state stats, J&F and power."""
-    import numpy as np
-
-    from edgevos.metrics import evaluate_sequence
-    from edgevos.runtime.pipeline import run_pipeline
-    from edgevos.runtime.stats import percentiles
-
-    session = make_session()
-    program = getattr(session, "program", None)
-    counter = None
-    if program is not None and hasattr(program, "backend"):
-        counter = program.backend = _CallCounter(program.backend)
-    per_call: Dict[str, list] = {}
-    calls_per_frame: Dict[str, list] = {}
-    steady, frames, n_steady, seconds = [], 0, 0, 0.0
-    windows, j_all, f_all, per_seq = [], [], [], []
-    if power is not None:
-        power.start()
-    try:
-        for seq in sequences:
-            imgs = [seq.frame(i) for i in range(len(seq))]
-            gts = [seq.mask(i) for i in range(len(seq))]
-            first = np.where(gts[0] == 255, 0, gts[0]).astype(np.uint8)
-            gts_run = [first] + [g for g in gts[1:]]
-            sink = _Collect(counter)
-            summary = run_pipeline(_MemorySource(seq.name, imgs, gts_run), [sink], session, first_mask=first,
-                                   warmup=warmup, status=None)
-            stats = summary.stats
-            if summary.stopped_by in ("SIGINT", "SIGTERM"):
-                raise KeyboardInterrupt
-            if summary.error:
-                raise EdgevosError(f"{seq.name}: {summary.error}")
-            start, n, span = _steady_window(stats)
-            windows.append((stats.records[start].t_end, stats.records[-1].t_end) if n else None)
-            steady += stats.steady()
-            for rec in stats.steady():
-                calls = sink.calls.get(rec.index, {})
-                for k, ms in rec.stage_ms.items():
-                    nc = calls.get(k, 1 if counter is None else 0)
-                    if nc:
-                        per_call.setdefault(k, []).append(ms / nc)
-                        calls_per_frame.setdefault(k, []).append(nc)
-            frames += len(stats)
-            n_steady, seconds = n_steady + n, seconds + span
-            j = f = None
-            if all(g is not None for g in gts) and len(gts) >= 3:
-                preds = [sink.masks.get(i, np.zeros_like(first)) for i in range(len(gts))]
-                ev = evaluate_sequence(gts, preds)["stats"]
-                js = [s["J-Mean"] for s in ev.values()]
-                fs = [s["F-Mean"] for s in ev.values()]
-                j_all += js
-                f_all += fs
-                j, f = float(np.mean(js)), float(np.mean(fs))
-            per_seq.append({"sequence": seq.name, "frames": len(stats), "fps": summary.fps,
-                            "reuse_rate": summary.reuse_rate, "J": j, "F": f})
-            if status:
-                status(f"{seq.name}: {summary.fps or 0:.1f} FPS")
-    finally:
-        if power is not None:
-            power.stop()
-    reused = [r.reused for r in steady if r.reused is not None]
-    stages = []
-    for r in steady:
-        for k in r.stage_ms:
-            if k not in stages:
-                stages.append(k)
-    jm = float(np.mean(j_all)) if j_all else None
-    fm = float(np.mean(f_all)) if f_all else None
-    row = {
-        "frames": frames,
-        "steady_frames": n_steady,
-        "fps": n_steady / seconds if seconds > 0 else None,
-        "reuse_rate": sum(reused) / len(reused) if reused else None,
-        "J&F": (jm + fm) / 2 if jm is not None else None,
-        "J": jm,
-        "F": fm,
-        "latency_ms": {"e2e": percentiles([r.e2e_ms for r in steady]), "step": percentiles([r.step_ms for r in steady])},
-        "stage_ms": {k: percentiles([r.stage_ms.get(k) for r in steady]) for k in stages},
-        "stage_runs": {k: sum(1 for r in steady if k in r.stage_ms) / max(len(steady), 1) for k in stages},
-        # backend stages only: latency of one call, and calls per frame when the stage runs (per object)
-        "stage_call_ms": {k: percentiles(v) for k, v in per_call.items() if counter is None or k in counter.counts},
-        "stage_calls_per_frame": {k: float(np.mean(v)) for k, v in calls_per_frame.items()
-                                  if counter is None or k in counter.counts},
-        "sequences": per_seq,
-        "avg_watts": None,
-        "energy_per_frame_j": None,
-        "power_source": None,
-    }
-    if power is not None and power.available:
-        energy, secs = 0.0, 0.0
-        for w in windows:
-            if w is None:
-                continue
-            s = power.summary(t0=w[0], t1=w[1])
-            if s:
-                energy, secs = energy + s["energy_j"], secs + s["seconds"]
-        if secs > 0 and n_steady:
-            row.update(avg_watts=energy / secs, energy_per_frame_j=energy / n_steady,
-                       power_source=(power.summary() or {}).get("source"))
-    return row
-
-
-# ----------------------------------------------------------------------------- main
-def _jetson_warning(device: dict) -> Optional[str]:
-    j = device.get("jetson", {})
-    if j.get("is_jetson") and j.get("jetson_clocks") != "on":
-        return ("WARNING: jetson_clocks is not on: clocks follow the load, so FPS is lower and noisier than the "
-                "board can do. For benchmarking run 'sudo nvpmodel -m 0 && sudo jetson_clocks' "
-                f"(nvpmodel now: {j.get('nvpmodel', NA)}).")
-    return None
 
 
 def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,onnxruntime",
@@ -512,7 +139,7 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
     from edgevos.doctor import collect
 
     device = collect()
-    warning = _jetson_warning(device)
+    warning = jetson_warning(device)
     if warning:
         log.warning(warning.removeprefix("WARNING: "))
     log.info(f"[bench] device: {device_line(device)}")
@@ -660,54 +287,12 @@ def benchmark(source: str, out, *, family: str = "gfrtm", backend: str = "torch,
         "interrupted": interrupted,
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    (out / "results.json").write_text(json.dumps({**meta, "rows": rows, "roofline": roof}, indent=2, default=str))
-    head, body = table_rows(rows)
-    mhead, mbody = table_rows(rows, status_width=200)
-    shead, sbody = stage_table_rows(rows)
-    png = plot_fps_jf(rows, out / "fps_vs_jf.png",
-                      title=f"FPS vs J&F on {src_desc.split(' (')[0]} ({sum(frames_per_seq)} frames)")
-    md = [f"# edgevos bench, {date}", "",
-          f"* device: {device_line(device)}",
-          f"* source: {src_desc}; frames per sequence {frames_per_seq}, first {warmup} of each excluded "
-          f"from FPS/latency; input {size[0]}x{size[1]}; threads {threads or 'default'}",
-          f"* weights: {', '.join(f'{f}={w}' for f, w in weights.items())}",
-          "* size MB: the stage files a row loads (checkpoint for torch); latency: end to end per frame, "
-          "steady state; W and J/frame from tegrastats/jtop (n/a where power cannot be read)", ""]
-    if warning:
-        md += [f"> {warning}", ""]
-    md += [format_md(mhead, mbody), "", "## Per-stage latency (ms per frame, steady state; 'ran' = share of frames running the stage, 'calls' = calls per such frame, one per object for per-object stages)", "",
-           format_md(shead, sbody), ""]
-    if png:
-        md += ["![FPS vs J&F](fps_vs_jf.png)", ""]
+    results = {**meta, "rows": rows, "roofline": roof}
     print()
-    print(f"edgevos bench: {src_desc}; {device_line(device)}; {date}")
-    print(format_text(head, body))
-    print()
-    print(format_text(shead, sbody))
-    if roof:
-        from edgevos.roofline import plot as plot_roof
-
-        (out / "roofline.json").write_text(json.dumps(roof, indent=2))
-        rhead, rbody = roofline_table(roof)
-        rpng = plot_roof(roof["entries"], roof["peaks"], out / "roofline.png",
-                         title=f"per-stage GFLOP/s vs measured GEMM peak ({(device.get('cpu') or {}).get('model', '')})")
-        peaks = ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s ({v['how']}, {v['threads']} threads)"
-                          for k, v in roof["peaks"].items() if v)
-        md += ["## Physical limit", "", f"Measured peak in this run: {peaks}. {roof['note']}.", "",
-               format_md(rhead, rbody), ""]
-        if rpng:
-            md += ["![roofline](roofline.png)", ""]
-        print()
-        print(f"physical limit (peak: {peaks})")
-        print(format_text(rhead, rbody))
-    (out / "results.md").write_text("\n".join(md))
-    print()
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'}"
-          + (f", {png}" if png else " (no FPS-vs-J&F plot: no row with J&F)")
-          + (f", {out / 'roofline.png'}" if roof else ""))
+    print("\n".join(write_report(out, results)))
     if warning:
         log.warning(warning.removeprefix("WARNING: "))
-    return {**meta, "rows": rows, "roofline": roof}
+    return results
 
 
 def main(args) -> int:

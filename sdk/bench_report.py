@@ -2,6 +2,7 @@
 the physical-limit figure (FLOPs per stage from the ONNX graph against a measured GEMM peak)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -87,6 +88,16 @@ def device_line(device: dict) -> str:
     else:
         parts.append("not a Jetson")
     return "; ".join(parts)
+
+
+def jetson_warning(device: dict) -> Optional[str]:
+    """The warning for a Jetson whose clocks follow the load (numbers lower and noisier than it can do)."""
+    j = device.get("jetson", {})
+    if j.get("is_jetson") and j.get("jetson_clocks") != "on":
+        return ("WARNING: jetson_clocks is not on: clocks follow the load, so FPS is lower and noisier than the "
+                "board can do. For benchmarking run 'sudo nvpmodel -m 0 && sudo jetson_clocks' "
+                f"(nvpmodel now: {j.get('nvpmodel', NA)}).")
+    return None
 
 
 def plot_fps_jf(rows, path, title: str = "") -> Optional[Path]:
@@ -190,3 +201,53 @@ def roofline_table(roof) -> tuple:
                          fmt_value(s["achieved_gflops"]), fmt_value(s["peak_gflops"], "{:.0f}"),
                          fmt_value(s["fraction_of_peak"], "{:.1f}", 100)])
     return head, body
+
+
+# ----------------------------------------------------------------------------- the report
+def write_report(out: Path, results: dict) -> List[str]:
+    """Write ``results.json``, ``results.md`` and the figures of a finished matrix (what
+    :func:`edgevos.bench.benchmark` returns); returns the text report, line by line."""
+    out = Path(out)
+    rows, roof, device = results["rows"], results["roofline"], results["device"]
+    src_desc, frames_per_seq = results["source_description"], results["frames_per_sequence"]
+    size, warning = results["input_size"], results["warning"]
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    md = [f"# edgevos bench, {results['date']}", "",
+          f"* device: {device_line(device)}",
+          f"* source: {src_desc}; frames per sequence {frames_per_seq}, first {results['warmup_per_sequence']} of "
+          f"each excluded from FPS/latency; input {size[0]}x{size[1]}; threads {results['threads'] or 'default'}",
+          f"* weights: {', '.join(f'{f}={w}' for f, w in results['weights'].items())}",
+          "* size MB: the stage files a row loads (checkpoint for torch); latency: end to end per frame, "
+          "steady state; W and J/frame from tegrastats/jtop (n/a where power cannot be read)", ""]
+    if warning:
+        md += [f"> {warning}", ""]
+    text = [f"edgevos bench: {src_desc}; {device_line(device)}; {results['date']}"]
+
+    def table(md_head: List[str], text_title: Optional[str], head, body, md_body=None, image=None, alt=""):
+        md.extend([*md_head, format_md(head, body if md_body is None else md_body), ""])
+        if image:
+            md.extend([f"![{alt}]({Path(image).name})", ""])
+        text.extend(([text_title] if text_title else []) + [format_text(head, body), ""])
+
+    head, body = table_rows(rows)
+    table([], None, head, body, md_body=table_rows(rows, status_width=200)[1])
+    png = plot_fps_jf(rows, out / "fps_vs_jf.png",
+                      title=f"FPS vs J&F on {src_desc.split(' (')[0]} ({sum(frames_per_seq)} frames)")
+    table(["## Per-stage latency (ms per frame, steady state; 'ran' = share of frames running the stage, "
+           "'calls' = calls per such frame, one per object for per-object stages)", ""],
+          None, *stage_table_rows(rows), image=png, alt="FPS vs J&F")
+    if roof:
+        from edgevos.roofline import plot as plot_roof
+
+        (out / "roofline.json").write_text(json.dumps(roof, indent=2))
+        rpng = plot_roof(roof["entries"], roof["peaks"], out / "roofline.png",
+                         title=f"per-stage GFLOP/s vs measured GEMM peak ({(device.get('cpu') or {}).get('model', '')})")
+        peaks = ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s ({v['how']}, {v['threads']} threads)"
+                          for k, v in roof["peaks"].items() if v)
+        table(["## Physical limit", "", f"Measured peak in this run: {peaks}. {roof['note']}.", ""],
+              f"physical limit (peak: {peaks})", *roofline_table(roof), image=rpng, alt="roofline")
+    (out / "results.md").write_text("\n".join(md))
+    text.append(f"wrote {out / 'results.json'}, {out / 'results.md'}"
+                + (f", {png}" if png else " (no FPS-vs-J&F plot: no row with J&F)")
+                + (f", {out / 'roofline.png'}" if roof else ""))
+    return text

@@ -26,8 +26,14 @@ from edgevos.stages import StageSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: the ONNX precisions an export writes on request (``export_bundle(precisions=...)``; fp32 always)
+#: and ONNX Runtime runs: fp32, INT8 for CPUs (ONNX Runtime), INT8 as Q/DQ graphs for TensorRT
+EXPORT_PRECISIONS = ("fp32", "int8-cpu", "int8-trt")
+#: the int8-trt graphs with FP16 float compute (``--trt-float fp16``; ``<stage>.int8-trt-f16.onnx``),
+#: what TensorRT int8 engines are built from where a bundle has them
+F16_PRECISION = "int8-trt-f16"
 #: ONNX precisions a bundle can hold; TensorRT engines use "trt-<int8|fp16|best>"
-ONNX_PRECISIONS = ("fp32", "int8-cpu", "int8-trt", "int8-trt-f16")
+ONNX_PRECISIONS = EXPORT_PRECISIONS + (F16_PRECISION,)
 TOOLS = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy")
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from edgevos import __version__
+from edgevos.console_log import log_level, start_console_log, stop_console_log
 from edgevos.errors import EdgevosError
 
 # verb -> (module, one-line help)
@@ -30,36 +30,6 @@ COMMANDS = {
     "demo": ("edgevos.demo", "the quick-start job on embedded defaults"),
     "import-weights": ("edgevos.import_weights", "import an FRTM / Reuse_VOS ResNet18 checkpoint as an edgevos checkpoint"),
 }
-
-
-class _Format(logging.Formatter):
-    """The message as it is; a level word before warnings, errors and debug messages."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return text if record.levelno == logging.INFO else f"{record.levelname.lower()}: {text}"
-
-
-def log_level(verbose: int = 0, quiet: bool = False) -> int:
-    """The ``edgevos`` logger's level for ``-v`` (count) and ``-q``: INFO by default."""
-    if quiet:
-        return logging.WARNING
-    return logging.DEBUG if verbose else logging.INFO
-
-
-def _start_logging(level: int) -> logging.Handler:
-    logger = logging.getLogger("edgevos")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Format("%(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    return handler
-
-
-def _stop_logging(handler: logging.Handler) -> None:
-    logger = logging.getLogger("edgevos")
-    logger.removeHandler(handler)
-    logger.setLevel(logging.NOTSET)
 
 
 def _add_log_options(parser: argparse.ArgumentParser, root: bool) -> None:
@@ -127,7 +97,7 @@ def main(argv=None) -> int:
     if not getattr(args, "_handler", None):
         parser.print_help()
         return 2
-    handler = _start_logging(log_level(args.verbose or 0, bool(args.quiet)))
+    handler = start_console_log(log_level(args.verbose or 0, bool(args.quiet)))
     try:
         return int(args._handler(args) or 0)
     except EdgevosError as exc:
@@ -137,7 +107,7 @@ def main(argv=None) -> int:
         print(f"edgevos {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
-        _stop_logging(handler)
+        stop_console_log(handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

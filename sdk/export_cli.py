@@ -54,15 +54,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from edgevos.export.exporter import export_bundle
+    """Export, then print the bundle's parity report and where it was written (results, on stdout)."""
+    import json
 
-    export_bundle(args.out, args.family, weights=args.weights, backbone=args.backbone, preset=args.preset,
-                  backbone_weights=args.backbone_weights, precisions=args.precision, calib=args.calib,
-                  calib_mask=args.calib_mask, calib_sequences=args.calib_sequences, calib_frames=args.calib_frames,
-                  calib_samples=args.calib_samples, method=args.method, keep_float=args.keep_float,
-                  input_size=args.input_size, heldout_sequences=args.heldout_sequences,
-                  heldout_frames=args.heldout_frames, tau=args.tau, calib_tau=args.calib_tau,
-                  min_calib_samples=args.min_calib_samples, speed_check=not args.no_speed_check, opset=args.opset,
-                  threads=args.threads, parity=not args.no_parity, progress=not args.quiet,
-                  isolate=False, trt_float=args.trt_float)  # this process never loads GStreamer
+    from edgevos.export.exporter import export_bundle
+    from edgevos.export.parity import format_report
+
+    out = export_bundle(args.out, args.family, weights=args.weights, backbone=args.backbone, preset=args.preset,
+                        backbone_weights=args.backbone_weights, precisions=args.precision, calib=args.calib,
+                        calib_mask=args.calib_mask, calib_sequences=args.calib_sequences, calib_frames=args.calib_frames,
+                        calib_samples=args.calib_samples, method=args.method, keep_float=args.keep_float,
+                        input_size=args.input_size, heldout_sequences=args.heldout_sequences,
+                        heldout_frames=args.heldout_frames, tau=args.tau, calib_tau=args.calib_tau,
+                        min_calib_samples=args.min_calib_samples, speed_check=not args.no_speed_check, opset=args.opset,
+                        threads=args.threads, parity=not args.no_parity, progress=not args.quiet,
+                        isolate=False, trt_float=args.trt_float)  # this process never loads GStreamer
+    parity = out / "parity.json"
+    if parity.is_file():
+        print(format_report(json.loads(parity.read_text())))
+    print(f"wrote {out}")
     return 0

@@ -38,6 +38,17 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgevos.errors import InputError
+from edgevos.target_augment import augment_first_frame
+from edgevos.target_filter import (
+    filter_score,
+    fit_filter_lstsq,
+    hinge_weights,
+    im2col,
+    pcg,
+    resize_label,
+    shift_adjoint,
+    shift_sum,
+)
 
 __all__ = [
     "TargetModelConfig",
@@ -48,8 +59,6 @@ __all__ = [
     "resize_label",
     "init_objective",
 ]
-
-_OFFSETS = [(i - 1, j - 1) for i in range(3) for j in range(3)]  # tap d = 3*i + j -> (dy, dx)
 
 
 @dataclass(frozen=True)
@@ -113,105 +122,6 @@ class TargetModelConfig:
 
 # --------------------------------------------------------------------------- helpers
 
-
-def hinge_weights(label: np.ndarray, tf: float = 0.1, min_fg_pixels: int = 10, pixel_area: float = 1.0) -> np.ndarray:
-    """FRTM's "hinge" pixel weights for one label map (h, w) -> (h, w) float32.
-
-    ``af`` is the fraction of foreground (> 0.5) pixels; fewer than
-    ``min_fg_pixels`` foreground *image* pixels count as ``af = tf`` (a label
-    cell covers ``pixel_area`` image pixels: ``stride**2`` for a stride-16 map, so
-    small objects keep their weighting as in FRTM, which counts at image resolution).  If ``af < tf``
-    foreground pixels weigh ``tf / af`` and background ``(1 - tf) / (1 - af)``,
-    so the object carries a share ``tf`` of the total weight; otherwise all weigh 1.
-    """
-    fg = np.asarray(label) > 0.5
-    n_fg = int(fg.sum())
-    af = n_fg / fg.size
-    if n_fg * pixel_area < min_fg_pixels:
-        af = tf
-    if af >= tf:
-        return np.ones(fg.shape, np.float32)
-    wf, wb = tf / af, (1.0 - tf) / (1.0 - af)
-    return np.where(fg, np.float32(wf), np.float32(wb)).astype(np.float32)
-
-
-def resize_label(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Resize a mask (H, W) to the feature size ``(h, w)`` as a soft label in [0, 1] (area average)."""
-    import cv2
-
-    m = np.asarray(mask, np.float32)
-    if m.ndim != 2:
-        raise InputError(f"mask has shape {m.shape}: pass a single (H, W) mask")
-    if m.max(initial=0.0) > 1.0:
-        m = (m > 0).astype(np.float32)
-    h, w = int(size[0]), int(size[1])
-    return np.clip(cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA), 0.0, 1.0).astype(np.float32)
-
-
-def _shift_sum(u: np.ndarray) -> np.ndarray:
-    """(9, ..., h, w) -> (..., h, w): out[y, x] = sum_d u[d][y + dy, x + dx] (zero outside)."""
-    h, w = u.shape[-2:]
-    out = np.zeros(u.shape[1:], np.float32)
-    for d, (oy, ox) in enumerate(_OFFSETS):
-        y0, y1 = max(0, -oy), h - max(0, oy)
-        x0, x1 = max(0, -ox), w - max(0, ox)
-        out[..., y0:y1, x0:x1] += u[d][..., y0 + oy:y1 + oy, x0 + ox:x1 + ox]
-    return out
-
-
-def _shift_adj(g: np.ndarray) -> np.ndarray:
-    """Adjoint of :func:`_shift_sum`: (..., h, w) -> (9, ..., h, w)."""
-    h, w = g.shape[-2:]
-    t = np.zeros((9,) + g.shape, np.float32)
-    for d, (oy, ox) in enumerate(_OFFSETS):
-        y0, y1 = max(0, -oy), h - max(0, oy)
-        x0, x1 = max(0, -ox), w - max(0, ox)
-        t[d][..., y0 + oy:y1 + oy, x0 + ox:x1 + ox] = g[..., y0:y1, x0:x1]
-    return t
-
-
-def _im2col(z: np.ndarray) -> np.ndarray:
-    """(K, h, w) -> (9K, h*w), row k*9 + d holds z_k shifted by tap d (zero padding 1)."""
-    k, h, w = z.shape
-    zp = np.zeros((k, h + 2, w + 2), np.float32)
-    zp[:, 1:-1, 1:-1] = z
-    col = np.empty((k, 9, h, w), np.float32)
-    for d, (oy, ox) in enumerate(_OFFSETS):
-        col[:, d] = zp[:, 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
-    return col.reshape(k * 9, h * w)
-
-
-def _score(filt: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """filter (K, 9) applied to z (n, K, h, w) -> (n, h, w)."""
-    n, k, h, w = z.shape
-    u = np.matmul(filt.T, z.reshape(n, k, h * w))  # (n, 9, h*w)
-    return _shift_sum(u.reshape(n, 9, h, w).transpose(1, 0, 2, 3))
-
-
-def _pcg(apply_a, rhs: np.ndarray, x0: np.ndarray, minv: np.ndarray, iters: int) -> np.ndarray:
-    """Preconditioned conjugate gradient, ``iters`` iterations from ``x0`` (x0 = 0 skips one product)."""
-    x = x0.copy()
-    r = rhs - apply_a(x) if np.any(x0) else rhs.copy()
-    zr = minv * r
-    p = zr.copy()
-    rz = float(np.dot(r.astype(np.float64), zr))
-    for _ in range(int(iters)):
-        if rz <= 0.0:
-            break
-        ap = apply_a(p)
-        pap = float(np.dot(p.astype(np.float64), ap))
-        if not pap > 0.0:
-            break
-        alpha = rz / pap
-        x += alpha * p
-        r -= alpha * ap
-        zr = minv * r
-        rz_new = float(np.dot(r.astype(np.float64), zr))
-        p = zr + (rz_new / rz) * p
-        rz = rz_new
-    return x
-
-
 def _check_feats(feats, what: str, channels: Optional[int] = None, hw=None) -> np.ndarray:
     a = np.asarray(feats)
     if a.ndim != 3:
@@ -263,7 +173,7 @@ def init_objective(project: np.ndarray, filter: np.ndarray, feats: Sequence[np.n
     y = np.stack([np.asarray(a, np.float32) for a in labels])
     n, c, h, w = x.shape
     z = np.matmul(p, x.reshape(n, c, h * w)).reshape(n, -1, h, w)
-    s = _score(f, z)
+    s = filter_score(f, z)
     pw = np.stack([hinge_weights(a, cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2) for a in y])
     a = np.asarray(sample_weights, np.float64).reshape(n, 1, 1)
     data = float(np.sum(a * pw * (s.astype(np.float64) - y) ** 2))
@@ -429,10 +339,10 @@ class TargetModel:
 
         for step in range(cfg.init_gn_steps):
             z_flat = proj @ x_flat  # (K, n*hw)
-            s = _shift_sum((filt.T @ z_flat).reshape(9, n, h, w))
+            s = shift_sum((filt.T @ z_flat).reshape(9, n, h, w))
             e = s - y_flat
             self.init_loss_history.append(self._objective_value(e, wa_img, proj, filt))
-            tx = _shift_adj(wa_img * e).reshape(9, n * hw) @ x_flat.T  # (9, C)
+            tx = shift_adjoint(wa_img * e).reshape(9, n * hw) @ x_flat.T  # (9, C)
             grad = np.concatenate([(filt @ tx + cfg.reg_project * proj).ravel(),
                                    ((tx @ proj.T).T + cfg.reg_filter * filt).ravel()])
 
@@ -440,22 +350,22 @@ class TargetModel:
             # so each CG product streams X once each way.
             def apply_a(v, filt_now=filt, proj_now=proj):
                 dp, df = unpack(v)
-                ds = _shift_sum(((filt_now.T @ dp + df.T @ proj_now) @ x_flat).reshape(9, n, h, w))
-                tt = _shift_adj(wa_img * ds).reshape(9, n * hw) @ x_flat.T  # (9, C)
+                ds = shift_sum(((filt_now.T @ dp + df.T @ proj_now) @ x_flat).reshape(9, n, h, w))
+                tt = shift_adjoint(wa_img * ds).reshape(9, n * hw) @ x_flat.T  # (9, C)
                 return np.concatenate([(filt_now @ tt + cfg.reg_project * dp).ravel(),
                                        ((tt @ proj_now.T).T + cfg.reg_filter * df).ravel()])
 
             # diagonal preconditioner: separable estimate for project, exact diagonal for filter
             diag_p = np.outer((filt.astype(np.float64) ** 2).sum(1), xw2) + cfg.reg_project + cfg.precond_project
-            tw = _shift_adj(wa_img).reshape(9, n * hw)
+            tw = shift_adjoint(wa_img).reshape(9, n * hw)
             diag_f = (tw @ (z_flat ** 2).T).T.astype(np.float64) + cfg.reg_filter + cfg.precond_filter
             minv = (1.0 / np.concatenate([diag_p.ravel(), diag_f.ravel()])).astype(np.float32)
-            delta = _pcg(apply_a, -grad, np.zeros_like(grad), minv, cfg.init_cg_iters[step])
+            delta = pcg(apply_a, -grad, np.zeros_like(grad), minv, cfg.init_cg_iters[step])
             dp, df = unpack(delta)
             proj = proj + dp
             filt = filt + df
         z_flat = proj @ x_flat
-        e = _shift_sum((filt.T @ z_flat).reshape(9, n, h, w)) - y_flat
+        e = shift_sum((filt.T @ z_flat).reshape(9, n, h, w)) - y_flat
         self.init_loss_history.append(self._objective_value(e, wa_img, proj, filt))
         return proj, filt
 
@@ -485,14 +395,14 @@ class TargetModel:
         h, w = y.shape
         self._z[slot], self._y[slot], self._pw[slot] = z, y, pw
         zf = z.reshape(k, h * w)
-        self._b[slot] = (_shift_adj(pw * y).reshape(9, h * w) @ zf.T).T.ravel()
-        self._d[slot] = (_shift_adj(pw).reshape(9, h * w) @ (zf * zf).T).T.ravel()
+        self._b[slot] = (shift_adjoint(pw * y).reshape(9, h * w) @ zf.T).T.ravel()
+        self._d[slot] = (shift_adjoint(pw).reshape(9, h * w) @ (zf * zf).T).T.ravel()
         self._c[slot] = float(np.sum(pw.astype(np.float64) * y.astype(np.float64) ** 2))
         return self._gram(slot) if compute_gram else None
 
     def _gram(self, slot: int) -> np.ndarray:
         """(9K, 9K) normal matrix of one sample: im2col(z) W im2col(z)^T."""
-        col = _im2col(self._z[slot]) * np.sqrt(self._pw[slot]).reshape(1, -1)
+        col = im2col(self._z[slot]) * np.sqrt(self._pw[slot]).reshape(1, -1)
         return (col @ col.T).astype(np.float64)
 
     def _add_sample(self, z: np.ndarray, y: np.ndarray, pw: np.ndarray) -> None:
@@ -544,7 +454,7 @@ class TargetModel:
             self._cls = (self._f.T @ self.project).astype(np.float32)  # (9, C)
         h, w = self.hw
         u = self._cls @ x.reshape(self.in_channels, h * w)
-        return _shift_sum(u.reshape(9, h, w))
+        return shift_sum(u.reshape(9, h, w))
 
     def update(self, feats: np.ndarray, soft_label: np.ndarray) -> bool:
         """Add (features, soft mask) to the memory and refit the filter on every ``update_every``-th call.
@@ -591,7 +501,7 @@ class TargetModel:
             rhs, minv = rhs.astype(np.float32), minv.astype(np.float32)
             x0 = self._f.ravel().copy()
         iters = cfg.update_cg_iters if cg_iters is None else cg_iters
-        f = _pcg(apply_a, rhs, x0, minv, iters)
+        f = pcg(apply_a, rhs, x0, minv, iters)
         self.filter = f.astype(np.float32).reshape(1, cfg.proj_dim, 3, 3)
         self._cls = None
         self._dirty = False
@@ -602,9 +512,9 @@ class TargetModel:
         n = self._n
         h, w = self.hw
         z = self._z[:n]
-        s = _score(v.reshape(k, 9).astype(np.float32), z)  # (n, h, w)
+        s = filter_score(v.reshape(k, 9).astype(np.float32), z)  # (n, h, w)
         g = s * self._pw[:n] * self._a[:n].astype(np.float32).reshape(n, 1, 1)
-        t = _shift_adj(g).reshape(9, n, h * w).transpose(1, 0, 2)  # (n, 9, hw)
+        t = shift_adjoint(g).reshape(9, n, h * w).transpose(1, 0, 2)  # (n, 9, hw)
         m = np.matmul(t, z.reshape(n, k, h * w).transpose(0, 2, 1)).sum(0)  # (9, K)
         return m.T.ravel() + self.cfg.reg_filter * v
 
@@ -614,7 +524,7 @@ class TargetModel:
             raise InputError("loss() needs a memory: call initialize() first")
         k, n = self.cfg.proj_dim, self._n
         f = self._f if filter is None else np.asarray(filter, np.float32).reshape(k, 9)
-        s = _score(f, self._z[:n])
+        s = filter_score(f, self._z[:n])
         a = self._a[:n].reshape(n, 1, 1)
         data = float(np.sum(a * self._pw[:n] * (s.astype(np.float64) - self._y[:n]) ** 2))
         return data + self.cfg.reg_project * float(np.sum(self.project.astype(np.float64) ** 2)) + \
@@ -669,121 +579,3 @@ class TargetModel:
                 self._pending = [int(i) for i in d.get("pending", [])]
             else:  # saved by a matrix-free model: rebuild lazily
                 self._pending = list(range(n))
-
-
-# --------------------------------------------------------------------------- exact solver
-
-
-def fit_filter_lstsq(z: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray, reg_filter: float = 1e-2,
-                     pixel_weights: Optional[np.ndarray] = None, tf: float = 0.1,
-                     min_fg_pixels: int = 10, pixel_area: float = 1.0) -> np.ndarray:
-    """Exact minimiser of the filter-only objective (float64 normal equations).
-
-    ``z`` (n, K, h, w) projected features, ``labels`` (n, h, w), ``sample_weights`` (n,);
-    ``pixel_weights`` (n, h, w) default to the hinge weights of the labels.
-    Returns the filter (1, K, 3, 3) float32.  Cost grows as n * (9K)^2 * h * w.
-    """
-    z = np.asarray(z, np.float32)
-    y = np.asarray(labels, np.float32)
-    n, k, h, w = z.shape
-    if y.shape != (n, h, w):
-        raise InputError(f"labels have shape {y.shape} but z is {z.shape}: pass (n, h, w) labels")
-    if pixel_weights is None:
-        pixel_weights = np.stack([hinge_weights(a, tf, min_fg_pixels, pixel_area) for a in y])
-    a = np.asarray(sample_weights, np.float64)
-    s_mat = reg_filter * np.eye(9 * k)
-    rhs = np.zeros(9 * k)
-    for i in range(n):
-        col = _im2col(z[i]).astype(np.float64)
-        pw = np.asarray(pixel_weights[i], np.float64).ravel()
-        s_mat += a[i] * (col * pw) @ col.T
-        rhs += a[i] * col @ (pw * y[i].ravel())
-    f = np.linalg.solve(s_mat, rhs)
-    return f.astype(np.float32).reshape(1, k, 3, 3)
-
-
-# --------------------------------------------------------------------------- augmentation
-
-
-def _cut_and_paste(img: np.ndarray, m: np.ndarray, rng) -> Tuple[np.ndarray, np.ndarray]:
-    """The object cut out, its hole filled from the surrounding background, pasted at a random offset.
-
-    The offset keeps the object's bounding box inside the frame; the hole is
-    inpainted at quarter resolution (cheap, and only its blur is needed).
-    """
-    import cv2
-
-    h, w = m.shape
-    ys, xs = np.nonzero(m)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    dy = int(rng.integers(-y0, h - y1 + 1))
-    dx = int(rng.integers(-x0, w - x1 + 1))
-    small = cv2.resize(img, (max(w // 4, 1), max(h // 4, 1)), interpolation=cv2.INTER_AREA)
-    hole = cv2.resize(m, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
-    hole = cv2.dilate(hole, np.ones((3, 3), np.uint8))
-    filled = cv2.resize(cv2.inpaint(small, hole, 3, cv2.INPAINT_TELEA), (w, h), interpolation=cv2.INTER_LINEAR)
-    out = np.where(m[..., None] > 0, filled, img)
-    moved = np.zeros_like(m)
-    moved[y0 + dy:y1 + dy, x0 + dx:x1 + dx] = m[y0:y1, x0:x1]
-    src = img[y0:y1, x0:x1]
-    region = out[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
-    region[m[y0:y1, x0:x1] > 0] = src[m[y0:y1, x0:x1] > 0]
-    return out, moved
-
-
-def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int = 0
-                        ) -> List[Tuple[np.ndarray, np.ndarray]]:
-    """``n`` augmented copies of the first frame for the target model's initial memory.
-
-    Cycles through FRTM-style transforms: horizontal flip, object cut-and-paste
-    (the object moved over its inpainted background), rotation (up to 30 degrees),
-    scale change (0.7-1.3), Gaussian blur, then random combinations with shifts.
-    ``image`` is uint8 (H, W, 3), ``mask`` (H, W) binary; returns a list of
-    (uint8 image (H, W, 3), uint8 mask (H, W) in {0, 1}) of the same size.
-    A transform that would push the object out of the frame is replaced by a flip.
-    """
-    import cv2
-
-    img = np.asarray(image)
-    m = np.asarray(mask)
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise InputError(f"image has shape {img.shape} dtype {img.dtype}: pass a uint8 (H, W, 3) frame")
-    if m.shape != img.shape[:2]:
-        raise InputError(f"mask is {m.shape} but image is {img.shape[:2]}: pass a mask of the frame's size")
-    if int(n) < 0:
-        raise InputError(f"n={n}: ask for zero or more augmentations")
-    m = (m > 0).astype(np.uint8)
-    if not m.any():
-        raise InputError(f"mask (shape {m.shape}) is empty: the first mask must contain the object")
-    h, w = m.shape
-    rng = np.random.default_rng(seed)
-    kinds = ["flip", "cutpaste", "rotate", "scale", "blur"]
-    out = []
-    for i in range(int(n)):
-        kind = kinds[i] if i < len(kinds) else "combo"
-        flip = kind == "flip" or (kind == "combo" and rng.random() < 0.5)
-        paste = kind == "cutpaste" or (kind == "combo" and rng.random() < 0.3)
-        angle = rng.uniform(-30, 30) if kind in ("rotate", "combo") else 0.0
-        scale = rng.uniform(0.7, 1.3) if kind in ("scale", "combo") else 1.0
-        shift = rng.uniform(-0.15, 0.15, 2) * (w, h) if kind == "combo" else np.zeros(2)
-        sigma = rng.uniform(0.5, 3.0) if kind in ("blur", "combo") else 0.0
-        im_a, m_a = img, m
-        if flip:
-            im_a, m_a = im_a[:, ::-1], m_a[:, ::-1]
-        if paste:
-            im_a, m_a = _cut_and_paste(np.ascontiguousarray(im_a), np.ascontiguousarray(m_a), rng)
-        if angle or scale != 1.0 or shift.any():
-            mat = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
-            mat[:, 2] += shift
-            im_w = cv2.warpAffine(np.ascontiguousarray(im_a), mat, (w, h), flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT_101)
-            m_w = cv2.warpAffine(np.ascontiguousarray(m_a), mat, (w, h), flags=cv2.INTER_NEAREST,
-                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            if m_w.any():
-                im_a, m_a = im_w, m_w
-            else:
-                im_a, m_a = img[:, ::-1], m[:, ::-1]
-        if sigma > 0:
-            im_a = cv2.GaussianBlur(np.ascontiguousarray(im_a), (0, 0), sigma)
-        out.append((np.ascontiguousarray(im_a, np.uint8), np.ascontiguousarray(m_a, np.uint8)))
-    return out

@@ -44,6 +44,15 @@ def test_no_code_shells_out_to_the_cli_for_export():
             assert needle not in path.read_text(), f"{path.name} runs `python -m edgevos export`: call export_bundle"
 
 
+
+def test_library_and_samples_never_shell_out_to_the_cli():
+    """The package, samples and scripts call functions, not ``python -m edgevos VERB``; where a
+    process is spawned on purpose it runs a function (export_bundle's isolate, tested below)."""
+    needle = '"-m", "edgevos"'
+    for folder in ("sdk", "export", "runtime", "jetson", "samples", "scripts"):
+        for path in (ROOT / folder).rglob("*.py"):
+            assert needle not in path.read_text(), f"{path.relative_to(ROOT)} runs `python -m edgevos`"
+
 def test_export_bundle_spawns_where_gstreamer_is_loaded(monkeypatch, tmp_path):
     import edgevos.export.exporter as exporter
     from edgevos import export_bundle

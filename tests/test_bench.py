@@ -115,6 +115,26 @@ def test_tensorrt_rows_take_int8_best_and_fp16():
     assert [r["precision"] for r in rows] == ["int8", "best", "fp16"] and not skipped
 
 
+
+def test_bench_presets_come_from_the_family_registry(monkeypatch):
+    """A family's presets are its registry entry's: a new family with presets needs no bench change."""
+    from edgevos.bench import parse_families
+    from edgevos.errors import InputError
+    from edgevos.models import registry
+
+    def check(preset):
+        if preset not in ("small", "large"):
+            raise InputError(f"unknown toy preset '{preset}'")
+
+    monkeypatch.setattr(sys.modules[__name__], "check_toy_preset", check, raising=False)
+    monkeypatch.setitem(registry.FAMILIES, "toy", registry.Family("toy", "toy", "m:f", "m:C",
+                                                                   f"{__name__}:check_toy_preset"))
+    assert parse_families("toy:large,gfrtm") == [("toy", "large"), ("gfrtm", None)]
+    with pytest.raises(InputError, match="unknown toy preset 'huge'"):
+        parse_families("toy:huge")
+    with pytest.raises(InputError, match=r"gfrtm has no presets.*\['slowfast', 'toy'\]"):
+        parse_families("gfrtm:3-7")
+
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("w") / "gfrtm_tiny.pt"
@@ -191,15 +211,14 @@ def test_run_row_energy_from_tegrastats(tmp_path, tiny_weights):
 
 
 def test_device_line_and_jetson_clocks_warning():
-    from edgevos.bench import _jetson_warning
-    from edgevos.bench_report import device_line
+    from edgevos.bench_report import device_line, jetson_warning
 
     jetson = {"cpu": {"model": "ARMv8 Processor rev 1 (v8l)", "usable_cores": 6}, "gpu": {"gpus": [], "present": True},
               "jetson": {"is_jetson": True, "model": "NVIDIA Jetson Orin Nano Developer Kit", "l4t": "36.4.3",
                          "jetpack": "6.2", "nvpmodel": "15W (0)", "jetson_clocks": "off"}}
     line = device_line(jetson)
     assert "Orin Nano" in line and "nvpmodel 15W (0)" in line and "jetson_clocks off" in line
-    assert "jetson_clocks" in _jetson_warning(jetson) and "sudo jetson_clocks" in _jetson_warning(jetson)
+    assert "jetson_clocks" in jetson_warning(jetson) and "sudo jetson_clocks" in jetson_warning(jetson)
     jetson["jetson"]["jetson_clocks"] = "on"
-    assert _jetson_warning(jetson) is None
-    assert _jetson_warning({"jetson": {"is_jetson": False}}) is None
+    assert jetson_warning(jetson) is None
+    assert jetson_warning({"jetson": {"is_jetson": False}}) is None

@@ -2,7 +2,7 @@
 name crosses a package.
 
 The contract is ``.importlinter`` at the repository root, checked by import-linter.
-setup.py maps the source folders (sdk/, export/, runtime/, jetson/) onto one import
+pyproject.toml maps the source folders (sdk/, export/, runtime/, jetson/) onto one import
 namespace, which import-linter's graph builder cannot follow, so the test lays the
 sources out under their import paths in a temporary folder and runs it there.
 """

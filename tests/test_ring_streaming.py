@@ -120,7 +120,7 @@ def test_binding_table_covers_a_full_period_and_wraps(bundle, monkeypatch):
         a, b = fast.step(f), plain.step(f)
         if i % 7 == 0 or i >= prog._period - 2:
             np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
-    assert prog._steps == prog._period + 12
+    assert prog.state.steps == prog._period + 12
     for key, ring in prog.rings.items():
         np.testing.assert_array_equal(_items(ring), _items(plain.program.rings[key]))
 

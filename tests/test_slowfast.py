@@ -47,7 +47,7 @@ def _stream_vs_clip(model, seq, n):
     worst, scale = 0.0, 0.0
     for t in range(1, n):
         s.step(seq.frame(t))
-        slow, fast = s.program._last
+        slow, fast = s.program.state.last
         with torch.no_grad():
             clip = model.clip(torch.stack(frames[:t + 1]))
         for k, v in list(slow.items())[:4] + [("fast32", fast["fast32"])]:
@@ -177,6 +177,32 @@ def test_gate_reuses_slow_features_and_tau_one_never_gates():
         assert set(np.unique(r.mask)) <= {0, 1, 2}
     assert pattern == [True, True, False, True, True]
     assert prog.slow_runs == 2  # first frame + one computed frame
+
+
+def test_program_state_is_one_value_that_reset_clears():
+    """Everything a SlowFast program holds about its video is in ``program.state`` (a dataclass
+    declared up front, no attribute appears on the way); start() replaces it and
+    Session.reset() starts from the defaults, with empty rings."""
+    from edgevos.programs.slowfast import SlowFastState
+
+    seq = _seq(n=6)
+    s = Session.from_model(_build("3-7"), family="slowfast", tau=0.0, max_reuse=2)
+    prog = s.program
+    declared = set(vars(prog))
+    assert prog.state == SlowFastState()
+    s.start(seq.frame(0), seq.mask(0))
+    for i in range(1, 5):
+        s.step(seq.frame(i))
+    assert set(vars(prog)) == declared  # nothing appeared lazily
+    st = prog.state
+    assert (st.frame_index, st.steps, st.slow_runs) == (4, 4, prog.slow_runs) and len(st.objects) == 2
+    assert st.fast8_prev is not None and st.last is not None and prog.objects is st.objects
+    s.start(seq.frame(0), seq.mask(0))
+    assert prog.state is not st and (prog.state.frame_index, prog.state.steps, prog.reuse_run) == (0, 0, 0)
+    s.reset()
+    assert s.program.state == SlowFastState() and s.program is not prog
+    assert all(r.pushes == 0 for r in s.program.rings.values())
+    assert s.tau == 0.0 and s.max_reuse == 2
 
 
 def test_unsupervised_mode_needs_no_mask():

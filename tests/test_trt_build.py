@@ -176,6 +176,33 @@ def test_identity_same_in_python_generated_script_and_build_engines_sh(fake_cuda
         assert calls and all(".trt10.3.0.sm87x8.64x96.engine" in c for c in calls), calls
 
 
+
+def test_generated_script_and_build_engines_sh_share_their_shell_functions(bundle, tmp_path):
+    """One copy of the trtexec lookup, the bundle and version checks and the registration:
+    jetson/trtexec_common.sh, sourced by build_engines.sh and embedded in a generated script;
+    both find trtexec on PATH when TRTEXEC is not executable and refuse a folder without a manifest."""
+    from edgevos.export.tensorrt import TRTEXEC_COMMON, BuildOptions, write_build_script
+
+    common = TRTEXEC_COMMON.read_text().split("\n", 1)[1]  # without its #! line
+    script = write_build_script(bundle, [BuildOptions("int8")], tmp_path / "gen" / "build.sh")
+    assert common in script.read_text()
+    sh = (ROOT / "jetson" / "build_engines.sh").read_text()
+    assert 'source "$HERE/trtexec_common.sh"' in sh
+    for text in (script.read_text(), sh):
+        assert "command -v trtexec" not in text.replace(common, "")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    on_path = bin_dir / "trtexec"
+    on_path.write_text('#!/usr/bin/env bash\necho "$*" >> "%s"\n' % (tmp_path / "path_calls.log"))
+    on_path.chmod(0o755)
+    env = {"TRTEXEC": str(tmp_path / "missing"), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    for gen in (None, script):
+        p, _ = _run_script(tmp_path, str(bundle.root), "int8", script=gen, env=env)
+        assert p.returncode == 0, p.stderr
+        p, _ = _run_script(tmp_path, str(tmp_path / "nope"), "int8", script=gen)
+        assert p.returncode == 1 and "not an edgevos bundle" in p.stderr
+    assert len((tmp_path / "path_calls.log").read_text().splitlines()) == 2 * len(bundle.specs)
+
 # ------------------------------------------------------------------ defect 4: TensorRT 8.6 (JetPack 6.0)
 def test_tensorrt_8_6_gets_a_clear_message(monkeypatch, bundle, tmp_path):
     from edgevos.export.tensorrt import BuildOptions, build_engine

@@ -13,6 +13,17 @@ class Family:
     title: str
     _build: str  # "module:function" (torch)
     _program: str  # "module:Class" (torch-free)
+    #: "module:function" (torch-free) that checks a preset name (the builder's ``preset=``) and raises
+    #: InputError naming the valid ones; "" for a family without presets
+    _presets: str = ""
+
+    def check_preset(self, preset: str) -> None:
+        """InputError unless ``preset`` is one of this family's presets (``build(preset=...)``)."""
+        if not self._presets:
+            with_presets = sorted(f.name for f in FAMILIES.values() if f._presets)
+            raise InputError(f"{self.name} has no presets ('{self.name}:{preset}'): families with presets: "
+                             f"{with_presets}")
+        _load(self._presets)(preset)
 
     def build(self, weights=None, input_size=None, **overrides):
         """The PyTorch model (needs torch): stage_modules(), stage_specs(), config, normalization,
@@ -40,7 +51,8 @@ FAMILIES: Dict[str, Family] = {
     "gfrtm": Family("gfrtm", "G-FRTM-fast (FRTM-fast + learned reuse gate)",
                     "edgevos.models.gfrtm:build_gfrtm", "edgevos.programs.gfrtm:GfrtmProgram"),
     "slowfast": Family("slowfast", "SlowFast-VOS (two-pathway streaming encoder, gated slow pathway)",
-                       "edgevos.models.slowfast:build_slowfast", "edgevos.programs.slowfast:SlowFastProgram"),
+                       "edgevos.models.slowfast:build_slowfast", "edgevos.programs.slowfast:SlowFastProgram",
+                       "edgevos.programs.slowfast:check_preset"),
 }
 
 

@@ -110,29 +110,26 @@ initialisation get a normalisation at all.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from edgevos.errors import InputError
-from edgevos.models.backbones import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    build_backbone,
-    imagenet_normalization,
-    load_torchvision_weights,
-)
-from edgevos.models.gfrtm import RRB, ReuseGate, conv
+from edgevos.models.backbones import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalization
+from edgevos.models.slowfast_heads import MaskDecoder, Reference, ReuseDecoder, SlowGate
+from edgevos.models.slowfast_init import FREEZE, apply_freeze, inflate_from_2d, load_slow_weights
+from edgevos.models.slowfast_layers import PATHWAYS, Lateral, StepContext, TemporalConv, allocate_kernels
 from edgevos.programs.slowfast import PRESETS, check_preset  # torch-free: shared with the step program
 from edgevos.stages import StageSpec, TensorSpec
 
+__all__ = ["BACKBONES", "FREEZE", "MODES", "PRESETS", "SlowFastConfig", "SlowFastVOS", "apply_freeze",
+           "build_slowfast", "inflate_from_2d", "load_slow_weights"]
+
 BACKBONES = ("mobilenetv2", "resnet18")
 MODES = ("semi", "unsupervised")
-FREEZE = ("none", "backbone", "slowfast")
 GRAY = (0.299, 0.587, 0.114)
 
 
@@ -188,327 +185,6 @@ class SlowFastConfig:
         return check_preset(self.preset)[2]
 
 
-# ----------------------------------------------------------------------------- temporal conv
-class _Context:
-    """How temporal convs see time during one call: clip, step (with histories) or init."""
-
-    def __init__(self, mode: str, hist: Optional[Dict[str, torch.Tensor]] = None):
-        self.mode = mode
-        self.hist = hist or {}
-        self.new: Dict[str, torch.Tensor] = {}
-
-
-class TemporalConv(nn.Module):
-    """A causal (k_t, k, k) convolution on time-major tensors (T, C, H, W).
-
-    * clip mode: all T steps; the past before the clip is the first step
-      repeated; time stride ``t_stride`` (laterals) keeps steps 0, t_stride, ...
-    * step mode: ``x`` is the current step (1, C, H, W), the context supplies the
-      previous ``k_t - 1`` inputs; only the current output is computed and ``x``
-      is recorded for the host's ring buffer.
-    * init mode: as step mode with the current input as the whole past.
-
-    ``as_conv2d`` computes the Conv3d as a sum of per-time-step Conv2d.
-    k_t = 1 is an ordinary Conv2d.  Parameter names (``weight``, ``bias``) follow
-    ``nn.Conv2d`` so inflated torchvision weights map by name.
-    """
-
-    def __init__(self, cin, cout, k_t=1, k=1, stride=1, padding=None, groups=1, bias=False, t_stride=1, key=""):
-        super().__init__()
-        self.k_t, self.k, self.stride, self.groups, self.t_stride = int(k_t), int(k), int(stride), int(groups), int(t_stride)
-        self.padding = (k - 1) // 2 if padding is None else int(padding)
-        self.weight = nn.Parameter(torch.empty(cout, cin // groups, self.k_t, k, k))
-        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
-        fan_in = (cin // groups) * k * k * self.k_t
-        nn.init.kaiming_uniform_(self.weight.view(cout, -1), a=math.sqrt(5))
-        if self.bias is not None:
-            nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
-        self.key = key
-        self.ctx: Optional[_Context] = None
-        self.as_conv2d = False
-
-    def _conv2d(self, x, j):
-        return F.conv2d(x, self.weight[:, :, j], self.bias if j == self.k_t - 1 else None, self.stride,
-                        self.padding, 1, self.groups)
-
-    def forward(self, x):
-        if self.k_t == 1:
-            return self._conv2d(x, 0)
-        ctx = self.ctx
-        if ctx is None or ctx.mode == "clip":
-            return self._clip(x)
-        past = ctx.hist[self.key] if ctx.mode == "step" else x.expand(self.k_t - 1, *x.shape[1:])
-        ctx.new[self.key] = x
-        window = torch.cat([past, x], 0)  # (k_t, C, H, W), oldest first
-        if self.as_conv2d:
-            out = self._conv2d(window[0:1], 0)
-            for j in range(1, self.k_t):
-                out = out + self._conv2d(window[j:j + 1], j)
-            return out
-        y = F.conv3d(window.transpose(0, 1)[None], self.weight, self.bias, (1, self.stride, self.stride),
-                     (0, self.padding, self.padding), 1, self.groups)  # (1, C', 1, H', W')
-        return y[0].transpose(0, 1)
-
-    def _clip(self, x):  # x: (T, C, H, W)
-        xp = torch.cat([x[:1].expand(self.k_t - 1, *x.shape[1:]), x], 0)
-        n = (x.shape[0] - 1) // self.t_stride + 1
-        if self.as_conv2d:
-            out = None
-            for j in range(self.k_t):
-                y = self._conv2d(xp[j:j + (n - 1) * self.t_stride + 1:self.t_stride], j)
-                out = y if out is None else out + y
-            return out
-        y = F.conv3d(xp.transpose(0, 1)[None], self.weight, self.bias, (self.t_stride, self.stride, self.stride),
-                     (0, self.padding, self.padding), 1, self.groups)
-        return y[0].transpose(0, 1)
-
-
-# ----------------------------------------------------------------------------- pathways
-def _width(c: int, w: float) -> int:
-    return c if w >= 1 else max(4, int(round(c * w)))
-
-
-class BasicBlock3d(nn.Module):
-    """ResNet BasicBlock whose conv1 may be temporal; torchvision names."""
-
-    def __init__(self, cin, cout, stride, k_t, key):
-        super().__init__()
-        self.conv1 = TemporalConv(cin, cout, k_t, 3, stride, key=key)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = TemporalConv(cout, cout, 1, 3)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(TemporalConv(cin, cout, 1, 1, stride, padding=0), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(out)) + identity)
-
-
-class ResNetPathway(nn.Module):
-    """ResNet18 layout at a channel width ratio; stem = conv1..maxpool (stride 4), stages layer1..layer4."""
-
-    blocks = (2, 2, 2, 2)
-    base = (64, 128, 256, 512)
-
-    def __init__(self, in_ch, width, kernels: Dict[str, int], extra: Sequence[int], prefix: str):
-        super().__init__()
-        c = [_width(b, width) for b in self.base]
-        self.conv1 = TemporalConv(in_ch, c[0], kernels.get("conv1", 1), 7, 2, 3, key=f"{prefix}_conv1")
-        self.bn1 = nn.BatchNorm2d(c[0])
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = c[0]
-        for i, (cout, n) in enumerate(zip(c, self.blocks)):
-            layer = []
-            for b in range(n):
-                name = f"layer{i + 1}.{b}.conv1"
-                layer.append(BasicBlock3d(cin + (extra[i] if b == 0 else 0), cout, 2 if (i and not b) else 1,
-                                          kernels.get(name, 1), f"{prefix}_{name.replace('.', '_')}"))
-                cin = cout
-            setattr(self, f"layer{i + 1}", nn.Sequential(*layer))
-        self.channels = [c[0]] + c  # stem, res2..res5
-
-    @staticmethod
-    def candidates(stage_from: int):
-        """Block convs that may get a temporal kernel, in network order, from res{stage_from} on."""
-        return [f"layer{i}.{b}.conv1" for i in range(stage_from - 1, 5) for b in range(2)]
-
-    stem_conv = "conv1"
-
-    def stem(self, x):
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-
-    def stage(self, i, x):  # i = 0..3 -> res2..res5
-        return getattr(self, f"layer{i + 1}")(x)
-
-
-class ConvBNAct(nn.Sequential):
-    def __init__(self, cin, cout, k=3, stride=1, groups=1, k_t=1, key=""):
-        super().__init__(TemporalConv(cin, cout, k_t, k, stride, groups=groups, key=key), nn.BatchNorm2d(cout),
-                         nn.ReLU6(inplace=True))
-
-
-class InvertedResidual3d(nn.Module):
-    def __init__(self, cin, cout, stride, expand, k_t, key, hidden_from=None):
-        super().__init__()
-        hidden = int(round((hidden_from or cin) * expand))
-        self.use_res = stride == 1 and cin == cout
-        layers: List[nn.Module] = []
-        if expand != 1:
-            layers.append(ConvBNAct(cin, hidden, 1, k_t=k_t, key=key))
-        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden), TemporalConv(hidden, cout, 1, 1),
-                   nn.BatchNorm2d(cout)]
-        self.conv = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return x + self.conv(x) if self.use_res else self.conv(x)
-
-
-class MobileNetPathway(nn.Module):
-    """MobileNetV2 layout (torchvision names) at a channel width ratio.
-
-    stem = features[0:2] (stride 2), res2 = [2:4] (4), res3 = [4:7] (8),
-    res4 = [7:14] (16), res5 = [14:18] (32).
-    """
-
-    settings = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
-    bounds = (0, 2, 4, 7, 14, 18)
-    first_of_stage = (2, 4, 7, 14)
-
-    def __init__(self, in_ch, width, kernels: Dict[str, int], extra: Sequence[int], prefix: str):
-        super().__init__()
-        cin = _width(32, width)
-        layers: List[nn.Module] = [ConvBNAct(in_ch, cin, 3, 2, k_t=kernels.get("features.0.0", 1), key=f"{prefix}_features_0_0")]
-        n_idx = 1
-        for t, c, n, s in self.settings:
-            cout = _width(c, width)
-            for i in range(n):
-                name = f"features.{n_idx}.conv.0.0"
-                add = extra[self.first_of_stage.index(n_idx)] if n_idx in self.first_of_stage else 0
-                # widened inputs (lateral channels) keep the 2D network's hidden width
-                layers.append(InvertedResidual3d(cin + add, cout, s if i == 0 else 1, t, kernels.get(name, 1),
-                                                 f"{prefix}_features_{n_idx}", hidden_from=cin))
-                cin = cout
-                n_idx += 1
-        self.features = nn.Sequential(*layers)
-        self.channels = [_width(16, width), _width(24, width), _width(32, width), _width(96, width), _width(320, width)]
-
-    @classmethod
-    def candidates(cls, stage_from: int):
-        first = cls.bounds[stage_from - 1]
-        return [f"features.{i}.conv.0.0" for i in range(max(first, 2), 18)]
-
-    stem_conv = "features.0.0"
-
-    def stem(self, x):
-        return self.features[0:2](x)
-
-    def stage(self, i, x):
-        return self.features[self.bounds[i + 1]:self.bounds[i + 2]](x)
-
-
-PATHWAYS = {"resnet18": ResNetPathway, "mobilenetv2": MobileNetPathway}
-
-
-def _allocate(candidates: Sequence[Tuple[str, int]], budget: int) -> Dict[str, int]:
-    """Paper kernel sizes in network order until ``budget`` time steps of lag are used."""
-    out = {}
-    for name, k in candidates:
-        if budget <= 0:
-            break
-        k = min(k, budget + 1)
-        out[name] = k
-        budget -= k - 1
-    return out
-
-
-class Lateral(nn.Module):
-    """Fast -> slow fusion: Conv3d (k, 1, 1), stride (alpha, 1, 1), 2x fast channels, BN, ReLU."""
-
-    def __init__(self, cf, k_t, alpha, key):
-        super().__init__()
-        self.conv = TemporalConv(cf, 2 * cf, k_t, 1, t_stride=alpha, key=key)
-        self.bn = nn.BatchNorm2d(2 * cf)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
-
-
-# ----------------------------------------------------------------------------- decoder / heads
-class Reference(nn.Module):
-    """Reference frame + mask -> fg/bg prototypes of a stride-16 embedding."""
-
-    def __init__(self, c16, dim):
-        super().__init__()
-        self.embed = nn.Sequential(conv(c16, dim, 1), nn.Conv2d(dim, dim, 1))
-
-    def template(self, f16, mask16):
-        e = self.embed(f16)
-        fg = (e * mask16).sum((2, 3)) / (mask16.sum((2, 3)) + 1.0)
-        bg = (e * (1 - mask16)).sum((2, 3)) / ((1 - mask16).sum((2, 3)) + 1.0)
-        return torch.cat([fg, bg], 1)  # (1, 2E)
-
-    def similarity(self, f16, template):
-        e = F.normalize(self.embed(f16), dim=1)
-        n = e.shape[1]
-        fg = F.normalize(template[:, :n], dim=1)[:, :, None, None]
-        bg = F.normalize(template[:, n:], dim=1)[:, :, None, None]
-        return torch.cat([(e * fg).sum(1, keepdim=True), (e * bg).sum(1, keepdim=True)], 1)  # (1, 2, H/16, W/16)
-
-
-class MaskDecoder(nn.Module):
-    """Multi-scale decoder: deep levels (32, 16) -> r8, shallow levels (8, 4) -> stride-4 logits.
-
-    Conditioning: the previous predicted mask at every level and, in
-    semi-supervised mode, the similarity to the reference prototypes at stride 16.
-    """
-
-    def __init__(self, c4, c8, c16, c32, d, d4, n_cond16):
-        super().__init__()
-        self.reduce32 = conv(c32, d, 1)
-        self.level16 = conv(c16 + n_cond16, d)
-        self.rrb16 = RRB(d)
-        self.level8 = conv(c8 + 1, d)
-        self.rrb8 = RRB(d)
-        self.level4 = conv(c4 + 1, d4)
-        self.project4 = conv(d, d4, 1, relu=False)
-        self.fuse4 = conv(d4, d4)
-        self.predict = nn.Conv2d(d4, 1, 3, 1, 1)
-
-    @staticmethod
-    def up(x, ref):
-        return F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
-
-    def deep(self, f16, f32, cond16):
-        x = self.level16(torch.cat([f16, cond16], 1)) + self.up(self.reduce32(f32), f16)
-        return self.rrb16(x)  # r8 source, (1, D, H/16, W/16)
-
-    def shallow(self, f4, f8, r16, prev4):
-        prev8 = F.avg_pool2d(prev4, 2)
-        x = self.rrb8(self.level8(torch.cat([f8, prev8], 1)) + self.up(r16, f8))  # (1, D, H/8, W/8)
-        return self.head(f4, x, prev4), x
-
-    def head(self, f4, x8, prev4):
-        x = self.fuse4(F.relu(self.level4(torch.cat([f4, prev4], 1)) + self.project4(self.up(x8, f4))))
-        return self.predict(x)  # (1, 1, H/4, W/4)
-
-
-class ReuseDecoder(nn.Module):
-    """Reused frames: the last computed r8, translated by the current fast features, then the stride-4 head."""
-
-    def __init__(self, cf4, cf8, d, d4):
-        super().__init__()
-        self.translate = nn.Sequential(conv(d + cf8 + 1, d), conv(d, d, 3, dilation=2), conv(d, d, relu=False))
-        self.level4 = conv(cf4 + 1, d4)
-        self.project4 = conv(d, d4, 1, relu=False)
-        self.fuse4 = conv(d4, d4)
-        self.predict = nn.Conv2d(d4, 1, 3, 1, 1)
-
-    def forward(self, fast4, fast8, r8_prev, prev4):
-        prev8 = F.avg_pool2d(prev4, 2)
-        x8 = F.relu(r8_prev + self.translate(torch.cat([r8_prev, fast8, prev8], 1)))
-        up = F.interpolate(self.project4(x8), size=fast4.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.fuse4(F.relu(self.level4(torch.cat([fast4, prev4], 1)) + up))
-        return self.predict(x)
-
-
-class SlowGate(nn.Module):
-    """P(reuse) from the fast stride-8 features now vs at the last computed frame, and the previous mask."""
-
-    def __init__(self, cf8, dim=32):
-        super().__init__()
-        self.project = conv(2 * cf8 + 1, dim, 3)
-        self.gate = ReuseGate(dim)
-
-    def forward(self, fast8, fast8_prev, prev4):
-        prev8 = F.avg_pool2d(prev4, 2)
-        return self.gate(self.project(torch.cat([fast8, (fast8 - fast8_prev).abs(), prev8], 1)))
-
-
 # ----------------------------------------------------------------------------- the model
 class SlowFastVOS(nn.Module):
     def __init__(self, cfg: SlowFastConfig):
@@ -517,9 +193,9 @@ class SlowFastVOS(nn.Module):
         S, Fr, alpha = check_preset(cfg.preset)
         P = PATHWAYS[cfg.backbone]
         # -- temporal kernels (see the module docstring)
-        fast_k = _allocate([(P.stem_conv, cfg.fast_conv1_kernel)] + [(n, cfg.temporal_kernel) for n in P.candidates(2)],
+        fast_k = allocate_kernels([(P.stem_conv, cfg.fast_conv1_kernel)] + [(n, cfg.temporal_kernel) for n in P.candidates(2)],
                            Fr - 1)
-        slow_k = _allocate([(n, cfg.temporal_kernel) for n in P.candidates(4)], S - 1)
+        slow_k = allocate_kernels([(n, cfg.temporal_kernel) for n in P.candidates(4)], S - 1)
         k_lat = min(cfg.lateral_kernel, Fr)
         fin = 1 if cfg.fast_gray else 3
         probe = P(3, cfg.beta, {}, (0, 0, 0, 0), "probe")
@@ -555,7 +231,8 @@ class SlowFastVOS(nn.Module):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         self.register_buffer("gray", torch.tensor(GRAY).view(1, 3, 1, 1), persistent=False)
-        self._frozen: set = set()
+        self.frozen: set = set()  # names of the tensors frozen (apply_freeze)
+        self.exact_2d: Optional[set] = None  # slow pathway tensors that are plain 2D ImageNet copies
         self._layout = None
         apply_freeze(self, cfg.freeze)
 
@@ -611,7 +288,7 @@ class SlowFastVOS(nn.Module):
             return (x * self.gray).sum(1, keepdim=True)
         return x
 
-    def _with_context(self, ctx: Optional[_Context]):
+    def _with_context(self, ctx: Optional[StepContext]):
         for m in self.temporal_convs:
             m.ctx = ctx
 
@@ -638,7 +315,7 @@ class SlowFastVOS(nn.Module):
         return outs  # f4, f8, f16, f32 (slow res5)
 
     def _run(self, mode, fn, hist=None):
-        ctx = _Context(mode, hist)
+        ctx = StepContext(mode, hist)
         self._with_context(ctx)
         try:
             out = fn()
@@ -806,7 +483,7 @@ class SlowFastVOS(nn.Module):
 
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
         """Everything but the frozen parts (those come from ImageNet weights or a pretrained encoder)."""
-        return {k: v for k, v in self.state_dict().items() if k not in self._frozen}
+        return {k: v for k, v in self.state_dict().items() if k not in self.frozen}
 
 
 class _Stage(nn.Module):
@@ -852,88 +529,6 @@ def _replace(cfg, **kw):
     return replace(cfg, **kw)
 
 
-# ----------------------------------------------------------------------------- weights, freezing
-def inflate_from_2d(model: SlowFastVOS, state2d: Dict[str, torch.Tensor]) -> List[str]:
-    """Copy 2D ImageNet weights into the slow pathway; returns the names copied exactly (frozen by "backbone").
-
-    Temporal kernels get the 2D kernel at the *current-frame* tap and zeros at
-    past taps (with causal convs this is what makes the slow pathway equal the
-    2D network per frame); widened inputs (lateral channels) get zero weights;
-    a projection shortcut added because of widening starts as ``[I | 0]``.
-    """
-    exact = []
-    own = model.slow.state_dict()
-    with torch.no_grad():
-        for name, target in own.items():
-            if name not in state2d:
-                continue
-            src = state2d[name].to(target.dtype)
-            if target.dim() == 5 and src.dim() == 4:
-                new = torch.zeros_like(target)
-                new[:, :src.shape[1], -1] = src
-                if target.shape[2] == 1 and target.shape[1] == src.shape[1]:
-                    exact.append(name)
-            elif target.shape == src.shape:
-                new = src.clone()
-                exact.append(name)
-            else:
-                raise InputError(f"2D weight '{name}' {tuple(src.shape)} does not fit the slow pathway {tuple(target.shape)}")
-            target.copy_(new)
-        # projection shortcuts that exist only because of widened inputs (resnet18 layer1.0)
-        for name, module in model.slow.named_modules():
-            if isinstance(module, BasicBlock3d) and module.downsample is not None and f"{name}.downsample.0.weight" not in state2d:
-                w = module.downsample[0].weight
-                w.zero_()
-                c = w.shape[0]
-                w[:, :c, 0, 0, 0] = torch.eye(c)
-                bn = module.downsample[1]
-                bn.weight.fill_(1.0)
-                bn.bias.zero_()
-                bn.running_mean.zero_()
-                bn.running_var.fill_(1.0 - bn.eps)
-    return ["slow." + n for n in exact]
-
-
-def load_slow_weights(model: SlowFastVOS, path) -> None:
-    """Load a torchvision ImageNet state dict (strict, via the 2D backbone) and inflate it into the slow pathway."""
-    ref = build_backbone(model.config.backbone)
-    load_torchvision_weights(ref, path)
-    exact = inflate_from_2d(model, ref.state_dict())
-    model._exact2d = set(exact)
-    apply_freeze(model, model.config.freeze)
-
-
-def _exact_2d_names(model: SlowFastVOS) -> set:
-    """Slow pathway tensors whose shape equals the 2D backbone's (plain copies of ImageNet weights)."""
-    if getattr(model, "_exact2d", None):
-        return model._exact2d
-    ref = build_backbone(model.config.backbone).state_dict()
-    out = set()
-    for name, v in model.slow.state_dict().items():
-        r = ref.get(name)
-        if r is None:
-            continue
-        if v.shape == r.shape or (v.dim() == 5 and v.shape[2] == 1 and v.shape[:2] == r.shape[:2] and v.shape[3:] == r.shape[2:]):
-            out.add("slow." + name)
-    model._exact2d = out
-    return out
-
-
-def apply_freeze(model: SlowFastVOS, freeze: str) -> None:
-    """Set requires_grad per the freezing option (see the module docstring)."""
-    if freeze not in FREEZE:
-        raise InputError(f"unknown freeze option '{freeze}': choose one of {list(FREEZE)}")
-    if freeze == "none":
-        frozen = set()
-    elif freeze == "backbone":
-        frozen = _exact_2d_names(model)
-    else:
-        frozen = {n for n in model.state_dict() if n.split(".")[0] in ("slow", "fast", "laterals")}
-    for name, p in model.named_parameters():
-        p.requires_grad_(name not in frozen)
-    model._frozen = frozen
-
-
 # ----------------------------------------------------------------------------- builders
 def build_slowfast(weights=None, input_size=None, backbone_weights=None, **overrides) -> SlowFastVOS:
     """Build SlowFast-VOS.
@@ -966,23 +561,3 @@ def build_slowfast(weights=None, input_size=None, backbone_weights=None, **overr
             raise InputError(f"checkpoint '{weights}' does not fit SlowFast-VOS {cfg.preset} ({cfg.backbone}): "
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.eval()
-
-
-def slowfast_1_1(**kw) -> SlowFastVOS:
-    return build_slowfast(preset="1-1", **kw)
-
-
-def slowfast_3_3(**kw) -> SlowFastVOS:
-    return build_slowfast(preset="3-3", **kw)
-
-
-def slowfast_7_7(**kw) -> SlowFastVOS:
-    return build_slowfast(preset="7-7", **kw)
-
-
-def slowfast_1_7(**kw) -> SlowFastVOS:
-    return build_slowfast(preset="1-7", **kw)
-
-
-def slowfast_3_7(**kw) -> SlowFastVOS:
-    return build_slowfast(preset="3-7", **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgevos.errors import InputError
+from edgevos.files import replacing
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -90,8 +91,6 @@ def save_checkpoint(path, family: str, model, meta: dict | None = None, half: bo
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in model.state_dict().items()}
     cfg = dataclasses.asdict(model.config)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"family": family, "config": cfg, "state_dict": state, "meta": meta or {}}, tmp)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        torch.save({"family": family, "config": cfg, "state_dict": state, "meta": meta or {}}, tmp)
     return path

@@ -1,4 +1,4 @@
-"""Shared pieces of step programs: results, input checks, pre/post-processing (numpy + OpenCV)."""
+"""Shared pieces of step programs: results, video state, input checks, pre/post-processing (numpy + OpenCV)."""
 from __future__ import annotations
 
 import time
@@ -39,6 +39,29 @@ class StepResult:
     @probs.setter
     def probs(self, value: np.ndarray) -> None:
         self.model_probs = value
+
+
+@dataclass
+class VideoState:
+    """What a step program holds about the video it is on, as one value: a program keeps it in
+    ``self.state``, ``start()`` replaces it, and a fresh program (``Session.reset()``) begins from
+    these defaults.  Programs extend it with what they cache between frames."""
+
+    objects: list = field(default_factory=list)  # per-object state, in the order the objects were added
+    frame_hw: Optional[Tuple[int, int]] = None  # (H, W) of the video's frames
+    frame_index: int = -1  # the last frame processed (0: the first); -1 before start()
+
+
+def state_attribute(name: str, doc: str = "") -> property:
+    """A program attribute that lives in ``self.state`` (the program's :class:`VideoState`)."""
+
+    def get(self):
+        return getattr(self.state, name)
+
+    def set_(self, value):
+        setattr(self.state, name, value)
+
+    return property(get, set_, doc=doc or f"``state.{name}``")
 
 
 class Timer:

@@ -18,11 +18,12 @@ State (all explicit, inspectable):
   writes it there (``backend.run(..., out=...)``; ONNX Runtime binds the slot
   as the output buffer), then the slots are committed.  Only a reused frame's
   slow items are copies (of the previous item).
-* per object: reference template (semi-supervised), previous probability map
-  (stride 4, updated every frame), the stride-8 decoder state ``r8`` of the last
-  computed frame.
-* shared: fast stride-8 features of the last computed frame (the gate compares
-  against them), the frame counter, the current run of reuses.
+* ``state`` (:class:`SlowFastState`, replaced by ``start``): per object
+  (:class:`ObjectState`) the reference template (semi-supervised), the previous
+  probability map (stride 4, updated every frame), the stride-8 decoder state ``r8``
+  of the last computed frame; shared: the fast stride-8 features of the last computed
+  frame (the gate compares against them), the frame counter, the current run of
+  reuses, the steps since ``start`` (the rings' position).
 
 The first frame fills every ring with its own activations (``*_init`` stages):
 a constant past, exactly as clip mode with the first frame repeated.
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -42,12 +43,14 @@ from edgevos.programs.base import (
     ObjectSetMixin,
     StepResult,
     Timer,
+    VideoState,
     check_frame,
     check_mask,
     host_blas,
     resize_map,
     sigmoid,
     soft_aggregate,
+    state_attribute,
     to_input,
 )
 
@@ -82,9 +85,31 @@ class ObjectState:
     target: object = None  # edgevos.target_model.TargetModel (target_model models)
 
 
+@dataclass
+class SlowFastState(VideoState):
+    """What a SlowFast program holds about its video besides the rings' items (``start`` replaces it)."""
+
+    objects: List[ObjectState] = field(default_factory=list)
+    reuse_run: int = 0  # consecutive reused frames
+    slow_runs: int = 0  # frames the slow pathway ran on, the first frame included
+    #: fast stride-8 features of the last computed frame, which the gate compares against (a copy:
+    #: the ring slot they were written to is rewritten some frames later)
+    fast8_prev: Optional[np.ndarray] = None
+    #: (slow, fast) stage outputs of the last computed frame: views of that step's ring slots,
+    #: read right after it by the forced step of add_objects
+    last: Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]] = None
+    steps: int = 0  # steps since start: every ring advanced this many times since its fill
+
+
 class SlowFastProgram(ObjectSetMixin):
     family = "slowfast"
     START_HINT = "the first frame (and its mask)"
+
+    objects = state_attribute("objects")
+    frame_hw = state_attribute("frame_hw")
+    frame_index = state_attribute("frame_index")
+    reuse_run = state_attribute("reuse_run")
+    slow_runs = state_attribute("slow_runs")
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None):
         from edgevos.ring import RingBuffer, StridedRing
@@ -152,14 +177,11 @@ class SlowFastProgram(ObjectSetMixin):
         periods = [r.period for r in self._ring_list]
         # common period of the rings' states (mirrored layout); 0: no binding table (sliding rings)
         self._period = math.lcm(*periods) if periods and all(periods) else 0
-        self._table: Dict[int, tuple] = {}
-        self._steps = 0  # steps since start(): every ring advanced this many times since its fill
+        self._table: Dict[int, tuple] = {}  # step % period -> bindings (built once, at the first start)
+        # this step's bindings: reserved ring slots, history windows, slow items a reused frame repeats
         self._bound = False
         self._repeat_src: List[tuple] = []
-        self.objects: List[ObjectState] = []
-        self.frame_hw = None
-        self.frame_index = -1
-        self.slow_runs = 0
+        self.state = SlowFastState()
 
     # ------------------------------------------------------------------ helpers
     def _run(self, stage: str, feeds: Dict[str, np.ndarray], timer: Timer):
@@ -179,7 +201,7 @@ class SlowFastProgram(ObjectSetMixin):
         and a step looks its entry up (the per-frame binding table of a static pipeline).
         """
         if windows and self._table:
-            self._slots, self._hist, self._repeat_src = self._table[self._steps % self._period]
+            self._slots, self._hist, self._repeat_src = self._table[self.state.steps % self._period]
             self._bound = True
             return
         self._bound = False
@@ -225,7 +247,7 @@ class SlowFastProgram(ObjectSetMixin):
                 if fill:
                     for _ in range(ring.capacity - 1):
                         ring.push(ring.latest)
-        self._steps = 0 if fill else self._steps + 1
+        self.state.steps = 0 if fill else self.state.steps + 1
         self._slots, self._hist = {}, {}
         if fill and self._period and not self._table and self._period <= TABLE_LIMIT:
             self._build_table()
@@ -320,10 +342,7 @@ class SlowFastProgram(ObjectSetMixin):
         elif mask is not None:
             raise InputError("this SlowFast model is unsupervised (it finds the primary moving object): "
                              "call start(frame) without a mask, or build it with mode='semi'")
-        self.frame_hw = tuple(frame.shape[:2])
-        self.frame_index = 0
-        self.reuse_run = 0
-        self.slow_runs = 1
+        self.state = SlowFastState(frame_hw=tuple(frame.shape[:2]), frame_index=0, slow_runs=1)
         timer = Timer()
         with timer.section("preprocess"):
             x = to_input(frame, self.input_size)
@@ -335,11 +354,10 @@ class SlowFastProgram(ObjectSetMixin):
             self._reserve(windows=False)
         stem, fast = self._encode(x, timer, first=True)
         slow = self._slow(stem, fast, timer, first=True)
-        self._fast8_prev = fast["fast8"].copy()  # fast8 sits in a ring slot, rewritten some frames later
-        self._last = (slow, fast)
+        self.state.fast8_prev = fast["fast8"].copy()
+        self.state.last = (slow, fast)
         with timer.section("rings"):
             self._commit(slow, fill=True)
-        self.objects = []
         if self.semi:
             for obj_id in ids:
                 if not (mask_in == obj_id).any():
@@ -365,7 +383,7 @@ class SlowFastProgram(ObjectSetMixin):
         p_gate = None
         use_gate = self.tau < 1.0 and self.backend.has("gate")
         if use_gate:
-            ps = [self._run("gate", {"fast8": fast["fast8"], "fast8_prev": self._fast8_prev,
+            ps = [self._run("gate", {"fast8": fast["fast8"], "fast8_prev": self.state.fast8_prev,
                                      "prev_prob": o.prev_prob}, timer)["p_gate"] for o in self.objects]
             p_gate = float(min(p.reshape(-1)[0] for p in ps))
         reuse = (use_gate and not force_compute and p_gate >= self.tau
@@ -387,8 +405,8 @@ class SlowFastProgram(ObjectSetMixin):
                 out = self._decode(slow, fast, o, timer)
                 logits.append(out["logits"])
                 o.r8 = out["r8"]
-            self._fast8_prev = fast["fast8"].copy()
-            self._last = (slow, fast)  # (views of this frame's ring slots: valid for this step)
+            self.state.fast8_prev = fast["fast8"].copy()
+            self.state.last = (slow, fast)
         f16 = slow["f16"][0].copy() if slow is not None and self.target_model else None
         with timer.section("rings"):
             self._commit(slow)
@@ -405,5 +423,5 @@ class SlowFastProgram(ObjectSetMixin):
         return super().add_objects(frame, mask)
 
     def _init_new_object(self, obj_id: int, mask_in: np.ndarray, timer: Timer):
-        slow, fast = self._last  # left by the forced full step of add_objects
+        slow, fast = self.state.last  # left by the forced full step of add_objects
         return self._new_object(obj_id, mask_in, slow, fast, timer)

@@ -31,7 +31,6 @@ resume from ``<out>/checkpoint.pt``.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 from edgevos.train.distributed import average_gradients, init_distributed
 
 from edgevos.errors import InputError
+from edgevos.files import replacing
 from edgevos.metrics import agreement_iou
 from edgevos.train.config import BaseTrainConfig
 from edgevos.train.gfrtm import gate_probability_loss, margin
@@ -272,9 +272,8 @@ class Trainer:
                 for k in ("f4", "f8", "f16", "f32", "fast4", "fast8", "fast32"):
                     feats.setdefault(k, []).append(out[k][0].numpy().astype(np.float16))
         arrays = {k: np.stack(v) for k, v in feats.items()}
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with replacing(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return arrays
 
     @staticmethod
@@ -398,10 +397,9 @@ class Trainer:
 
         if self.rank != 0:
             return
-        tmp = self.out / "checkpoint.pt.tmp"
-        torch.save({"step": step, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
-                    "config": _jsonable(asdict(self.cfg))}, tmp)
-        os.replace(tmp, self.out / "checkpoint.pt")
+        with replacing(self.out / "checkpoint.pt") as tmp:
+            torch.save({"step": step, "model": self.model.state_dict(), "optimizer": opt.state_dict(),
+                        "config": _jsonable(asdict(self.cfg))}, tmp)
 
     def resume(self):
         import torch
