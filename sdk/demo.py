@@ -59,9 +59,23 @@ def make_clip(out: Path, frames: int, size, seed: int):
     return seq, path
 
 
+def _same_model(bundle_config: dict, weights: str) -> bool:
+    """The bundle was exported from a checkpoint with ``weights``' config (input size aside):
+    a weights update (e.g. a new target-model setting) re-exports instead of reusing a stale bundle."""
+    import json
+
+    from edgevos.models.weights import load_checkpoint
+
+    want = dict(load_checkpoint("gfrtm", weights).get("config", {}))
+    have = dict(bundle_config)
+    for c in (want, have):
+        c.pop("input_size", None)
+    return json.loads(json.dumps(want)) == json.loads(json.dumps({k: have.get(k) for k in want}))
+
+
 def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: bool) -> Path:
-    """``out/bundle``: reused when it holds ``precision`` at ``input_size``, else exported
-    (in a child process: this one has initialised GStreamer)."""
+    """``out/bundle``: reused when it holds ``precision`` at ``input_size`` and was exported from
+    ``weights``' model config, else exported (in a child process: this one has initialised GStreamer)."""
     bundle = out / "bundle"
     if bundle.exists() and not rebuild:
         from edgevos.errors import BundleError
@@ -69,7 +83,8 @@ def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: 
 
         try:
             b = load_bundle(bundle)
-            if precision in b.precisions and tuple(b.input_size) == tuple(input_size):
+            if precision in b.precisions and tuple(b.input_size) == tuple(input_size) \
+                    and _same_model(b.config, weights):
                 log.info(f"[demo] reusing bundle {bundle}")
                 return bundle
         except BundleError as exc:
