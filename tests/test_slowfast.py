@@ -477,3 +477,26 @@ def test_unsupervised_program_calibrates_and_passes_parity():
     assert len(masks) == 4 and masks[0].shape == seq.frame(0).shape[:2]
     rep = end_to_end(lambda b: fam.make_program(b, config), backend, {"fp32": backend}, [seq])
     assert rep["sequences"][0]["reference"] is not None and rep["per_precision"]["fp32"]["iou_vs_reference_mean"] == 1.0
+
+
+def test_target_model_reads_the_configured_slow_pathway_outputs():
+    """target_inputs f16+f8: the target model sees f16 with the stride-8 map box-averaged onto it."""
+    from edgevos.programs.base import resize_map, stack_at
+
+    m = _build("3-7", target_model=True, proj_dim=8, target_inputs=["f16", "f8"])
+    seq = _seq(n=3)
+    s = Session.from_model(m, family="slowfast", tau=1.0)
+    s.start(seq.frame(0), seq.mask(0))
+    specs = {sp.name: sp for sp in m.stage_specs()}
+    outs = {t.name: t.shape for t in specs["slow_body"].outputs}
+    want = outs["f16"][1] + outs["f8"][1]
+    assert all(o.target.in_channels == want for o in s.program.objects)
+    for i in (1, 2):
+        assert s.step(seq.frame(i)).mask.shape == seq.frame(i).shape[:2]
+    f8 = np.random.default_rng(0).normal(size=(1, 3, 8, 12)).astype(np.float32)
+    f16 = np.zeros((1, 2, 4, 6), np.float32)
+    got = stack_at({"f16": f16, "f8": f8}, ("f16", "f8"), (4, 6))
+    area = np.stack([resize_map(c, (4, 6), area=True) for c in f8[0]])
+    np.testing.assert_allclose(got[2:], area, atol=1e-6)  # exact 2x: the box average OpenCV's area resize gives
+    with pytest.raises(InputError, match="target_inputs"):
+        _build("3-7", target_model=True, target_inputs=["f8"])

@@ -152,6 +152,9 @@ class SlowFastConfig:
     # semi-supervised: the decoder also reads the coarse score of an online target model (FRTM's,
     # edgevos.target_model, fitted by the host on the slow pathway's stride-16 features)
     target_model: bool = False
+    proj_dim: int = 32  # the target model's projection channels
+    # slow-pathway outputs the target model reads at stride 16: f16, optionally with f8 (pooled) / f32
+    target_inputs: Tuple[str, ...] = ("f16",)
     # reuse gate (G-FRTM's loss and defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -169,6 +172,12 @@ class SlowFastConfig:
                 raise InputError(f"unknown {name} '{value}': choose one of {list(valid)}")
         if not 0 < self.beta <= 1:
             raise InputError(f"beta={self.beta} must be in (0, 1] (the paper uses 1/8)")
+        object.__setattr__(self, "target_inputs", tuple(self.target_inputs))
+        if "f16" not in self.target_inputs or not set(self.target_inputs) <= {"f8", "f16", "f32"} \
+                or len(set(self.target_inputs)) != len(self.target_inputs):
+            raise InputError(f"target_inputs {list(self.target_inputs)}: use f16, optionally with f8 and f32")
+        if self.proj_dim < 1:
+            raise InputError(f"proj_dim={self.proj_dim}: use a positive number of projected channels")
         if self.target_model and self.mode != "semi":
             raise InputError("target_model needs mode='semi': the target model is fitted on the first frame's mask")
 

@@ -210,6 +210,25 @@ def resize_map(x: np.ndarray, size_hw: Tuple[int, int], area: bool = False) -> n
     return cv2.resize(x.astype(np.float32, copy=False), (w, h), interpolation=interp)
 
 
+def stack_at(feats, names, hw) -> np.ndarray:
+    """(C, H, W) float32: the (1, C_k, h, w) maps ``feats[k]`` for ``k`` in ``names``, each brought to
+    ``hw`` (finer maps box-averaged, coarser ones bilinear) and stacked along channels; what an
+    online target model reading several encoder levels sees."""
+    parts = []
+    for k in names:
+        f = np.asarray(feats[k][0], np.float32)
+        h, w = f.shape[1:]
+        if (h, w) != tuple(hw):
+            if h == 2 * hw[0] and w == 2 * hw[1]:
+                f = f.reshape(f.shape[0], hw[0], 2, hw[1], 2).mean(axis=(2, 4))
+            elif h > hw[0]:
+                f = np.stack([resize_map(c, hw, area=True) for c in f])
+            else:
+                f = resize_maps(f, hw)
+        parts.append(f)
+    return np.ascontiguousarray(np.concatenate(parts, 0), np.float32)
+
+
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
 

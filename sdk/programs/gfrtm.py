@@ -39,6 +39,7 @@ from edgevos.programs.base import (
     resize_image,
     resize_map,
     resize_maps,
+    stack_at,
     sigmoid,
     to_input,
 )
@@ -160,14 +161,7 @@ class GfrtmProgram(ObjectSetMixin):
             return feats["f16"][0]
         if "target" in feats:
             return feats["target"]
-        parts = []
-        for k in self.target_inputs:
-            f = feats[k][0]
-            if f.shape[1:] != self._h16w16:
-                f = resize_maps(f, self._h16w16) if k == "f32" else \
-                    np.stack([resize_map(c, self._h16w16, area=True) for c in f])
-            parts.append(f)
-        feats["target"] = np.ascontiguousarray(np.concatenate(parts, 0), np.float32)
+        feats["target"] = stack_at(feats, self.target_inputs, self._h16w16)
         return feats["target"]
 
     def _label(self, mask_in: np.ndarray, obj_id: int, hw) -> np.ndarray:

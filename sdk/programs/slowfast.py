@@ -50,6 +50,7 @@ from edgevos.programs.base import (
     resize_map,
     sigmoid,
     soft_aggregate,
+    stack_at,
     state_attribute,
     to_input,
 )
@@ -126,6 +127,10 @@ class SlowFastProgram(ObjectSetMixin):
         self._hw4, self._hw16 = (h // 4, w // 4), (h // 16, w // 16)
         # an online target model per object when the decoder reads its score (FRTM's, fitted on f16)
         self.target_model = "score" in backend.spec("mask_decoder").input_names
+        #: slow-pathway outputs the target model reads, brought to stride 16 (as GfrtmConfig.target_inputs)
+        self.target_inputs = tuple(self.config.get("target_inputs", ("f16",)))
+        if "f16" not in self.target_inputs or not set(self.target_inputs) <= {"f8", "f16", "f32"}:
+            raise InputError(f"target_inputs={list(self.target_inputs)}: use f16, optionally with f8 and f32")
         if self.target_model:
             from edgevos.target_model import TargetModelConfig
 
@@ -285,10 +290,16 @@ class SlowFastProgram(ObjectSetMixin):
         if self.target_model:
             if score is None:
                 with timer.section("target_model"), host_blas():
-                    score = o.target.classify(slow["f16"][0])[None, None].astype(np.float32)
+                    score = o.target.classify(self._target_features(slow))[None, None].astype(np.float32)
             feeds["score"] = score
         feeds["prev_prob"] = o.prev_prob
         return self._run("mask_decoder", feeds, timer)
+
+    def _target_features(self, slow) -> np.ndarray:
+        """(C, H/16, W/16): the slow-pathway outputs ``target_inputs`` stacked at stride 16."""
+        if self.target_inputs == ("f16",):
+            return slow["f16"][0]
+        return stack_at(slow, self.target_inputs, self._hw16)
 
     def _update_targets(self, f16: np.ndarray, timer: Timer) -> None:
         """Online target-model update on a computed frame: each object's new prediction at stride 16."""
@@ -310,9 +321,10 @@ class SlowFastProgram(ObjectSetMixin):
             from edgevos.target_model import TargetModel
 
             label16 = self._label(mask_in, obj_id, self._hw16)
-            o.target = TargetModel(self.target_config, in_channels=slow["f16"].shape[1])
+            x = self._target_features(slow)
+            o.target = TargetModel(self.target_config, in_channels=x.shape[0])
             with timer.section("target_model"), host_blas():
-                o.target.initialize(slow["f16"][0], label16[0, 0])
+                o.target.initialize(x, label16[0, 0])
             score = label16  # S_0 = y_0, as G-FRTM-fast
         o.r8 = self._decode(slow, fast, o, timer, score)["r8"]  # decoder state of the reference frame
         return o
@@ -407,7 +419,7 @@ class SlowFastProgram(ObjectSetMixin):
                 o.r8 = out["r8"]
             self.state.fast8_prev = fast["fast8"].copy()
             self.state.last = (slow, fast)
-        f16 = slow["f16"][0].copy() if slow is not None and self.target_model else None
+        f16 = np.array(self._target_features(slow)) if slow is not None and self.target_model else None
         with timer.section("rings"):
             self._commit(slow)
         result = self._finish(logits, reuse, p_gate, timer, t0)
