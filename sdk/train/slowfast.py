@@ -44,7 +44,7 @@ from edgevos.errors import InputError
 from edgevos.files import replacing
 from edgevos.metrics import agreement_iou
 from edgevos.train.config import BaseTrainConfig
-from edgevos.train.gfrtm import gate_probability_loss, margin
+from edgevos.train.gate_loss import gate_probability_loss, margin
 
 
 @dataclass
