@@ -40,8 +40,9 @@ import numpy as np
 
 from edgevos.errors import InputError
 from edgevos.metrics import agreement_iou
-from edgevos.train.config import BaseTrainConfig
+from edgevos.train.config import BaseTrainConfig, parse_heldout
 from edgevos.train.distributed import average_gradients, init_distributed
+from edgevos.train.family import FamilyTraining
 from edgevos.train.gate_loss import gate_probability_loss, margin
 from edgevos.train.gfrtm_cache import FEATS, _oriented, build_cache, load_cache
 from edgevos.train.gfrtm_tracks import (
@@ -403,3 +404,57 @@ class Trainer:
         if self.rank != 0:
             return self.out / "gfrtm_final.pt"
         return save_checkpoint(self.out / "gfrtm_final.pt", "gfrtm", self.model, meta=meta, half=True)
+
+
+# ----------------------------------------------------------------------------- edgevos train gfrtm
+def add_arguments(g) -> None:
+    """``edgevos train gfrtm``'s own options (the shared ones are :mod:`edgevos.train.cli`'s)."""
+    g.add_argument("--refiner-stride", type=int, default=8, choices=[8, 16],
+                   help="gfrtm: stride at which the refine-translator works (16: as Reuse_VOS, 4x cheaper)")
+    g.add_argument("--reuse-scale", type=int, default=1, choices=[1, 2],
+                   help="gfrtm: 2 runs the gate and the reuse path on a half-resolution encoding (needs --refiner-stride 16)")
+    g.add_argument("--reuse-head", default="stride8", choices=["stride8", "residual", "blend"],
+                   help="gfrtm (--reuse-scale 2): the reused frame's head: stride-8 logits, a correction of the "
+                        "last computed frame's logits, or a learned blend of both")
+    g.add_argument("--proj-dim", type=int, default=32,
+                   help="gfrtm: channels of the online target model's projection (FRTM: 96)")
+    g.add_argument("--target-inputs", default="f16", choices=["f16", "f16+f32"],
+                   help="gfrtm: encoder outputs the target model reads at stride 16 (f32 upsampled)")
+    g.add_argument("--init-reuse-path", action="store_true",
+                   help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")
+    g.add_argument("--phase1-steps", type=int, default=3000)
+    g.add_argument("--phase2-steps", type=int, default=2000)
+    g.add_argument("--lr1", type=float, default=1e-3, help="phase 1 learning rate")
+    g.add_argument("--lr2", type=float, default=5e-4, help="phase 2 learning rate (paper: 5e-4)")
+    g.add_argument("--phases", default="1,2", help="phases to run")
+    g.add_argument("--max-gap", type=int, default=25, help="gfrtm phase 2: largest gap n between the previous and current frame")
+    g.add_argument("--real-share", type=float, default=0.8, help="gfrtm: share of samples from real (DAVIS) sequences")
+
+
+def config_from_args(args) -> TrainConfig:
+    """The gfrtm TrainConfig for parsed ``edgevos train gfrtm`` arguments."""
+    heldout = parse_heldout(args.heldout)
+    args.out = args.out or "runs/gfrtm"
+    args.input_size = args.input_size or (256, 448)
+    args.batch = args.batch or 4
+    cfg = TrainConfig(out=args.out, davis=tuple(args.davis), heldout=heldout, synthetic=args.synthetic,
+                      input_size=args.input_size, backbone=args.backbone, backbone_weights=args.backbone_weights,
+                      phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, batch=args.batch,
+                      lr1=args.lr1, lr2=args.lr2, m1=args.m1, m2=args.m2, ep_T=args.ep_T,
+                      epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
+                      max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init,
+                      max_gap=args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
+                      reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
+                      target_inputs=tuple(args.target_inputs.split("+")))
+    return cfg
+
+
+def train_from_args(cfg: TrainConfig, args) -> Path:
+    """Train ``cfg`` through the phases ``--phases`` names; the final weights' path."""
+    return Trainer(cfg).run(phases=tuple(int(p) for p in args.phases.split(",")))
+
+
+#: G-FRTM-fast's entry in the family registry (``get_family("gfrtm").training()``)
+TRAINING = FamilyTraining(add_arguments, config_from_args, train_from_args,
+                          "defaults: --input-size 256x448, --batch 4, --out runs/gfrtm; --init takes the "
+                          "checkpoint's segmentation network (e.g. with --phases 2)")
