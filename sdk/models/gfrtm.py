@@ -37,6 +37,11 @@ host by :mod:`edgevos.target_model` and produces ``score``.  ``decoder_full``
 and ``decoder_reuse`` share the shallow refinement levels (stride 8 and 4), as
 in the paper's Figure 2: the reuse path replaces levels 32/16 by the
 refine-translator applied to the stored stride-8 refiner state ``r8``.
+
+Here: the model, its stages and the builder; the configuration is
+:mod:`edgevos.models.gfrtm_config`, the segmentation network's blocks
+:mod:`edgevos.models.gfrtm_layers`, the reuse path's :mod:`edgevos.models.gfrtm_heads`
+(their names stay importable from here).
 """
 from __future__ import annotations
 

@@ -25,6 +25,11 @@ Training samples are made as the run time makes them:
 
 Data: DAVIS-layout folders (held-out sequences never used) plus synthetic
 sequences.  Progress bars, periodic checkpoints, resume.
+
+Here: the TrainConfig, the trainer and ``edgevos train gfrtm``'s entry (:data:`TRAINING`);
+the feature cache is :mod:`edgevos.train.gfrtm_cache`, the target-model tracks
+:mod:`edgevos.train.gfrtm_tracks`, the gate's loss :mod:`edgevos.train.gate_loss` (their
+names stay importable from here).
 """
 from __future__ import annotations
 
