@@ -1,11 +1,13 @@
 """Compare the SlowFast-VOS pathway presets on the same held-out DAVIS sequences.
 
-Every preset is trained with the same recipe and step budget (``edgevos train
-slowfast``), then evaluated with ``edgevos eval`` at tau 1 (slow pathway on
-every frame) and at a reuse threshold with a reuse cap.  Prints one table and
-writes JSON.  Training is skipped for a preset whose final checkpoint already
-exists, so the script can be rerun (or run as several processes, one per list
-of presets) and then once more to collect the table.
+Every preset is trained with the same recipe and step budget (the ``edgevos train
+slowfast`` defaults: :class:`edgevos.train.slowfast.TrainConfig`), then evaluated
+(:func:`edgevos.evaluate`, what ``edgevos eval --family slowfast`` runs) at tau 1
+(slow pathway on every frame) and at a reuse threshold with a reuse cap, all in
+this process.  Prints one table and writes JSON.  Training is skipped for a preset
+whose final checkpoint already exists, and evaluation for one whose
+``eval/model_eval.json`` exists, so the script can be rerun (or run as several
+processes, one per list of presets) and then once more to collect the table.
 
     python benchmarks/slowfast_presets.py --presets 1-1,3-3,7-7,1-7,3-7 --steps 1000 \
         --davis ../shared/data/davis2016-train --backbone-weights ../shared/weights/mobilenet_v2-b0353104.pth \
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,28 +24,38 @@ HELDOUT = "bear,car-turn,dance-jump,kite-walk,motocross-bumps"
 
 
 def train(preset: str, args) -> Path:
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
     out = Path(args.runs) / preset
     final = out / f"slowfast_{preset}_final.pt"
     if final.is_file():
         return final
-    cmd = [sys.executable, "-m", "edgevos", "train", "slowfast", "--preset", preset, "--davis", args.davis,
-           "--steps", str(args.steps), "--threads", str(args.threads), "--out", str(out)]
-    if args.backbone_weights:
-        cmd += ["--backbone-weights", args.backbone_weights]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return final
+    cfg = TrainConfig(out=str(out), davis=(args.davis,), preset=preset, steps=args.steps, threads=args.threads,
+                      backbone_weights=args.backbone_weights or None)
+    print(f"+ train slowfast {preset}: {args.steps} steps into {out}", flush=True)
+    return Trainer(cfg).run()
 
 
 def evaluate(preset: str, weights: Path, args) -> dict:
+    """J&F, reuse rate and FPS at tau 1 and ``--tau``; kept in ``<runs>/<preset>/eval/model_eval.json``
+    (the file ``edgevos eval --family slowfast --out`` writes)."""
     out = Path(args.runs) / preset / "eval"
     res = out / "model_eval.json"
     if not res.is_file() or args.reeval:
-        cmd = [sys.executable, "-m", "edgevos", "eval", "--family", "slowfast", "--weights", str(weights),
-               "--tau", f"1,{args.tau}", "--max-reuse", str(args.max_reuse), "--davis", args.davis,
-               "--sequences", args.sequences, "--threads", str(args.threads), "--out", str(out), "--no-progress"]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
+        from edgevos import evaluate as evaluate_model
+        from edgevos.data import DavisDataset
+        from edgevos.evaluate_model import format_rows, plot_rows
+
+        print(f"+ evaluate slowfast {preset} ({weights}) at tau 1,{args.tau:g}", flush=True)
+        ds = DavisDataset(args.davis, sequences=args.sequences)
+        rows = evaluate_model([ds[n] for n in ds.sequences], tau=[1.0, args.tau], family="slowfast",
+                              weights=str(weights), max_reuse=args.max_reuse, threads=args.threads, progress=False)
+        print(format_rows(rows))
+        out.mkdir(parents=True, exist_ok=True)
+        res.write_text(json.dumps({"family": "slowfast", "weights": str(weights), "bundle": None, "backend": "torch",
+                                   "precision": None, "davis": str(args.davis), "sequences": ds.sequences,
+                                   "rows": rows}, indent=2, default=float))
+        plot_rows(rows, out / "tau_sweep.png", title="slowfast: FPS vs J&F over tau")
     return json.loads(res.read_text())
 
 

@@ -46,12 +46,74 @@ def test_no_code_shells_out_to_the_cli_for_export():
 
 
 def test_library_and_samples_never_shell_out_to_the_cli():
-    """The package, samples and scripts call functions, not ``python -m edgevos VERB``; where a
+    """The package, samples, scripts and benchmarks call functions, not ``python -m edgevos VERB``; where a
     process is spawned on purpose it runs a function (export_bundle's isolate, tested below)."""
     needle = '"-m", "edgevos"'
-    for folder in ("sdk", "export", "runtime", "jetson", "samples", "scripts"):
+    for folder in ("sdk", "export", "runtime", "jetson", "samples", "scripts", "benchmarks"):
         for path in (ROOT / folder).rglob("*.py"):
             assert needle not in path.read_text(), f"{path.relative_to(ROOT)} runs `python -m edgevos`"
+
+
+def test_slowfast_presets_trains_and_evaluates_in_process(tmp_path, monkeypatch, capsys):
+    """benchmarks/slowfast_presets.py trains each preset with the TrainConfig ``edgevos train slowfast``
+    would build from the same options and evaluates it with edgevos.evaluate, in this process."""
+    pytest.importorskip("torch")
+    import importlib.util
+
+    from PIL import Image
+
+    import edgevos
+    import edgevos.train.slowfast as train_slowfast
+    from edgevos.cli import build_parser
+    from edgevos.models.registry import get_family
+
+    davis = tmp_path / "davis"
+    for sub, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
+        (davis / sub / "480p" / "seq-a").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB" if ext == "jpg" else "L", (64, 48)).save(davis / sub / "480p" / "seq-a" / f"{i:05d}.{ext}")
+    trained, evaluated = [], []
+
+    class Trainer:
+        def __init__(self, cfg):
+            trained.append(cfg)
+
+        def run(self):
+            path = Path(trained[-1].out) / f"slowfast_{trained[-1].preset}_final.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+            return path
+
+    def evaluate(sequences, tau, **kw):
+        evaluated.append(([s.name for s in sequences], tau, kw))
+        return [{"tau": t, "J&F": 0.5, "J": 0.5, "F": 0.5, "reuse_rate": 0.0 if t == 1 else 0.4, "fps": 9.0,
+                 "sequences": [{"sequence": "seq-a", "J": 0.5, "F": 0.5}]} for t in tau]
+
+    monkeypatch.setattr(train_slowfast, "Trainer", Trainer)
+    monkeypatch.setattr(edgevos, "evaluate", evaluate, raising=False)
+    spec = importlib.util.spec_from_file_location("slowfast_presets", ROOT / "benchmarks" / "slowfast_presets.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "model_facts", lambda preset, weights: {"params_M": 1.0, "slow_frames": 1,
+                                                                        "fast_frames": 7, "train_steps": 5})
+    runs = tmp_path / "runs"
+    assert script.main(["--presets", "1-7", "--steps", "5", "--davis", str(davis), "--backbone-weights", "w.pth",
+                        "--sequences", "seq-a", "--runs", str(runs), "--threads", "2", "--tau", "0.6",
+                        "--max-reuse", "3", "--json", str(tmp_path / "t.json")]) == 0
+    cli = build_parser().parse_args(["train", "slowfast", "--preset", "1-7", "--davis", str(davis), "--steps", "5",
+                                     "--threads", "2", "--out", str(runs / "1-7"), "--backbone-weights", "w.pth"])
+    assert trained == [get_family("slowfast").training().config(cli)]
+    assert evaluated == [(["seq-a"], [1.0, 0.6], {"family": "slowfast", "weights": str(runs / "1-7" / "slowfast_1-7_final.pt"),
+                                                  "max_reuse": 3, "threads": 2, "progress": False})]
+    saved = json.loads((runs / "1-7" / "eval" / "model_eval.json").read_text())
+    assert saved["family"] == "slowfast" and [r["tau"] for r in saved["rows"]] == [1.0, 0.6]
+    table = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert [(r["preset"], r["tau"], r["max_reuse"]) for r in table] == [("1-7", 1.0, None), ("1-7", 0.6, 3)]
+    assert "| 1-7 | 1/7 | 5 |" in capsys.readouterr().out
+    # a rerun finds the weights and the evaluation on disk
+    assert script.main(["--presets", "1-7", "--davis", str(davis), "--runs", str(runs)]) == 0
+    assert len(trained) == 1 and len(evaluated) == 1
+
 
 def test_export_bundle_spawns_where_gstreamer_is_loaded(monkeypatch, tmp_path):
     import edgevos.export.exporter as exporter

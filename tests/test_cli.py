@@ -90,11 +90,13 @@ def test_doctor_via_cli_main(capsys):
 
 
 def test_train_arguments_build_both_families_configs():
-    """Every `edgevos train` option reaches its family's TrainConfig (and no other family's)."""
+    """Every `edgevos train` option reaches its family's TrainConfig (and no other family's), which
+    the family registry's training builds."""
     pytest.importorskip("torch")
     from edgevos.cli import build_parser
-    from edgevos.train.cli import gfrtm_config, slowfast_config
+    from edgevos.models.registry import get_family
 
+    gfrtm_config, slowfast_config = (get_family(f).training().config for f in ("gfrtm", "slowfast"))
     p = build_parser()
     a = p.parse_args(["train", "gfrtm", "--davis", "D", "--refiner-stride", "16", "--init", "x.pt",
                       "--phase2-steps", "7", "--batch", "3"])

@@ -166,6 +166,45 @@ def test_vanishing_object_keeps_its_id_and_sequence_goes_on(model):
     assert r.object_ids == [1, 2]
 
 
+def test_program_state_is_one_value_that_start_replaces_and_reset_clears(model):
+    """Everything a G-FRTM program holds about its video is in ``program.state`` (a GfrtmState
+    declared up front, no attribute appears on the way): start() builds the new one aside and
+    replaces it in one go (a rejected start leaves the old video), add_objects reads the last
+    computed frame from it, and Session.reset() starts from the defaults."""
+    from edgevos.programs.gfrtm import GfrtmState
+
+    seq = _frames()
+    s = Session.from_model(model, tau=0.0, max_reuse=1, num_augmentations=0, occlusion=True)
+    prog = s.program
+    declared = set(vars(prog))
+    assert prog.state.objects == [] and prog.state.frame_index == -1 and prog.state.last_input is None
+    guard = prog.occlusion
+    guard.collapse = 0.3  # a setting of the guard: kept by every start
+    s.start(seq.frame(0), np.where(seq.mask(0) == 1, 1, 0).astype(np.uint8))
+    st = prog.state
+    assert isinstance(st, GfrtmState) and prog.objects is st.objects and len(st.objects) == 1
+    assert (st.frame_index, st.computed_frames, st.frame_hw) == (0, 1, seq.frame(0).shape[:2])
+    assert st.last_input.shape[:2] == (1, 3) and "f16" in st.last_features
+    assert st.occlusion is not guard and st.occlusion.collapse == 0.3 and st.occlusion.prev_ids is None
+    reused = [s.step(seq.frame(i)).reused for i in range(1, 4)]
+    assert True in reused and False in reused
+    s.add_object(seq.frame(4), np.where(seq.mask(4) == 2, 2, 0).astype(np.uint8))  # a computed frame
+    assert set(vars(prog)) == declared  # nothing appeared lazily
+    assert prog.state is st and st.frame_index == 4 and len(st.objects) == 2
+    assert st.computed_frames == 1 + reused.count(False) + 1
+    bad = seq.mask(0).copy()
+    bad[0, 0] = 3  # objects 1 and 2 start, then object 3 vanishes at the feature resolution
+    with pytest.raises(InputError, match="vanished"):
+        s.start(seq.frame(0), bad)
+    assert prog.state is st and st.frame_index == 4  # the rejected start left the video intact
+    s.start(seq.frame(0), seq.mask(0))
+    assert prog.state is not st and (prog.frame_index, prog.computed_frames, len(prog.objects)) == (0, 1, 2)
+    assert not prog.occlusion.area and prog.occlusion.collapse == 0.3
+    s.reset()
+    assert s.program is not prog and s.program.state.objects == [] and s.program.computed_frames == 0
+    assert s.program.occlusion is not None and not s.program.occlusion.area
+
+
 def test_program_and_session_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None; "
             "import edgevos.programs.gfrtm, edgevos.runtime.session, edgevos.target_model, edgevos.models.registry; "

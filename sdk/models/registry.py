@@ -1,4 +1,4 @@
-"""Model families by name.  Importing this module does not import torch."""
+"""Model families by name: builder, step program, presets, training.  Importing this module does not import torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +16,10 @@ class Family:
     #: "module:function" (torch-free) that checks a preset name (the builder's ``preset=``) and raises
     #: InputError naming the valid ones; "" for a family without presets
     _presets: str = ""
+    #: "module:object" (torch-free) of the family's training, an
+    #: :class:`edgevos.train.family.FamilyTraining` (its ``edgevos train`` options, TrainConfig and
+    #: trainer); "" for a family without one
+    _training: str = ""
 
     def check_preset(self, preset: str) -> None:
         """InputError unless ``preset`` is one of this family's presets (``build(preset=...)``)."""
@@ -24,6 +28,19 @@ class Family:
             raise InputError(f"{self.name} has no presets ('{self.name}:{preset}'): families with presets: "
                              f"{with_presets}")
         _load(self._presets)(preset)
+
+    @property
+    def trains(self) -> bool:
+        """``edgevos train`` can train this family (it has a :meth:`training`)."""
+        return bool(self._training)
+
+    def training(self):
+        """The family's :class:`edgevos.train.family.FamilyTraining` (torch-free import): what
+        ``edgevos train FAMILY`` adds to its options, and the TrainConfig and trainer it runs."""
+        if not self._training:
+            raise InputError(f"{self.name} has no training: families with one: "
+                             f"{sorted(f.name for f in FAMILIES.values() if f.trains)}")
+        return _load(self._training)
 
     def build(self, weights=None, input_size=None, **overrides):
         """The PyTorch model (needs torch): stage_modules(), stage_specs(), config, normalization,
@@ -49,10 +66,11 @@ def _load(ref: str) -> Callable:
 
 FAMILIES: Dict[str, Family] = {
     "gfrtm": Family("gfrtm", "G-FRTM-fast (FRTM-fast + learned reuse gate)",
-                    "edgevos.models.gfrtm:build_gfrtm", "edgevos.programs.gfrtm:GfrtmProgram"),
+                    "edgevos.models.gfrtm:build_gfrtm", "edgevos.programs.gfrtm:GfrtmProgram",
+                    _training="edgevos.train.gfrtm:TRAINING"),
     "slowfast": Family("slowfast", "SlowFast-VOS (two-pathway streaming encoder, gated slow pathway)",
                        "edgevos.models.slowfast:build_slowfast", "edgevos.programs.slowfast:SlowFastProgram",
-                       "edgevos.programs.slowfast:check_preset"),
+                       "edgevos.programs.slowfast:check_preset", _training="edgevos.train.slowfast:TRAINING"),
 }
 
 

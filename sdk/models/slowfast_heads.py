@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevos.models.gfrtm import RRB, ReuseGate, conv
+from edgevos.models.gfrtm_heads import ReuseGate
+from edgevos.models.gfrtm_layers import RRB, conv
 
 
 class Reference(nn.Module):

@@ -3,10 +3,12 @@ full path (encoder_high, target model, decoder_full) or reuse path (decoder_reus
 
 State ("previous" always means the object's last *computed* frame, as in the paper):
 
-* per object: target model, template, previous score (stride 16), refiner state r8, the
-  gate embedding of its last computed frame (and whether that embedding is current), the
-  run of consecutive reuses;
-* shared: the frame counter and the features of the last computed frame.
+* per object (:class:`ObjectState`): target model, template, previous score (stride 16),
+  refiner state r8, the gate embedding of its last computed frame (and whether that
+  embedding is current), the run of consecutive reuses;
+* shared (:class:`GfrtmState`, ``program.state``, replaced by ``start``): the objects, the
+  frame counter and size, the number of computed frames, the last computed frame's model
+  input and features, and the occlusion guard's history.
 
 The gate decides per object (the paper's form): on a frame where some objects reuse and
 others do not, the full encoder runs once and only the objects that need it pay for the
@@ -21,7 +23,7 @@ more before it may reuse, so the gate never compares against a stale embedding.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -32,6 +34,7 @@ from edgevos.programs.base import (
     StepResult,
     host_blas,
     Timer,
+    VideoState,
     check_frame,
     check_mask,
     merge_to_frame,
@@ -41,8 +44,10 @@ from edgevos.programs.base import (
     resize_maps,
     stack_at,
     sigmoid,
+    state_attribute,
     to_input,
 )
+from edgevos.programs.occlusion import OcclusionGuard
 
 
 @dataclass
@@ -58,12 +63,31 @@ class ObjectState:
     prev_logits: Optional[np.ndarray] = None  # (1, 1, H/4, W/4): logits of the last computed frame
 
 
+@dataclass
+class GfrtmState(VideoState):
+    """What a G-FRTM program holds about its video (``start`` replaces it)."""
+
+    objects: List[ObjectState] = field(default_factory=list)
+    computed_frames: int = 0  # frames the full encoder ran on, the first frame included
+    #: model input (1, 3, H, W) and features (stage outputs by name) of the last computed frame, read
+    #: right after it by the forced step of add_objects
+    last_input: Optional[np.ndarray] = None
+    last_features: Optional[Dict[str, np.ndarray]] = None
+    #: the occlusion guard (``occlusion=True``) holding this video's object areas and last id map; None: off
+    occlusion: Optional[OcclusionGuard] = None
+
+
 class GfrtmProgram(ObjectSetMixin):
     family = "gfrtm"
 
+    objects = state_attribute("objects")
+    frame_hw = state_attribute("frame_hw")
+    frame_index = state_attribute("frame_index")
+    computed_frames = state_attribute("computed_frames")
+    occlusion = state_attribute("occlusion")
+
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None,
                  num_augmentations: Optional[int] = None, seed: int = 0, occlusion: bool = False):
-        from edgevos.programs.occlusion import OcclusionGuard
         from edgevos.target_model import TargetModelConfig
 
         if not isinstance(occlusion, bool):
@@ -71,7 +95,7 @@ class GfrtmProgram(ObjectSetMixin):
                              "or False")
         #: several objects: an object whose area collapses onto a neighbour is hidden for that frame (opt-in:
         #: on the multi-object composites it lowered the swap rate only from 8.0% to 7.6%)
-        self.occlusion = OcclusionGuard() if occlusion else None
+        self.state = GfrtmState(occlusion=OcclusionGuard() if occlusion else None)
 
         self.backend = backend
         self.config = dict(config)
@@ -95,9 +119,6 @@ class GfrtmProgram(ObjectSetMixin):
                           "f32": spec.outputs[1].shape[1]}
         self.c_target  # validates target_inputs
         self._h8w8 = tuple(backend.spec("encoder_low").outputs[1].shape[2:])
-        self.objects: List[ObjectState] = []
-        self.frame_hw = None
-        self.frame_index = -1
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -232,13 +253,10 @@ class GfrtmProgram(ObjectSetMixin):
             _, feats = self._gate_input(x, xh, timer, feats)
         # build the new state aside: a rejected start() leaves the previous sequence intact
         objects = [self._add_object(obj_id, x, mask_in, feats, timer) for obj_id in ids]
-        self.objects = objects
-        self.frame_hw = tuple(frame.shape[:2])
-        self.frame_index = 0
-        self.computed_frames = 1
-        if self.occlusion is not None:
-            self.occlusion.reset()
-        self._last = (x, feats)
+        guard = self.occlusion
+        self.state = GfrtmState(objects, tuple(frame.shape[:2]), 0, computed_frames=1, last_input=x,
+                                last_features=feats,
+                                occlusion=None if guard is None else replace(guard, area={}, prev_ids=None))
         probs = [(mask == o.obj_id).astype(np.float32) for o in self.objects]
         return StepResult(0, mask.copy(), np.stack(probs, 0), self.object_ids, False, None, dict(timer.ms),
                           (time.perf_counter() - t0) * 1e3)
@@ -270,8 +288,8 @@ class GfrtmProgram(ObjectSetMixin):
         computed = not all(reuse)
         if computed:  # the full path for the objects that need it: this frame becomes their "previous"
             feats = self._encode(x, timer, feats=feats)
-            self.computed_frames += 1
-            self._last = (x, feats)
+            self.state.computed_frames += 1
+            self.state.last_input, self.state.last_features = x, feats
         logits = []
         for k, o in enumerate(self.objects):
             if reuse[k]:
@@ -312,7 +330,7 @@ class GfrtmProgram(ObjectSetMixin):
         return result
 
     def _init_new_object(self, obj_id: int, mask_in: np.ndarray, timer: Timer) -> ObjectState:
-        x, feats = self._last  # left by the forced full step of add_objects
+        x, feats = self.state.last_input, self.state.last_features  # left by the forced full step of add_objects
         if self.half and "h8" not in feats and self.backend.has("gate_template"):
             h, w = self.input_size
             img = np.ascontiguousarray(x[0].transpose(1, 2, 0)).astype(np.uint8)

@@ -9,6 +9,11 @@ from typing import Optional, Tuple
 HELDOUT = ("bear", "car-turn", "dance-jump", "kite-walk", "motocross-bumps", "soccerball")
 
 
+def parse_heldout(text: Optional[str]) -> Tuple[str, ...]:
+    """``--heldout``: comma-separated sequence names; None: :data:`HELDOUT`."""
+    return tuple(s for s in text.split(",") if s) if text is not None else HELDOUT
+
+
 @dataclass
 class BaseTrainConfig:
     out: str = "runs/train"

@@ -25,6 +25,11 @@ Training samples are made as the run time makes them:
 
 Data: DAVIS-layout folders (held-out sequences never used) plus synthetic
 sequences.  Progress bars, periodic checkpoints, resume.
+
+Here: the TrainConfig, the trainer and ``edgevos train gfrtm``'s entry (:data:`TRAINING`);
+the feature cache is :mod:`edgevos.train.gfrtm_cache`, the target-model tracks
+:mod:`edgevos.train.gfrtm_tracks`, the gate's loss :mod:`edgevos.train.gate_loss` (their
+names stay importable from here).
 """
 from __future__ import annotations
 
@@ -40,8 +45,28 @@ import numpy as np
 
 from edgevos.errors import InputError
 from edgevos.metrics import agreement_iou
-from edgevos.train.config import BaseTrainConfig
+from edgevos.train.config import BaseTrainConfig, parse_heldout
 from edgevos.train.distributed import average_gradients, init_distributed
+from edgevos.train.family import FamilyTraining
+from edgevos.train.gate_loss import gate_probability_loss, margin
+from edgevos.train.gfrtm_cache import FEATS, _oriented, build_cache, load_cache
+from edgevos.train.gfrtm_tracks import (
+    Track,
+    load_tracks,
+    perturb_score,
+    runtime_tracks,
+    save_tracks,
+    score_tracks,
+)
+# the feature cache's and the tracks' other names, importable from here as before
+from edgevos.train.gfrtm_cache import (  # noqa: F401
+    _cache_half,
+    _encode,
+    _orientations,
+    _resize_frame,
+    _resize_mask,
+)
+from edgevos.train.gfrtm_tracks import TargetFeatures, _label16, _new_target_model, _objects  # noqa: F401
 
 # modules trained in phase 2 (the reuse path)
 PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.")
@@ -70,310 +95,6 @@ class TrainConfig(BaseTrainConfig):
     random_starts: int = 2  # run-time tracks per (sequence, object, flip) that start at a random frame
     score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
-
-
-# ----------------------------------------------------------------------------- data
-@dataclass
-class Track:
-    seq: int  # index into the cache
-    obj_id: int
-    ref: int  # reference (first) frame
-    scores: np.ndarray  # (T, h16, w16) float32 target-model scores (frame ref holds the label)
-    flip: bool = False  # on the horizontally flipped frames
-    real: bool = True  # from a DAVIS sequence (not a generated one)
-
-
-def _resize_frame(img, hw):
-    import cv2
-
-    return cv2.resize(img, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
-
-
-def _resize_mask(m, hw):
-    import cv2
-
-    return cv2.resize(m, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST)
-
-
-def _encode(model, img):
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))[None].astype(np.float32))
-    f4, f8 = model.encode_low(x)
-    f16, f32 = model.encode_high(f8)
-    return [v[0].numpy().astype(np.float16) for v in (f4, f8, f16, f32)]
-
-
-FEATS = ("f4", "f8", "f16", "f32")
-
-
-def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
-    """Encode every frame once with the frozen backbone; fp16 on disk, one file per sequence.
-
-    Real sequences (``real[i]`` true) also get the features of their horizontally
-    flipped frames (``f4_flip`` ...) when ``cfg.flip``: augmentations are encoded,
-    never applied to feature maps.  Each orientation gets its own augmented first
-    frames per object (``aug_f16_{obj}[_flip]``) for the target model's initialisation.
-    """
-    import torch
-    from tqdm import tqdm
-
-    from edgevos.target_model import augment_first_frame
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    real = [True] * len(sequences) if real is None else list(real)
-    entries = []
-    for seq, is_real in tqdm(list(zip(sequences, real)), desc="feature cache", unit="seq"):
-        path = cache_dir / f"{seq.name}.npz"
-        if path.is_file():
-            if cfg.reuse_scale == 2 and not (cache_dir / f"{seq.name}.half.npz").is_file():
-                _cache_half(model, seq, cfg, cache_dir, flips=(False, True) if (cfg.flip and is_real) else (False,))
-            entries.append(path)
-            continue
-        n = len(seq) if not cfg.max_frames_per_sequence else min(len(seq), cfg.max_frames_per_sequence)
-        flips = (False, True) if (cfg.flip and is_real) else (False,)
-        arrays = {}
-        masks = []
-        frames = []
-        for i in range(n):
-            frames.append(_resize_frame(seq.frame(i), cfg.input_size))
-            m = seq.mask(i)
-            masks.append(_resize_mask(m, cfg.input_size) if m is not None else np.zeros(cfg.input_size, np.uint8))
-        with torch.inference_mode():
-            for flip in flips:
-                sfx = "_flip" if flip else ""
-                feats = {k: [] for k in FEATS}
-                for img in frames:
-                    for k, v in zip(FEATS, _encode(model, img[:, ::-1] if flip else img)):
-                        feats[k].append(v)
-                arrays.update({k + sfx: np.stack(v) for k, v in feats.items()})
-                # augmented first frames, per object, for the target model's initialisation
-                img0 = frames[0][:, ::-1] if flip else frames[0]
-                m0 = masks[0][:, ::-1] if flip else masks[0]
-                for obj in [int(i) for i in np.unique(m0) if i not in (0, 255)]:
-                    a_f16, a_lab = [], []
-                    for img_a, m_a in augment_first_frame(np.ascontiguousarray(img0), (m0 == obj).astype(np.uint8),
-                                                          cfg.num_augmentations, cfg.seed):
-                        a_f16.append(_encode(model, img_a)[2])
-                        a_lab.append(m_a.astype(np.uint8))
-                    arrays[f"aug_f16_{obj}{sfx}"] = np.stack(a_f16) if a_f16 else np.zeros((0,))
-                    arrays[f"aug_mask_{obj}{sfx}"] = np.stack(a_lab) if a_lab else np.zeros((0,))
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-        np.savez(tmp, masks=np.stack(masks), real=np.array(bool(is_real)), **arrays)
-        os.replace(tmp, path)
-        if cfg.reuse_scale == 2:
-            _cache_half(model, seq, cfg, cache_dir, flips, frames)
-        entries.append(path)
-    return entries
-
-
-def _cache_half(model, seq, cfg: TrainConfig, cache_dir: Path, flips, frames=None):
-    """Half-resolution features (h4 at stride 8, h8 at stride 16 of the model input) for the
-    half-resolution gate and reuse path, in ``<name>.half.npz`` beside the sequence's cache."""
-    import torch
-
-    from edgevos.programs.base import resize_image
-
-    n = len(seq) if not cfg.max_frames_per_sequence else min(len(seq), cfg.max_frames_per_sequence)
-    if frames is None:
-        frames = [_resize_frame(seq.frame(i), cfg.input_size) for i in range(n)]
-    h, w = cfg.input_size
-    arrays = {}
-    with torch.inference_mode():
-        for flip in flips:
-            h4, h8 = [], []
-            for img in frames:
-                half = resize_image(np.ascontiguousarray(img[:, ::-1] if flip else img), (h // 2, w // 2))
-                x = torch.from_numpy(np.ascontiguousarray(half.transpose(2, 0, 1))[None].astype(np.float32))
-                a, b = model.encode_low(x)
-                h4.append(a[0].numpy().astype(np.float16))
-                h8.append(b[0].numpy().astype(np.float16))
-            sfx = "_flip" if flip else ""
-            arrays["h4" + sfx], arrays["h8" + sfx] = np.stack(h4), np.stack(h8)
-    path = cache_dir / f"{seq.name}.half.npz"
-    tmp = path.with_name(f".{seq.name}.half.{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def load_cache(entries):
-    out = []
-    for p in entries:
-        c = dict(np.load(p)) | {"name": p.stem}
-        half = p.with_name(f"{p.stem}.half.npz")
-        if half.is_file():
-            c.update(np.load(half))
-        out.append(c)
-    return out
-
-
-def _oriented(c, key, flip):
-    """Array ``key`` of cache entry ``c`` for the given orientation (masks are flipped on the fly)."""
-    if key == "masks":
-        return c["masks"][..., ::-1] if flip else c["masks"]
-    return c[key + ("_flip" if flip else "")]
-
-
-def _orientations(c):
-    return (False, True) if "f4_flip" in c else (False,)
-
-
-def _label16(mask, obj, hw16):
-    from edgevos.programs.base import resize_map
-
-    return resize_map((mask == obj).astype(np.float32), hw16, area=True)
-
-
-class TargetFeatures:
-    """The online target model's features of cached frames, stacked as the step program stacks
-    them (``GfrtmConfig.target_inputs``: f16, optionally with f32 upsampled to stride 16); the
-    cached augmented first frames hold f16 only, so their f32 is recomputed by the backbone's top."""
-
-    def __init__(self, model):
-        self.model = model
-        self.inputs = tuple(model.config.target_inputs)
-        self.proj_dim = model.config.proj_dim
-        if "f8" in self.inputs:
-            raise InputError(f"target_inputs {list(self.inputs)}: training supports f16 and f32 (the feature cache "
-                             "holds no f8 of augmented first frames)")
-
-    def frame(self, c, flip, t) -> np.ndarray:
-        f16 = _oriented(c, "f16", flip)[t].astype(np.float32)
-        if self.inputs == ("f16",):
-            return f16
-        return self._stack(f16, _oriented(c, "f32", flip)[t].astype(np.float32))
-
-    def augmented(self, a_f16: np.ndarray) -> List[np.ndarray]:
-        f16 = [a.astype(np.float32) for a in a_f16]
-        if self.inputs == ("f16",):
-            return f16
-        import torch
-
-        with torch.inference_mode():
-            f32 = self.model.backbone.forward_top(torch.from_numpy(np.stack(f16))).numpy()
-        return [self._stack(a, b) for a, b in zip(f16, f32)]
-
-    def _stack(self, f16, f32) -> np.ndarray:
-        from edgevos.programs.base import resize_maps
-
-        parts = {"f16": f16, "f32": resize_maps(f32, f16.shape[-2:])}
-        return np.ascontiguousarray(np.concatenate([parts[k] for k in self.inputs], 0), np.float32)
-
-
-def _new_target_model(tf: TargetFeatures, c, obj, flip, ref, hw16, cfg: TrainConfig):
-    """A target model initialised on frame ``ref`` (with the cached augmentations when ``ref`` is 0)."""
-    from edgevos.programs.base import resize_map
-    from edgevos.target_model import TargetModel, TargetModelConfig
-
-    masks = _oriented(c, "masks", flip)
-    x = tf.frame(c, flip, ref)
-    tm = TargetModel(TargetModelConfig(proj_dim=tf.proj_dim), in_channels=x.shape[0], seed=cfg.seed)
-    sfx = "_flip" if flip else ""
-    a_f, a_m = c.get(f"aug_f16_{obj}{sfx}"), c.get(f"aug_mask_{obj}{sfx}")
-    aug_f = aug_l = None
-    if ref == 0 and a_f is not None and a_f.ndim == 4:
-        aug_f = tf.augmented(a_f)
-        aug_l = [resize_map(m.astype(np.float32), hw16, area=True) for m in a_m]
-    tm.initialize(x, _label16(masks[ref], obj, hw16), aug_f, aug_l)
-    return tm
-
-
-def _objects(c):
-    return [int(i) for i in np.unique(c["masks"][0]) if i not in (0, 255)]
-
-
-def score_tracks(model, cache, cfg: TrainConfig) -> List[Track]:
-    """Teacher-forced tracks: the online target model fitted per (sequence, object, orientation)
-    from frame 0 and updated with the ground truth of every frame."""
-    from tqdm import tqdm
-
-    tf = TargetFeatures(model)
-    tracks = []
-    for si, c in enumerate(tqdm(cache, desc="target model (teacher-forced)", unit="seq")):
-        for flip in _orientations(c):
-            masks, f16 = _oriented(c, "masks", flip), _oriented(c, "f16", flip)
-            hw16 = f16.shape[-2:]
-            for obj in _objects(c):
-                if (_label16(masks[0], obj, hw16) > 0.5).sum() == 0:
-                    continue  # vanishes at the stride-16 resolution: the target model cannot start
-                tm = _new_target_model(tf, c, obj, flip, 0, hw16, cfg)
-                scores = np.zeros((len(masks),) + tuple(hw16), np.float32)
-                scores[0] = _label16(masks[0], obj, hw16)
-                for t in range(1, len(masks)):
-                    f = tf.frame(c, flip, t)
-                    scores[t] = tm.classify(f)
-                    tm.update(f, _label16(masks[t], obj, hw16))
-                tracks.append(Track(si, obj, 0, scores, flip, bool(c.get("real", True))))
-    return tracks
-
-
-def runtime_tracks(model, cache, cfg: TrainConfig, rng) -> List[Track]:
-    """Tracks made as at run time: the target model is updated with the decoder's *predicted*
-    soft mask (sigmoid of the logits, area-resized to stride 16), never the ground truth, from
-    frame 0 and from ``cfg.random_starts`` random start frames per (sequence, object, orientation)."""
-    import torch
-    from tqdm import tqdm
-
-    from edgevos.programs.base import resize_map, sigmoid
-
-    tf = TargetFeatures(model)
-    tracks = []
-    model.eval()
-    with torch.inference_mode():
-        for si, c in enumerate(tqdm(cache, desc="target model (run-time)", unit="seq")):
-            T = len(c["masks"])
-            for flip in _orientations(c):
-                masks = _oriented(c, "masks", flip)
-                feats = {k: _oriented(c, k, flip) for k in FEATS}
-                hw16 = feats["f16"].shape[-2:]
-                for obj in _objects(c):
-                    starts = [0] + [int(v) for v in rng.integers(1, max(T - 5, 2), cfg.random_starts)] if T > 6 else [0]
-                    for ref in starts:
-                        lab = _label16(masks[ref], obj, hw16)
-                        if (lab > 0.5).sum() == 0:
-                            continue
-                        tm = _new_target_model(tf, c, obj, flip, ref, hw16, cfg)
-                        scores = np.zeros((T,) + tuple(hw16), np.float32)
-                        scores[ref] = lab
-                        for t in range(ref + 1, T):
-                            ft = tf.frame(c, flip, t)
-                            scores[t] = tm.classify(ft)
-                            x = [torch.from_numpy(feats[k][t].astype(np.float32))[None] for k in FEATS]
-                            logits, _ = model.decode_full(*x, torch.from_numpy(scores[t])[None, None])
-                            tm.update(ft, resize_map(sigmoid(logits[0, 0].numpy()), hw16, area=True))
-                        tracks.append(Track(si, obj, ref, scores, flip, bool(c.get("real", True))))
-    return tracks
-
-
-def save_tracks(path: Path, tracks: List[Track]) -> None:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez(tmp, meta=np.array([[t.seq, t.obj_id, t.ref, int(t.flip), int(t.real)] for t in tracks]),
-             **{f"s{i}": t.scores for i, t in enumerate(tracks)})
-    os.replace(tmp, path)
-
-
-def load_tracks(path: Path) -> List[Track]:
-    z = np.load(path, allow_pickle=False)
-    return [Track(int(m[0]), int(m[1]), int(m[2]), z[f"s{i}"], bool(m[3]), bool(m[4])) for i, m in enumerate(z["meta"])]
-
-
-def perturb_score(score: np.ndarray, rng) -> np.ndarray:
-    """A plausible worse score map: gain, offset, noise and a shift of up to one cell."""
-    s = score * rng.uniform(0.6, 1.3) + rng.uniform(-0.3, 0.2) + rng.normal(0.0, 0.15, score.shape)
-    if rng.random() < 0.4:
-        s = np.roll(s, (int(rng.integers(-1, 2)), int(rng.integers(-1, 2))), axis=(0, 1))
-    return s.astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- losses
-def gate_probability_loss(p_gate, p_target, m2: float):
-    import torch
-
-    return torch.clamp((p_gate - p_target).abs(), min=m2).pow(2).mean()
-
-
-def margin(epoch: float, m1: float, ep_T: int) -> float:
-    return min(m1, m1 * epoch / max(ep_T, 1))
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -688,3 +409,57 @@ class Trainer:
         if self.rank != 0:
             return self.out / "gfrtm_final.pt"
         return save_checkpoint(self.out / "gfrtm_final.pt", "gfrtm", self.model, meta=meta, half=True)
+
+
+# ----------------------------------------------------------------------------- edgevos train gfrtm
+def add_arguments(g) -> None:
+    """``edgevos train gfrtm``'s own options (the shared ones are :mod:`edgevos.train.cli`'s)."""
+    g.add_argument("--refiner-stride", type=int, default=8, choices=[8, 16],
+                   help="gfrtm: stride at which the refine-translator works (16: as Reuse_VOS, 4x cheaper)")
+    g.add_argument("--reuse-scale", type=int, default=1, choices=[1, 2],
+                   help="gfrtm: 2 runs the gate and the reuse path on a half-resolution encoding (needs --refiner-stride 16)")
+    g.add_argument("--reuse-head", default="stride8", choices=["stride8", "residual", "blend"],
+                   help="gfrtm (--reuse-scale 2): the reused frame's head: stride-8 logits, a correction of the "
+                        "last computed frame's logits, or a learned blend of both")
+    g.add_argument("--proj-dim", type=int, default=32,
+                   help="gfrtm: channels of the online target model's projection (FRTM: 96)")
+    g.add_argument("--target-inputs", default="f16", choices=["f16", "f16+f32"],
+                   help="gfrtm: encoder outputs the target model reads at stride 16 (f32 upsampled)")
+    g.add_argument("--init-reuse-path", action="store_true",
+                   help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")
+    g.add_argument("--phase1-steps", type=int, default=3000)
+    g.add_argument("--phase2-steps", type=int, default=2000)
+    g.add_argument("--lr1", type=float, default=1e-3, help="phase 1 learning rate")
+    g.add_argument("--lr2", type=float, default=5e-4, help="phase 2 learning rate (paper: 5e-4)")
+    g.add_argument("--phases", default="1,2", help="phases to run")
+    g.add_argument("--max-gap", type=int, default=25, help="gfrtm phase 2: largest gap n between the previous and current frame")
+    g.add_argument("--real-share", type=float, default=0.8, help="gfrtm: share of samples from real (DAVIS) sequences")
+
+
+def config_from_args(args) -> TrainConfig:
+    """The gfrtm TrainConfig for parsed ``edgevos train gfrtm`` arguments."""
+    heldout = parse_heldout(args.heldout)
+    args.out = args.out or "runs/gfrtm"
+    args.input_size = args.input_size or (256, 448)
+    args.batch = args.batch or 4
+    cfg = TrainConfig(out=args.out, davis=tuple(args.davis), heldout=heldout, synthetic=args.synthetic,
+                      input_size=args.input_size, backbone=args.backbone, backbone_weights=args.backbone_weights,
+                      phase1_steps=args.phase1_steps, phase2_steps=args.phase2_steps, batch=args.batch,
+                      lr1=args.lr1, lr2=args.lr2, m1=args.m1, m2=args.m2, ep_T=args.ep_T,
+                      epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
+                      max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init,
+                      max_gap=args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
+                      reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
+                      target_inputs=tuple(args.target_inputs.split("+")))
+    return cfg
+
+
+def train_from_args(cfg: TrainConfig, args) -> Path:
+    """Train ``cfg`` through the phases ``--phases`` names; the final weights' path."""
+    return Trainer(cfg).run(phases=tuple(int(p) for p in args.phases.split(",")))
+
+
+#: G-FRTM-fast's entry in the family registry (``get_family("gfrtm").training()``)
+TRAINING = FamilyTraining(add_arguments, config_from_args, train_from_args,
+                          "defaults: --input-size 256x448, --batch 4, --out runs/gfrtm; --init takes the "
+                          "checkpoint's segmentation network (e.g. with --phases 2)")

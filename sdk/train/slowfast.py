@@ -43,8 +43,9 @@ from edgevos.train.distributed import average_gradients, init_distributed
 from edgevos.errors import InputError
 from edgevos.files import replacing
 from edgevos.metrics import agreement_iou
-from edgevos.train.config import BaseTrainConfig
-from edgevos.train.gfrtm import gate_probability_loss, margin
+from edgevos.train.config import BaseTrainConfig, parse_heldout
+from edgevos.train.family import FamilyTraining
+from edgevos.train.gate_loss import gate_probability_loss, margin
 
 
 @dataclass
@@ -461,3 +462,49 @@ def _jsonable(d):
 
 _init_distributed = init_distributed
 _average_gradients = average_gradients
+
+
+# ----------------------------------------------------------------------------- edgevos train slowfast
+def add_arguments(g) -> None:
+    """``edgevos train slowfast``'s own options (the shared ones are :mod:`edgevos.train.cli`'s)."""
+    g.add_argument("--preset", default="3-7", help="pathway preset: 1-1, 3-3, 7-7, 1-7, 3-7 (slow - fast frames)")
+    g.add_argument("--mode", default="semi", choices=["semi", "unsupervised"])
+    g.add_argument("--freeze", default="backbone", choices=["none", "backbone", "slowfast"],
+                   help="backbone: slow pathway's ImageNet 2D layers; slowfast: the whole encoder (features cached)")
+    g.add_argument("--steps", type=int, default=2000)
+    g.add_argument("--clip-len", type=int, default=4, help="supervised frames per streamed training segment")
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate (project recipe: 0.001)")
+    g.add_argument("--random-scale", type=float, default=None, help="random scale augmentation (default 0.25; 0.4 for 1-1)")
+    g.add_argument("--fast-gray", action="store_true", help="grayscale input to the fast pathway")
+    g.add_argument("--target-model", action="store_true",
+                   help="semi-supervised: the decoder also reads an online target model's score (FRTM's)")
+    g.add_argument("--corrupt-prev", type=float, default=0.5,
+                   help="probability that a training segment starts from a corrupted previous mask")
+
+
+def config_from_args(args) -> TrainConfig:
+    """The slowfast TrainConfig for parsed ``edgevos train slowfast`` arguments."""
+    from edgevos.programs.slowfast import check_preset
+
+    check_preset(args.preset)  # a wrong name fails before torch loads
+    heldout = parse_heldout(args.heldout)
+    cfg = TrainConfig(out=args.out or f"runs/slowfast-{args.preset}", davis=tuple(args.davis), heldout=heldout,
+                      synthetic=args.synthetic, input_size=args.input_size or (128, 224), preset=args.preset,
+                      backbone=args.backbone, backbone_weights=args.backbone_weights, mode=args.mode,
+                      freeze=args.freeze, fast_gray=args.fast_gray, steps=args.steps, batch=args.batch or 2,
+                      clip_len=args.clip_len, lr=args.lr, random_scale=args.random_scale, m1=args.m1, m2=args.m2,
+                      ep_T=args.ep_T, epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
+                      max_frames_per_sequence=args.max_frames, target_model=args.target_model,
+                      corrupt_prev=args.corrupt_prev, init=args.init)
+    return cfg
+
+
+def train_from_args(cfg: TrainConfig, args) -> Path:
+    """Train ``cfg``; the final weights' path."""
+    return Trainer(cfg).run()
+
+
+#: SlowFast-VOS's entry in the family registry (``get_family("slowfast").training()``)
+TRAINING = FamilyTraining(add_arguments, config_from_args, train_from_args,
+                          "defaults: --input-size 128x224, --batch 2, --out runs/slowfast-PRESET; --init takes "
+                          "every layer, widened where the new model reads more inputs")
