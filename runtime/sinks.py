@@ -227,8 +227,11 @@ def i420_bytes(rgb: np.ndarray) -> bytes:
 
 class _QueuedSink(Sink):
     """A sink whose work runs in one background thread fed by ``self._queue``
-    (None ends it).  The first error stops the work and is kept in ``self._error``
-    for the next write or close to raise."""
+    (None ends it).  The first error stops the work for good (``self._failed``) and
+    is kept in ``self._error`` for the next write or close to raise."""
+
+    #: the first error; once set no further item is handled, even after it was raised
+    _failed: Optional[BaseException] = None
 
     def _run(self) -> None:
         while True:
@@ -236,10 +239,10 @@ class _QueuedSink(Sink):
             try:
                 if item is None:
                     return
-                if self._error is None:
+                if self._failed is None:
                     self._handle(item)
             except BaseException as exc:  # reported on the next write/close
-                self._error = exc
+                self._error = self._failed = exc
             finally:
                 self._queue.task_done()
 
@@ -483,7 +486,9 @@ class VideoSink(_QueuedSink):
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        pending = self._error
+        # a failure already raised by write() still means the output is incomplete: finalizing
+        # it would rewrite the head of a file whose tail cannot be written (a full disk)
+        pending = self._error if self._error is not None else self._failed
         self._error = None
         if self._pipeline is None:
             self.frames = 0  # nothing was started, so nothing was written
