@@ -114,6 +114,8 @@ MIN_VIDEO_SIDE = 16
 MP4_FRAGMENT_MS = 200
 #: the name the encoder element gets in an output pipeline
 ENCODER_ELEMENT = "enc"
+#: the elements that write an output (an error from one of them is not the encoder's)
+OUTPUT_ELEMENTS = ("filesink", "rtspclientsink")
 
 
 def encoder_candidates(uri: Optional[URI] = None) -> list:
@@ -320,6 +322,11 @@ class VideoSink(_QueuedSink):
                 # an encoder may only fail when caps are negotiated or on its first frame: try that
                 # frame here while another encoder can still take over
                 err = self._try_first_buffer(Gst, first)
+            if err is not None and any(f"from element '{e}" in err for e in OUTPUT_ELEMENTS):
+                # the output itself refused, not the encoder: another encoder would meet the same refusal
+                hint = ("is the RTSP server running and reachable at that address?" if self.uri.scheme == "rtsp"
+                        else "check that the location can be written")
+                raise SourceError(f"{self.uri}: cannot start the output: {err}; {hint}")
             if err is None:
                 self.encoder = name
                 if failures:
@@ -486,9 +493,7 @@ class VideoSink(_QueuedSink):
             self._queue.put(None)
             self._thread.join()
             self._thread = None
-        # a failure already raised by write() still means the output is incomplete: finalizing
-        # it would rewrite the head of a file whose tail cannot be written (a full disk)
-        pending = self._error if self._error is not None else self._failed
+        pending = self._error
         self._error = None
         if self._pipeline is None:
             self.frames = 0  # nothing was started, so nothing was written
@@ -499,8 +504,11 @@ class VideoSink(_QueuedSink):
 
         Gst = gst()
         err = None
+        # a failure write() already raised still leaves a file incomplete: finalizing it would
+        # rewrite the head of a file whose tail cannot be written (a full disk)
+        failed = pending if pending is not None or self._tmp is None else self._failed
         try:
-            if pending is not None and self._tmp is not None:
+            if failed is not None and self._tmp is not None:
                 # writing already failed (a full disk): finalizing would rewrite the file's head
                 # and then fail on its tail; the fragments written so far stay playable as they are
                 raise _KeepPartial()
@@ -524,8 +532,8 @@ class VideoSink(_QueuedSink):
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline.get_state(5 * Gst.SECOND)
             self._pipeline = self._src = None
-        if pending is not None and err is None:
-            err = f"a frame failed before the end: {pending}"
+        if failed is not None and err is None:
+            err = f"a frame failed before the end: {failed}"
         # ``frames`` tells what reached the output: every frame pushed once it is finalized, else none
         self.frames = self._pushed if err is None else 0
         if self._tmp is not None:

@@ -199,7 +199,7 @@ def test_mid_stream_resolution_change_through_the_run_loop(session, tmp_path):
     ("http://example.com/x.mp4", "unknown source URI scheme 'http://'"),
     ("file://", "has no path"),
     ("rtsp:///x", "has no host"),
-    ("test://?frames=0", "frames and objects must be >= 1"),
+    ("test://?frames=0", "frames must be >= 1"),
     ("test://?size=0x10", "HEIGHTxWIDTH"),
 ])
 def test_bad_source_uris(uri, words):
