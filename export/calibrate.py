@@ -224,9 +224,9 @@ def open_sequences(
     from edgevos import data
 
     names = [n for n in names if n]
-    video = not source.startswith("test://") and Path(
-        source[len("file://"):] if source.startswith("file://") else source).expanduser().is_file()
-    if mask and not video:
+    folder = not source.startswith("test://") and Path(
+        source[len("file://"):] if source.startswith("file://") else source).expanduser().is_dir()
+    if mask and (folder or source.startswith("test://")):
         raise InputError(f"--calib-mask {mask} is for a video --calib; {source} carries its own masks: drop --calib-mask")
     if source.startswith("test://"):
         rest = source[len("test://"):].strip("/")
