@@ -224,6 +224,10 @@ def open_sequences(
     from edgevos import data
 
     names = [n for n in names if n]
+    folder = not source.startswith("test://") and Path(
+        source[len("file://"):] if source.startswith("file://") else source).expanduser().is_dir()
+    if mask and (folder or source.startswith("test://")):
+        raise InputError(f"--calib-mask {mask} is for a video --calib; {source} carries its own masks: drop --calib-mask")
     if source.startswith("test://"):
         rest = source[len("test://"):].strip("/")
         try:
@@ -252,6 +256,8 @@ def open_sequences(
     if path.is_file():
         if not mask:
             raise InputError(f"calibration video {path} needs the mask of its first frame: pass --calib-mask PNG")
+        if not Path(mask).is_file():
+            raise InputError(f"--calib-mask {mask}: no such file; pass the PNG mask of the video's first frame")
         return [VideoFileSequence(path, Path(mask), max_frames)]
     dataset = data.DavisDataset(path, names or None, resolution=resolution)
     return [dataset[n] for n in dataset.sequences]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,9 @@ def keep_float_for(items: Union[str, Iterable[str]], flavour: str) -> List[str]:
     keep = []
     for item in split_list(items) if isinstance(items, str) else list(items):
         prefix, sep, rest = item.partition(":")
+        if sep and prefix not in PRECISIONS and re.fullmatch(r"(int|fp)\d+(-\w+)?", prefix):
+            raise InputError(f"--keep-float {item}: '{prefix}' is not a precision of a bundle; prefix an item "
+                             f"with one of {[p for p in PRECISIONS if p != 'fp32']}")
         if sep and prefix in PRECISIONS:
             if prefix == flavour:
                 keep.append(rest)
@@ -203,9 +207,10 @@ def _spawned_main(out: str, payload: str, result: str, level: str = str(logging.
 def _split_sequences(available, calib_names, held_names, source, parity):
     """(calibration sequences, held-out sequences) from what the source holds."""
     by_name = {s.name: s for s in available}
-    for n in held_names:
-        if n not in by_name:
-            raise InputError(f"--heldout-sequences: '{n}' is not in {source}; available: {sorted(by_name)}")
+    for option, names in (("--calib-sequences", calib_names), ("--heldout-sequences", held_names)):
+        for n in names:
+            if n not in by_name:
+                raise InputError(f"{option}: '{n}' is not in {source}; available: {sorted(by_name)}")
     if not held_names and parity:
         if len(available) >= 2:
             k = 1 if len(available) <= 3 else 2
@@ -236,6 +241,8 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     if input_size is not None:
         input_size = parse_hw(input_size, "--input-size") if isinstance(input_size, str) else tuple(input_size)
     methods = resolve_methods(method, [p for p in precisions if p != "fp32"])
+    for flavour in methods:
+        keep_float_for(keep_float, flavour)  # a misspelt flavour prefix fails now, not after calibration
     if calib_frames < 2:
         raise InputError(f"--calib-frames {calib_frames}: calibration needs at least 2 frames")
     if out.exists() and any(out.iterdir()):
@@ -244,6 +251,13 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     from edgevos.models.registry import get_family
 
     fam = get_family(family)  # validates the name before anything heavy happens
+    if preset and family != "slowfast":
+        raise InputError(f"--preset {preset}: family '{family}' has no pathway presets (slowfast has: 1-1, 3-3, "
+                         "7-7, 1-7, 3-7); drop --preset")
+    if preset:
+        from edgevos.programs.slowfast import check_preset
+
+        check_preset(preset)
     if backbone_weights:
         from edgevos.backbone_weights import check_backbone_weights
 
@@ -268,6 +282,11 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     from edgevos.export.parity import end_to_end, format_report, stage_parity
     from edgevos.backend import TorchBackend, open_backend
 
+    if backbone:
+        from edgevos.models.backbones import BACKBONES
+
+        if backbone not in BACKBONES:
+            raise InputError(f"--backbone {backbone}: unknown backbone; choose one of {sorted(BACKBONES)}")
     overrides = {k: v for k, v in (("backbone", backbone), ("preset", preset), ("backbone_weights", backbone_weights)) if v}
     t0 = time.perf_counter()
     model = fam.build(weights=weights, input_size=input_size, **overrides)

@@ -496,13 +496,10 @@ def parse_engine_name(name: str) -> Optional[dict]:
 
 def register_engines(bundle_dir) -> Dict[str, Dict[str, Path]]:
     """Add engine files found in the bundle (named as above) and timing caches to its manifest."""
-    from edgevos.bundle import MANIFEST, add_files
+    from edgevos.bundle import add_files, load_bundle
 
     root = Path(bundle_dir)
-    import json
-
-    manifest = json.loads((root / MANIFEST).read_text()) if (root / MANIFEST).is_file() else {}
-    stages = {s["name"] for s in manifest.get("stages", [])}
+    stages = set(load_bundle(root, verify=False).stage_names)  # a malformed manifest is a BundleError
     found: Dict[str, Dict[str, Path]] = {}
     for p in sorted(root.glob("*.engine")):
         info = parse_engine_name(p.name)

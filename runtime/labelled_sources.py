@@ -9,6 +9,12 @@ from edgevos.runtime.frames import Frame, Source
 from edgevos.runtime.uri import URI
 
 
+#: the largest generated frame (4K UHD): the synthetic scene holds several float copies of it
+MAX_TEST_PIXELS = 2160 * 3840
+#: objects a generated sequence can hold (edgevos.data.synthetic.SyntheticConfig)
+MAX_TEST_OBJECTS = 20
+
+
 class TestSource(Source):
     """``test://?frames=60&objects=2&seed=0&size=240x432&speed=1``: a synthetic
     sequence (moving shapes on a textured background) with ground truth."""
@@ -24,8 +30,11 @@ class TestSource(Source):
                       num_objects=uri.get_int("objects", 2), seed=uri.get_int("seed", 0))
         if "speed" in uri.query:
             kwargs["speed"] = uri.get_float("speed", 1.0)
-        if kwargs["num_frames"] < 1 or kwargs["num_objects"] < 1:
-            raise InputError(f"{uri}: frames and objects must be >= 1")
+        if kwargs["num_frames"] < 1 or not 1 <= kwargs["num_objects"] <= MAX_TEST_OBJECTS:
+            raise InputError(f"{uri}: frames must be >= 1 and objects in 1..{MAX_TEST_OBJECTS}")
+        if h * w > MAX_TEST_PIXELS:
+            raise InputError(f"{uri}: size={h}x{w} is larger than a generated frame may be "
+                             f"({MAX_TEST_PIXELS // 1_000_000} megapixels, e.g. 2160x3840): choose a smaller size")
         unknown = set(uri.query) - {"size", "frames", "objects", "seed", "speed", "fps"}
         if unknown:
             raise InputError(f"{uri}: unknown option(s) {sorted(unknown)}; known: frames, objects, seed, size, speed, fps")

@@ -3,6 +3,7 @@ mask, the output folder check, and a background writer thread."""
 from __future__ import annotations
 
 import os
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,11 @@ def prepare_output_dir(path: Path, uri: URI) -> None:
 
 class QueuedSink(Sink):
     """A sink whose work runs in one background thread fed by ``self._queue``
-    (None ends it).  The first error stops the work and is kept in ``self._error``
-    for the next write or close to raise."""
+    (None ends it).  The first error stops the work for good (``self._failed``) and
+    is kept in ``self._error`` for the next write or close to raise."""
+
+    #: the first error; once set no further item is handled, even after it was raised
+    _failed: Optional[BaseException] = None
 
     def _run(self) -> None:
         while True:
@@ -70,10 +74,10 @@ class QueuedSink(Sink):
             try:
                 if item is None:
                     return
-                if self._error is None:
+                if self._failed is None:
                     self._handle(item)
             except BaseException as exc:  # reported on the next write/close
-                self._error = exc
+                self._error = self._failed = exc
             finally:
                 self._queue.task_done()
 

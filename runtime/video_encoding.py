@@ -30,6 +30,8 @@ MIN_VIDEO_SIDE = 16
 MP4_FRAGMENT_MS = 200
 #: the name the encoder element gets in an output pipeline
 ENCODER_ELEMENT = "enc"
+#: the elements that write an output (an error from one of them is not the encoder's)
+OUTPUT_ELEMENTS = ("filesink", "rtspclientsink")
 
 
 def encoder_candidates(uri: Optional[URI] = None) -> list:
@@ -119,7 +121,8 @@ def video_sink_description(uri: URI, location: Optional[str] = None, encoder: Op
         mux = "matroskamux"
     else:
         raise InputError(f"{uri}: unsupported video file extension '{suffix}': use .mp4 or .mkv")
-    return f"{head} ! {mux} ! filesink location={quote(location or uri.path)}"
+    # unbuffered: what the muxer wrote is in the file at once, not in a 64 KiB buffer a kill -9 loses
+    return f"{head} ! {mux} ! filesink buffer-mode=unbuffered location={quote(location or uri.path)}"
 
 
 def i420_bytes(rgb: np.ndarray) -> bytes:

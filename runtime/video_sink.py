@@ -21,6 +21,7 @@ from edgevos.runtime.uri import URI, redact
 from edgevos.runtime.video_encoding import (
     ENCODER_ELEMENT,
     MIN_VIDEO_SIDE,
+    OUTPUT_ELEMENTS,
     encoder_candidates,
     i420_bytes,
     video_sink_description,
@@ -87,8 +88,11 @@ class VideoSink(QueuedSink):
         # frames arrive as I420, converted by OpenCV in the writer thread (~0.1 ms at 480p against
         # ~1 ms for videoconvert's RGB -> I420); videoconvert then passes them through to the encoder
         caps = f"video/x-raw,format=I420,width={w},height={h},framerate={num}/{den}"
-        head = (f"appsrc name=src format=time is-live=false block=true do-timestamp=false "
-                f"max-bytes={4 * w * h * 3} caps={caps} ! ")
+        # not block=true: a push into a pipeline that failed (a full disk) would wait forever on a
+        # queue nothing drains any more; _wait_for_room holds frames back and watches the bus instead
+        self._max_bytes = 4 * w * h * 3
+        head = (f"appsrc name=src format=time is-live=false block=false do-timestamp=false "
+                f"max-bytes={self._max_bytes} caps={caps} ! ")
         names = [None] if self.uri.scheme == "display" else encoder_candidates(self.uri)
         failures = []
         for k, name in enumerate(names):  # a listed hardware encoder can still fail to open (an Orin Nano has no NVENC)
@@ -97,6 +101,11 @@ class VideoSink(QueuedSink):
                 # an encoder may only fail when caps are negotiated or on its first frame: try that
                 # frame here while another encoder can still take over
                 err = self._try_first_buffer(Gst, first)
+            if err is not None and any(f"from element '{e}" in err for e in OUTPUT_ELEMENTS):
+                # the output itself refused, not the encoder: another encoder would meet the same refusal
+                hint = ("is the RTSP server running and reachable at that address?" if self.uri.scheme == "rtsp"
+                        else "check that the location can be written")
+                raise SourceError(f"{self.uri}: cannot start the output: {err}; {hint}")
             if err is None:
                 self.encoder = name
                 if failures:
@@ -236,6 +245,7 @@ class VideoSink(QueuedSink):
             self._start(h2, w2, data if self._pushed == 0 else None)
             if self._pushed:  # the first frame went in while the encoder was tried
                 return
+        self._wait_for_room(frame_index)
         ret = self._src.push_buffer(self._buffer(Gst, data, frame_index))
         if ret != Gst.FlowReturn.OK:
             err = self._bus_error(0.2)
@@ -244,6 +254,13 @@ class VideoSink(QueuedSink):
         if err:
             raise SourceError(f"{self.uri}: output failed at frame {frame_index}: {err}")
         self._pushed += 1
+
+    def _wait_for_room(self, frame_index: int) -> None:
+        """Wait while the output's queue is full, raising the pipeline's error if one comes."""
+        while self._src.get_property("current-level-bytes") >= self._max_bytes:
+            err = self._bus_error(0.005)
+            if err:
+                raise SourceError(f"{self.uri}: output failed at frame {frame_index}: {err}")
 
     def __del__(self):
         try:
@@ -274,8 +291,11 @@ class VideoSink(QueuedSink):
 
         Gst = gst()
         err = None
+        # a failure write() already raised still leaves a file incomplete: finalizing it would
+        # rewrite the head of a file whose tail cannot be written (a full disk)
+        failed = pending if pending is not None or self._tmp is None else self._failed
         try:
-            if pending is not None and self._tmp is not None:
+            if failed is not None and self._tmp is not None:
                 # writing already failed (a full disk): finalizing would rewrite the file's head
                 # and then fail on its tail; the fragments written so far stay playable as they are
                 raise _KeepPartial()
@@ -299,8 +319,8 @@ class VideoSink(QueuedSink):
             self._pipeline.set_state(Gst.State.NULL)
             self._pipeline.get_state(5 * Gst.SECOND)
             self._pipeline = self._src = None
-        if pending is not None and err is None:
-            err = f"a frame failed before the end: {pending}"
+        if failed is not None and err is None:
+            err = f"a frame failed before the end: {failed}"
         # ``frames`` tells what reached the output: every frame pushed once it is finalized, else none
         self.frames = self._pushed if err is None else 0
         if self._tmp is not None:

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from edgevos.errors import DependencyError, InputError
+from edgevos.parsing import number
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8: type of the non-quantized layers: fp16 (the bundle's int8-trt-f16 graphs, exported "
                         "with --trt-float fp16) or fp32; default fp16 where the bundle has those graphs")
     p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
-    p.add_argument("--opt-level", type=int, default=None, help="TensorRT builder optimisation level 0-5")
+    p.add_argument("--opt-level", type=number(int, 0, 5), default=None, help="TensorRT builder optimisation level 0-5")
     p.add_argument("--timing-cache", help="timing cache file (default: in the bundle, named by TensorRT version and GPU)")
     p.add_argument("--script-only", action="store_true", help="only write a trtexec build script (works without TensorRT)")
     p.add_argument("--script", help="script path (default BUNDLE/build_engines.sh)")

@@ -336,6 +336,8 @@ def load_bundle(path, verify: bool = True, allow_extra: Sequence = ()) -> Bundle
     if root.name == MANIFEST and root.is_file():
         root = root.parent
     mpath = root / MANIFEST
+    if root.exists() and not root.is_dir():
+        raise BundleError(f"bundle {root} is a file, not a bundle directory: pass the --out directory of 'edgevos export'")
     if not root.is_dir():
         raise BundleError(f"bundle directory {root} does not exist: pass the --out directory of 'edgevos export'")
     if not mpath.is_file():

@@ -5,16 +5,26 @@ Each verb lives in its own module exposing ``add_arguments(parser)`` and
 Every verb takes ``-v`` (debug messages) and ``-q`` (warnings and errors only, no
 progress), before the verb or after it: they set the level of the ``edgevos`` logger,
 whose messages go to stderr; results go to stdout.
+
+Exit codes (every verb): 0 done; 1 an error edgevos names (a wrong value found while
+working, a missing or unreadable file, a file-system error such as a read-only or full
+disk); 2 a command line argparse refuses (unknown option, missing argument, a number out
+of range); ``edgevos run`` also 129 / 130 / 143 when SIGHUP / Ctrl-C / SIGTERM stopped it
+with its outputs finalized.  No wrong input ends in a Python traceback; ``-v`` adds the
+traceback of a file-system error to the message.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
 
 from edgevos import __version__
 from edgevos.console_log import log_level, start_console_log, stop_console_log
 from edgevos.errors import EdgevosError
+from edgevos.parsing import number, threads_arg
 
 # verb -> (module, one-line help)
 COMMANDS = {
@@ -30,6 +40,40 @@ COMMANDS = {
     "demo": ("edgevos.demo", "the quick-start job on embedded defaults"),
     "import-weights": ("edgevos.import_weights", "import an FRTM / Reuse_VOS ResNet18 checkpoint as an edgevos checkpoint"),
 }
+
+
+#: exit codes of every verb (README "Exit codes")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _phases(text: str) -> str:
+    """``edgevos train --phases``: a comma list of 1 and 2."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items or any(t not in ("1", "2") for t in items):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma list of training phases 1 and 2 (e.g. 1,2 or 2)")
+    return text
+
+
+#: numbers of verbs whose modules declare plain int/float types, range-checked here at parse
+#: time (exit 2) like every other verb's numbers
+CHECKED_OPTIONS = {
+    "bench": {"--threads": threads_arg(), "--max-reuse": number(int, 0)},
+    "train": {
+        "--threads": threads_arg(), "--batch": number(int, 1), "--synthetic": number(int, 0),
+        "--phase1-steps": number(int, 0), "--phase2-steps": number(int, 0), "--steps": number(int, 0),
+        "--clip-len": number(int, 1), "--max-gap": number(int, 1), "--epoch-samples": number(int, 1),
+        "--ep-T": number(int, 1), "--max-frames": number(int, 0), "--seed": number(int, 0),
+        "--lr1": number(float, 0.0, low_open=True), "--lr2": number(float, 0.0, low_open=True),
+        "--lr": number(float, 0.0, low_open=True), "--m1": number(float), "--m2": number(float),
+        "--real-share": number(float, 0.0, 1.0), "--corrupt-prev": number(float, 0.0, 1.0),
+        "--random-scale": number(float, 0.0), "--phases": _phases,
+    },
+}
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as the logger prints one: no source line under it (it reads like a traceback)."""
+    return f"warning: {message}\n"
 
 
 def _add_log_options(parser: argparse.ArgumentParser, root: bool) -> None:
@@ -86,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=help_text, description=help_text)
         module.add_arguments(p)
         _add_log_options(p, root=False)
+        for option, kind in CHECKED_OPTIONS.get(verb, {}).items():
+            action = p._option_string_actions.get(option)
+            if action is not None:
+                action.type = kind
         p.set_defaults(_handler=module.main)
         p.intermixed = getattr(module, "INTERMIXED", False)
     return parser
@@ -96,17 +144,25 @@ def main(argv=None) -> int:
     args = parse(parser, argv)
     if not getattr(args, "_handler", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     handler = start_console_log(log_level(args.verbose or 0, bool(args.quiet)))
+    format_warning, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return int(args._handler(args) or 0)
     except EdgevosError as exc:
         print(f"edgevos {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except OSError as exc:  # the file system refused: a read-only, full or missing location
+        logging.getLogger("edgevos").debug("the file-system error came from here:", exc_info=True)
+        where = f": '{exc.filename}'" if exc.filename else ""
+        print(f"edgevos {args.command}: error: {exc.strerror or exc}{where} (check the path, that its folders "
+              "exist and can be written, and the free space)", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"edgevos {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = format_warning
         stop_console_log(handler)
 
 

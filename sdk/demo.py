@@ -21,26 +21,28 @@ import logging
 import time
 from pathlib import Path
 
+from edgevos.parsing import number, threads_arg
+
 log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--weights", default="default", help="shipped weights name or checkpoint path")
-    p.add_argument("--frames", type=int, default=90, help="frames in the generated clip (default 90)")
+    p.add_argument("--frames", type=number(int, 1), default=90, help="frames in the generated clip (default 90)")
     p.add_argument("--clip-size", default="240x432", help="generated clip HxW (default 240x432)")
     p.add_argument("--input-size", default=None, help="model input HxW (default: the size the weights were trained at)")
     p.add_argument("--tau", default="1,0.7", help="reuse-gate thresholds to run (default 1,0.7)")
-    p.add_argument("--max-reuse", type=int, default=3,
+    p.add_argument("--max-reuse", type=number(int, 0), default=3,
                    help="force a computed frame after this many reuses (default 3; 0 = no cap)")
     p.add_argument("--precision", default="int8-cpu", choices=["fp32", "int8-cpu", "int8-trt"])
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=threads_arg(), default=None,
                    help="ONNX Runtime threads (default: 1 when inference is pinned, else all cores)")
     p.add_argument("--pin-inference", metavar="CORES", default="auto",
                    help="Linux: inference on these cores, decoding/encoding/writing on the others (as edgevos run "
                         "--pin-inference); 'auto' (default): the last core with one inference thread when there are "
                         "two or more cores; 'none': no pinning")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=number(int, 0), default=7)
     p.add_argument("--rebuild", action="store_true", help="re-export the bundle even if one exists")
 
 
@@ -119,24 +121,30 @@ def main(args) -> int:
     import numpy as np
 
     from edgevos.data import read_mask
-    from edgevos.parsing import parse_hw, parse_taus
+    from edgevos.parsing import check_writable, parse_hw, parse_taus
     from edgevos.metrics import evaluate_sequence
     from edgevos.runtime.pipeline import run_pipeline
     from edgevos.runtime.session import Session
     from edgevos.runtime.sinks import open_sink
     from edgevos.runtime.sources import open_source
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # every value and the output folder are checked before the clip, the export and the runs
     taus = parse_taus(args.tau)
+    clip_size = parse_hw(args.clip_size, "--clip-size")
+    size = parse_hw(args.input_size, "--input-size", multiple=32) if args.input_size else None
+    pin, threads = _pinning(args.pin_inference, args.threads)
+    if pin:
+        from edgevos.runtime.affinity import CoreSplit
+
+        CoreSplit(pin)  # the cores exist and leave one for I/O
+    out = check_writable(args.out, "--out", directory=True)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     log.info("[demo] 1/3 generating a clip with ground truth and encoding it to MP4")
-    seq, clip = make_clip(out, args.frames, parse_hw(args.clip_size, "--clip-size"), args.seed)
+    seq, clip = make_clip(out, args.frames, clip_size, args.seed)
     log.info(f"[demo]     {clip} ({len(seq)} frames, {seq.frame(0).shape[1]}x{seq.frame(0).shape[0]}, objects {seq.object_ids})")
     log.info(f"[demo] 2/3 exporting G-FRTM-fast ({args.weights}) to ONNX + {args.precision}")
-    if args.input_size:
-        size = parse_hw(args.input_size, "--input-size")
-    else:
+    if size is None:
         from edgevos.models.weights import load_checkpoint
 
         size = tuple(load_checkpoint("gfrtm", args.weights)["config"]["input_size"])
@@ -144,7 +152,6 @@ def main(args) -> int:
     log.info(f"[demo] 3/3 GStreamer runtime: file://{clip.name} -> overlay MP4 + masks, ONNX Runtime {args.precision}")
     gts = [seq.mask(i) for i in range(len(seq))]
     rows = []
-    pin, threads = _pinning(args.pin_inference, args.threads)
     if pin:
         log.info(f"[demo]     inference pinned to core(s) {sorted(pin)}, {threads} thread(s); I/O on the others")
     for tau in taus:

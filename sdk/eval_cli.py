@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edgevos.backend import BACKENDS
 from edgevos.errors import InputError
-from edgevos.parsing import parse_taus
+from edgevos.parsing import check_writable, number, parse_taus, threads_arg
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="default: torch for --weights, onnxruntime for --bundle")
     g.add_argument("--precision", default=None, help="bundle precision (fp32, int8-cpu, int8-trt, ...)")
     g.add_argument("--tau", default="1", help="reuse-gate threshold(s), comma-separated: 1,0.9,0.8,0.7,0.5")
-    g.add_argument("--max-reuse", type=int, default=None, help="force a computed frame after N reuses")
+    g.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a computed frame after N reuses")
     g.add_argument("--input-size", default=None, help="model input HxW for --weights (default: the checkpoint's)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+    g.add_argument("--threads", type=threads_arg(), default=None, help="CPU threads for the backend")
     g.add_argument("--save-masks", metavar="DIR", default=None,
                    help="write predicted masks in DAVIS layout (DIR/<seq>/<frame>.png; DIR/tau<t>/... for several taus)")
     g.add_argument("--plot", metavar="PNG", default=None, help="save the FPS-vs-J&F plot (default OUT/tau_sweep.png)")
@@ -98,13 +98,15 @@ def main_results(args) -> int:
 
     if not args.results:
         raise InputError("pass --results DIR (a folder of <sequence>/<frame>.png masks) to evaluate saved masks")
+    out = Path(args.out) if args.out else Path(args.results)
+    if args.out or out.is_dir():  # a missing --results folder is named by the scoring below
+        check_writable(out, "--out" if args.out else "--out (default: the --results folder)", directory=True)
     t0 = time.perf_counter()
     summary = evaluate_results(args.results, args.davis, sequences=args.sequences,
                                resolution=args.resolution, progress=not (args.no_progress or getattr(args, "quiet", False)))
     seconds = time.perf_counter() - t0
     log.debug(f"scored {len(summary['per_object'])} object(s) of {sorted(summary['sequences'])} from {args.results} "
               f"against {args.davis} in {seconds:.2f} s")
-    out = Path(args.out) if args.out else Path(args.results)
     g_csv, o_csv = write_csvs(out, summary)
     js = write_json(out / "results.json", {
         "results": str(args.results), "davis": str(args.davis),
@@ -129,14 +131,23 @@ def main_model(args) -> int:
     from edgevos.data import DavisDataset
     from edgevos.evaluate_model import evaluate, format_rows, plot_rows
 
+    from edgevos.models.registry import get_family
+
+    get_family(args.family)
     taus = parse_taus(args.tau)
+    out = Path(args.out or args.save_masks or ".")
+    # every output location is checked before the first sequence runs, not after the last
+    if args.save_masks:
+        check_writable(args.save_masks, "--save-masks", directory=True)
+    check_writable(out, "--out", directory=True)
+    if args.plot and len(taus) > 1:
+        check_writable(args.plot, "--plot")
     ds = DavisDataset(args.davis, sequences=args.sequences, resolution=args.resolution)
     seqs = [ds[n] for n in ds.sequences]
     rows = evaluate(seqs, tau=taus, family=args.family, weights=args.weights, bundle=args.bundle,
                     backend=args.backend, precision=args.precision, max_reuse=args.max_reuse,
                     input_size=args.input_size, threads=args.threads, save_masks=args.save_masks,
                     progress=not (args.no_progress or getattr(args, "quiet", False)))
-    out = Path(args.out or args.save_masks or ".")
     out.mkdir(parents=True, exist_ok=True)
     what = args.bundle or args.weights
     print(f"{args.family} ({what}) on {len(seqs)} sequence(s): {', '.join(ds.sequences)}")

@@ -117,6 +117,8 @@ def session_factory(family: Optional[str] = None, weights: str = "default", bund
                                                threads=threads, max_reuse=max_reuse)
     if backend not in (None, "torch"):
         raise InputError(f"--backend {backend} needs an exported --bundle; --weights runs on torch")
+    if precision not in (None, "fp32"):
+        raise InputError(f"--precision {precision} needs an exported --bundle; --weights runs in FP32 on torch")
     if not family:
         raise InputError("evaluating weights needs their model family (--family gfrtm, or family='gfrtm')")
     from edgevos.models.registry import get_family

@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 
 from edgevos.backbone_weights import backbone_weights_arg
+from edgevos.parsing import number, threads_arg
+
+#: the opsets of the ONNX exporter edgevos uses (torch's TorchScript-based one)
+OPSETS = (7, 20)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-mask", help="first-frame mask PNG when --calib is a video file")
     p.add_argument("--calib-sequences", default="", help="comma-separated sequence names for calibration (default: all but the held-out ones)")
     p.add_argument("--calib-frames", type=int, default=100, help="total calibration frames, spread over the sequences (default 100)")
-    p.add_argument("--calib-samples", type=int, default=48, help="max recorded feeds per stage kept for calibration (default 48)")
+    p.add_argument("--calib-samples", type=number(int, 1), default=48, help="max recorded feeds per stage kept for calibration (default 48)")
     p.add_argument("--method", default=None,
                    help="activation calibration method: minmax, entropy or percentile, for both INT8 flavours or per "
                         "flavour (int8-cpu=minmax,int8-trt=percentile); default: each flavour's measured best "
@@ -34,11 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", default=None,
                    help="model input HxW, multiples of 32 (default: the size the weights were trained at)")
     p.add_argument("--heldout-sequences", default="", help="comma-separated held-out sequences for the parity report (default: the last 1-2 of the source)")
-    p.add_argument("--heldout-frames", type=int, default=30, help="max frames per held-out sequence (default 30)")
-    p.add_argument("--tau", type=float, default=None, help="reuse-gate threshold for the step program (default: the config's)")
-    p.add_argument("--calib-tau", type=float, default=0.5,
+    p.add_argument("--heldout-frames", type=number(int, 1), default=30, help="max frames per held-out sequence (default 30)")
+    p.add_argument("--tau", type=number(float, 0.0, 1.0), default=None, help="reuse-gate threshold for the step program (default: the config's)")
+    p.add_argument("--calib-tau", type=number(float, 0.0, 1.0), default=0.5,
                    help="reuse-gate threshold while calibrating (< 1 so gate and reuse stages see real inputs; default 0.5)")
-    p.add_argument("--min-calib-samples", type=int, default=4,
+    p.add_argument("--min-calib-samples", type=number(int, 1), default=4,
                    help="stages with fewer recorded calibration feeds stay in fp32 (default 4)")
     p.add_argument("--no-speed-check", action="store_true",
                    help="keep every int8-cpu stage even where it times slower than FP32 here (default: such a stage stays FP32)")
@@ -46,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8-trt: fp16 also writes each stage's Q/DQ graph with FP16 float compute (what a strongly "
                         "typed TensorRT int8 engine then runs its non-quantized layers in); default: "
                         "edgevos.export.trt_float16.DEFAULT_TRT_FLOAT")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--threads", type=int, default=1, help="threads for PyTorch and ONNX Runtime (default 1)")
+    p.add_argument("--opset", type=number(int, *OPSETS), default=17, help="ONNX opset (7-20; default 17)")
+    p.add_argument("--threads", type=threads_arg(), default=1, help="threads for PyTorch and ONNX Runtime (default 1)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity report (FP32 verification still runs)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -28,6 +28,49 @@ def parse_hw(text: str, what: str = "size", multiple: int = 1) -> Tuple[int, int
     return h, w
 
 
+#: more backend threads than this only costs memory (each ONNX Runtime thread holds its own arena)
+MAX_THREADS = 256
+
+
+def number(kind, low=None, high=None, low_open: bool = False):
+    """An argparse ``type``: a ``kind`` (int or float) within [low, high] (``low_open``: above low).
+
+    A value out of range, not a number or not finite is refused by argparse (exit 2) with
+    the option's name, the value and the range.
+
+    Args:
+        kind: ``int`` or ``float``.
+        low, high: the range (None: open on that side).
+        low_open: the value must be above ``low``, not just at least ``low``.
+
+    Returns:
+        The parse function.
+    """
+    import argparse
+    import math
+
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"'{text}' is not {'a whole number' if kind is int else 'a number'}") from None
+        if isinstance(v, float) and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        if low is not None and (v <= low if low_open else v < low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if low_open else 'at least'} {low}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {high}")
+        return v
+
+    return parse
+
+
+def threads_arg():
+    """The argparse ``type`` of every verb's ``--threads``: 1 .. :data:`MAX_THREADS`."""
+    return number(int, 1, MAX_THREADS)
+
+
 def split_list(text) -> List[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]`` (None or empty: ``[]``)."""
     return [t.strip() for t in str(text or "").split(",") if t.strip()]

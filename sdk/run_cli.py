@@ -16,38 +16,15 @@ import sys
 import time
 
 from edgevos.backend import BACKENDS
+from edgevos.parsing import number, threads_arg
 
 log = logging.getLogger(__name__)
-
-
-def _number(kind, low=None, high=None, low_open=False):
-    """An argparse type: a ``kind`` (int/float) within [low, high] (``low_open``: above low)."""
-    import argparse
-    import math
-
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not {'a whole number' if kind is int else 'a number'}")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
-        if low is not None and (v <= low if low_open else v < low):
-            raise argparse.ArgumentTypeError(f"{text} must be {'above' if low_open else 'at least'} {low}")
-        if high is not None and v > high:
-            raise argparse.ArgumentTypeError(f"{text} must be at most {high}")
-        return v
-
-    return parse
 
 
 #: the source and sinks may stand between options (edgevos.cli.parse)
 INTERMIXED = True
 #: a value that starts with '-' and a digit is a value, not an option (--init-box -5,3,10,10)
 NEGATIVE_VALUE = re.compile(r"^-\.?\d[\d.,eE+-]*$")
-
-#: more backend threads than this only costs memory (each ONNX Runtime thread holds its own arena)
-MAX_THREADS = 256
 
 
 def add_arguments(p) -> None:
@@ -57,11 +34,11 @@ def add_arguments(p) -> None:
     p.add_argument("--bundle", required=True, help="bundle directory (from edgevos export)")
     p.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="a registered backend")
     p.add_argument("--precision", default=None, help="bundle precision to load, e.g. int8-cpu, fp32, fp16, int8")
-    p.add_argument("--tau", type=_number(float, 0.0, 1.0), default=None, help="reuse-gate threshold (1 = never reuse)")
-    p.add_argument("--max-reuse", type=_number(int, 0), default=None, help="force a full step after this many reuses")
-    p.add_argument("--target-fps", type=_number(float, 0.0, low_open=True), default=None,
+    p.add_argument("--tau", type=number(float, 0.0, 1.0), default=None, help="reuse-gate threshold (1 = never reuse)")
+    p.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a full step after this many reuses")
+    p.add_argument("--target-fps", type=number(float, 0.0, low_open=True), default=None,
                    help="FPS budget mode: steer tau live to hold this frame rate with the least reuse")
-    p.add_argument("--threads", type=_number(int, 1, MAX_THREADS), default=None, help="CPU threads for the backend")
+    p.add_argument("--threads", type=threads_arg(), default=None, help="CPU threads for the backend")
     p.add_argument("--pin-inference", metavar="CORES", default=None,
                    help="Linux: run inference on these cores (e.g. 0 or 0,1) and decoding/encoding/writing on the "
                         "others; --threads defaults to the number of these cores")
@@ -72,11 +49,11 @@ def add_arguments(p) -> None:
     p.add_argument("--no-refine-box", action="store_true", help="with --init-box: GrabCut's mask as it is")
     p.add_argument("--unsupervised", action="store_true",
                    help="an unsupervised model finds the primary moving object itself: no --init-mask / --init-box")
-    p.add_argument("--max-frames", type=_number(int, 1), default=None)
-    p.add_argument("--warmup", type=_number(int, 0), default=10, help="frames excluded from steady-state statistics")
+    p.add_argument("--max-frames", type=number(int, 1), default=None)
+    p.add_argument("--warmup", type=number(int, 0), default=10, help="frames excluded from steady-state statistics")
     p.add_argument("--log", help="write the summary and per-frame stats as JSON here")
-    p.add_argument("--timeout", type=_number(float, 0.0, low_open=True), default=None, help="seconds without a frame before a source counts as stalled")
-    p.add_argument("--reconnect", type=_number(int, 0), default=0, help="live sources: reconnect attempts after a stall/disconnect")
+    p.add_argument("--timeout", type=number(float, 0.0, low_open=True), default=None, help="seconds without a frame before a source counts as stalled")
+    p.add_argument("--reconnect", type=number(int, 0), default=0, help="live sources: reconnect attempts after a stall/disconnect")
     p.add_argument("--no-power", action="store_true", help="do not sample tegrastats/jtop")
     p.add_argument("--quiet", action="store_true", help="no live status line")
 

@@ -199,7 +199,7 @@ def test_mid_stream_resolution_change_through_the_run_loop(session, tmp_path):
     ("http://example.com/x.mp4", "unknown source URI scheme 'http://'"),
     ("file://", "has no path"),
     ("rtsp:///x", "has no host"),
-    ("test://?frames=0", "frames and objects must be >= 1"),
+    ("test://?frames=0", "frames must be >= 1"),
     ("test://?size=0x10", "HEIGHTxWIDTH"),
 ])
 def test_bad_source_uris(uri, words):
@@ -457,14 +457,15 @@ def test_disk_fills(session, tmp_path):
         assert not video.exists()
         assert s.sink_frames == [0]  # what is on disk under the final name, not what was queued
         kept = []
-        with pytest.raises(SourceError, match="truncated"):  # what fitted still plays, and is named cut off
+        try:  # what fitted still plays; a cluster cut off mid-write is named so when it is read
             kept.extend(open_source(f"file://{next(disk.glob('out.partial-*.mkv'))}"))
+        except SourceError as exc:
+            assert "truncated" in str(exc), exc
         assert len(kept) > 10
     finally:
         _umount(disk)
 
 
-@pytest.mark.slow  # flaky: in about 1 run in 5 the partial file has no playable head yet (see issue 18's note)
 def test_disk_fills_while_an_mp4_is_written(tmp_path):
     """The MP4 is written in fragments: when the disk fills, the partial file keeps playing
     up to the last fragment that fitted (a 3 MiB tmpfs, noise frames that compress badly: room for
@@ -489,6 +490,41 @@ def test_disk_fills_while_an_mp4_is_written(tmp_path):
         assert len(kept) > 30, i
     finally:
         _umount(disk)
+
+
+def test_a_video_write_error_already_raised_still_keeps_the_partial_file(tmp_path, monkeypatch):
+    """Once a frame failed, no later frame is pushed and close() does not finalize, even when
+    write() has already raised that failure: finalizing rewrites the MP4's head to span the
+    whole file and then needs room for the index at its end, so on a full disk it turned the
+    playable fragments into a file without an index (the flake of the test above: it happened
+    whenever no second frame failed after the first error was raised)."""
+    gst_or_skip()
+    from edgevos.runtime.sinks import VideoSink, open_sink
+    from edgevos.runtime.sources import open_source
+
+    real = VideoSink._encode
+    pushed = []
+
+    def encode(self, frame_index, rgb, mask, lines):
+        if frame_index == 30:
+            raise SourceError(f"{self.uri}: output failed at frame 30: No space left on the resource.")
+        real(self, frame_index, rgb, mask, lines)
+        pushed.append(frame_index)
+
+    monkeypatch.setattr(VideoSink, "_encode", encode)
+    sink = open_sink(f"file://{tmp_path / 'out.mp4'}", fps=30, overlay=False)
+    rng = np.random.default_rng(0)
+    with pytest.raises(SourceError, match="No space left"):
+        for i in range(200):
+            sink.write(i, rng.integers(0, 255, (96, 160, 3), dtype=np.uint8), None)
+            if i >= 30:
+                sink._queue.join()  # the worker has met frame 30: the next write raises its error
+    with pytest.raises(SourceError, match="partial data left in"):
+        sink.close()
+    assert pushed == list(range(30))  # nothing after the failure
+    assert sink.frames == 0 and not (tmp_path / "out.mp4").exists()
+    kept = list(open_source(f"file://{next(tmp_path.glob('out.partial-*.mp4'))}"))
+    assert 18 <= len(kept) <= 30  # the fragments finished before the failure (200 ms = 6 frames each)
 
 
 # ------------------------------------------------------------------ untrusted files
