@@ -246,6 +246,8 @@ def _check_bundle(opts: Options, tools: Tools, unusable: Optional[str], report: 
 
 # ------------------------------------------------------------------------------ command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from edgevos.parsing import number, threads_arg
+
     p.add_argument("bundle", nargs="?", help="bundle directory (from 'edgevos export'); without it only the "
                                              "environment is checked")
     p.add_argument("--out", default=os.environ.get("CHECK_OUT"),
@@ -253,24 +255,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "edgevos-check-<time> here)")
     p.add_argument("--precision", help="engine sets to check, comma-separated: fp16, int8, int8-f16, best, "
                                        "fp16-dla<N> (default: every one the bundle can build)")
-    p.add_argument("--dla", type=int, default=None, metavar="N", help="also build FP16 for DLA core N")
+    p.add_argument("--dla", type=number(int, 0), default=None, metavar="N", help="also build FP16 for DLA core N")
     p.add_argument("--clip", default="test://1",
                    help="sequence for the accuracy comparisons: a DAVIS-layout folder, a video with --clip-mask, "
                         "or test://N (default test://1, synthetic)")
     p.add_argument("--clip-mask", help="first-frame mask PNG of a --clip video")
-    p.add_argument("--e2e-frames", type=int, default=30, help="frames of the clip compared end to end (default 30)")
-    p.add_argument("--samples", type=int, default=8, help="recorded feeds per stage for the SNR (default 8)")
+    p.add_argument("--e2e-frames", type=number(int, 1), default=30, help="frames of the clip compared end to end (default 30)")
+    p.add_argument("--samples", type=number(int, 1), default=8, help="recorded feeds per stage for the SNR (default 8)")
     p.add_argument("--source", help="source URI of the power run (default: test:// at the bundle's size)")
-    p.add_argument("--frames", type=int, default=300, help="frames of the power run (default 300)")
+    p.add_argument("--frames", type=number(int, 1), default=300, help="frames of the power run (default 300)")
     p.add_argument("--run-precision", help="engine set of the power run (default: int8-f16, int8, fp16 or best, "
                                            "the first built)")
-    p.add_argument("--tau", type=float, default=1.0, help="reuse threshold of the programs (default 1: every frame "
+    p.add_argument("--tau", type=number(float, 0.0, 1.0), default=1.0, help="reuse threshold of the programs (default 1: every frame "
                                                           "computed)")
-    p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
+    p.add_argument("--workspace-mb", type=number(int, 1), default=1024, help="builder workspace limit in MiB (default 1024)")
     p.add_argument("--no-trtexec", action="store_true", help="build with edgevos' Python builder only")
     p.add_argument("--no-run", action="store_true", help="skip the power run")
     p.add_argument("--keep", action="store_true", help="keep the built engines under OUT/work")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads of the references")
+    p.add_argument("--threads", type=threads_arg(), default=None, help="ONNX Runtime threads of the references")
 
 
 def options_from_args(args, argv: Sequence[str] = ()) -> Options:

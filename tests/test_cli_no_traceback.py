@@ -287,9 +287,22 @@ TOP = [
     ("-v run", 2, "required: source"),
 ]
 
+CHECK = [
+    ("check {T}/nonexistent", 1, "is not an edgevos bundle"),
+    ("check {T}/file", 1, "is not an edgevos bundle"),
+    ("check --dla x", 2, "argument --dla"),
+    ("check --dla -1", 2, "argument --dla"),
+    ("check --threads 0", 2, "argument --threads"),
+    ("check --tau 5", 2, "argument --tau"),
+    ("check --frames -3", 2, "argument --frames"),
+    ("check --samples 0", 2, "argument --samples"),
+    ("check --e2e-frames x", 2, "argument --e2e-frames"),
+    ("check --workspace-mb 0", 2, "argument --workspace-mb"),
+]
+
 CASES = [("top", *c) for c in TOP] + [(v, *c) for v, table in (
     ("run", RUN), ("eval", EVAL), ("export", EXPORT), ("build", BUILD), ("import-weights", IMPORT_WEIGHTS),
-    ("demo", DEMO), ("bench", BENCH), ("train", TRAIN)) for c in table]
+    ("demo", DEMO), ("bench", BENCH), ("train", TRAIN), ("check", CHECK)) for c in table]
 
 
 def _mount_ro(path: Path) -> bool:

@@ -601,7 +601,7 @@ def test_without_tensorrt_the_script_fails_clearly(tmp_path, toy_bundle):
 @pytest.mark.skipif(BASH is None, reason="needs bash")
 @pytest.mark.parametrize("args, message", [
     (["/nonexistent/bundle"], "not an edgevos bundle"),
-    (["--frames", "0"], "--frames 0 must be at least 1"),
+    (["--frames", "0"], "--frames: 0 must be at least 1"),
     (["--nope"], "unrecognized arguments"),
 ])
 def test_bad_arguments(tmp_path, args, message):
