@@ -4,7 +4,7 @@ Each variant overrides fields of ``edgevos.target_model.TargetModelConfig`` (and
 optionally the model input size) and is scored on held-out DAVIS train sequences
 (J&F, DAVIS protocol, per sequence).  Prints a table, writes JSON.
 
-    python benchmarks/bench_target_model.py --weights default \\
+    python benchmarks/bench_target_model.py (--weights default | --bundle DIR --precision int8-cpu) \\
         --variants "base;proj_dim=64;update_every=4;memory_size=40" \\
         [--sequences bear,car-turn,...] [--davis ../shared/data/davis2016-train] [--json out.json]
 
@@ -49,6 +49,8 @@ def parse_variant(text: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default="default")
+    ap.add_argument("--bundle", default=None, help="score an exported bundle on ONNX Runtime instead of --weights")
+    ap.add_argument("--precision", default=None, help="the bundle's precision (e.g. int8-cpu)")
     ap.add_argument("--variants", default="base")
     ap.add_argument("--sequences", default=",".join(HELDOUT))
     ap.add_argument("--davis", default="../shared/data/davis2016-train")
@@ -72,19 +74,22 @@ def main(argv=None) -> int:
         over = parse_variant(text)
         size = over.pop("input_size", None)
         inputs = over.pop("target_inputs", None)
-        if size not in models:
+        if args.bundle and size:
+            raise SystemExit("input_size variants need --weights: a bundle has a fixed input size")
+        if not args.bundle and size not in models:
             models[size] = get_family("gfrtm").build(weights=args.weights, **({"input_size": size} if size else {}))
-        model = models[size]
         per_seq, t0 = {}, time.time()
         for name in names:
-            s = Session.from_model(model, tau=1.0, threads=args.threads)
+            s = Session.from_bundle(args.bundle, precision=args.precision, tau=1.0, threads=args.threads) \
+                if args.bundle else Session.from_model(models[size], tau=1.0, threads=args.threads)
             s.program.target_config = replace(s.program.target_config, **over)
             if inputs:
                 s.program.target_inputs = inputs
             stats = run_sequence(s, ds[name])["eval"]["stats"]
             per_seq[name] = 100 * float(np.mean([v["J&F-Mean"] for v in stats.values()]))
         jf = float(np.mean(list(per_seq.values())))
-        rows.append({"variant": text.strip() or "base", "input_size": list(model.config.input_size), "J&F": jf,
+        input_size = s.program.input_size
+        rows.append({"variant": text.strip() or "base", "input_size": list(input_size), "J&F": jf,
                      "per_sequence": per_seq, "seconds": time.time() - t0})
         print(f"{rows[-1]['variant']:40s} {jf:6.2f}  " + " ".join(f"{k} {v:5.1f}" for k, v in per_seq.items()),
               flush=True)
@@ -96,7 +101,8 @@ def main(argv=None) -> int:
               + " | ".join(f"{r['per_sequence'][n]:.1f}" for n in names) + " |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"weights": args.weights, "sequences": names, "rows": rows,
+        Path(args.json).write_text(json.dumps({"weights": args.bundle or args.weights, "precision": args.precision,
+                                               "sequences": names, "rows": rows,
                                                "machine": platform.processor() or platform.machine(),
                                                "threads": args.threads}, indent=1))
         print(f"wrote {args.json}")
