@@ -79,14 +79,20 @@ def make_reader(spec: StageSpec, feeds: Sequence[Mapping[str, np.ndarray]]):
             self.items = [{n: np.ascontiguousarray(f[n]) for n in spec.input_names} for f in feeds]
             self.pos = 0
 
+            self.end = len(self.items)
+
         def get_next(self):
-            if self.pos >= len(self.items):
+            if self.pos >= min(self.end, len(self.items)):
                 return None
             self.pos += 1
             return self.items[self.pos - 1]
 
         def rewind(self):
-            self.pos = 0
+            self.pos, self.end = 0, len(self.items)
+
+        def set_range(self, start_index: int, end_index: int):
+            """Serve samples [start_index, end_index) only: the calibrator is fed in chunks."""
+            self.pos, self.end = start_index, end_index
 
         def __len__(self):
             return len(self.items)
@@ -245,7 +251,25 @@ def _quiet_root_warnings():
         root.removeFilter(drop)
 
 
+#: more calibration samples than this are fed to the calibrator in chunks of CALIB_CHUNK: ONNX
+#: Runtime's calibrators hold every intermediate tensor of the samples of one call in memory
+#: (128 samples of a 384x672 encoder went past 24 GB); histograms and ranges accumulate across chunks
+CALIB_ALL_AT_ONCE = 48
+CALIB_CHUNK = 16
+
+
+def calibration_chunk(n: int) -> Optional[int]:
+    """Samples per calibrator call for ``n`` samples (None: all at once); ``n`` is first trimmed to a
+    multiple of it (ONNX Runtime needs equal chunks), see :func:`quantize_stage`."""
+    return None if n <= CALIB_ALL_AT_ONCE else CALIB_CHUNK
+
+
 def _run_quantize_static(q, pre, out_path, reader, exclude, calib, extra, kwargs) -> None:
+    chunk = calibration_chunk(len(reader))
+    if chunk:
+        reader.items = reader.items[:len(reader.items) - len(reader.items) % chunk]
+        reader.rewind()
+        extra = {**extra, "CalibStridedMinMax": chunk}  # ONNX Runtime's name; it chunks every calibrator
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
         q.quantize_static(
             str(pre),

@@ -273,3 +273,47 @@ def test_cli_method_and_keep_float_per_flavour():
     text = "decoder_reuse,int8-trt:/features.0/*,int8-cpu:/predict/*"
     assert keep_float_for(text, "int8-trt") == ["decoder_reuse", "/features.0/*"]
     assert keep_float_for(text, "int8-cpu") == ["decoder_reuse", "/predict/*"]
+
+
+def test_many_calibration_samples_reach_the_calibrator_in_chunks(tmp_path, monkeypatch):
+    """More than CALIB_ALL_AT_ONCE samples are fed in equal chunks (ONNX Runtime's calibrators hold
+    every intermediate tensor of one call: 128 samples of a 384x672 encoder went past 24 GB); the
+    scales stay close to one call over all samples."""
+    from onnxruntime.quantization import calibrate
+
+    from edgevos.export import quantize as qmod
+    from edgevos.export.onnx_export import export_stages
+    from edgevos.stages import StageSpec, TensorSpec
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
+
+        def forward(self, x):
+            return (self.b(torch.relu(self.a(x))),)
+
+    spec = StageSpec("net", (TensorSpec("x", (1, 8, 8, 8)),), (TensorSpec("y", (1, 16, 8, 8)),))
+    paths = export_stages({"net": Net().eval()}, [spec], tmp_path)
+    feeds = [spec.dummy_feeds(seed=i) for i in range(qmod.CALIB_ALL_AT_ONCE + 19)]  # 67: trimmed to 64
+    calls = []
+    collect = calibrate.HistogramCalibrater.collect_data
+
+    def counting(self, reader):
+        before = reader.pos
+        collect(self, reader)
+        calls.append(reader.pos - before)
+
+    monkeypatch.setattr(calibrate.HistogramCalibrater, "collect_data", counting)
+    qmod.quantize_stage(paths["net"], tmp_path / "chunked.onnx", spec, feeds, "int8-cpu")
+    assert calls == [qmod.CALIB_CHUNK] * 4
+    calls.clear()
+    monkeypatch.setattr(qmod, "CALIB_ALL_AT_ONCE", 10_000)
+    qmod.quantize_stage(paths["net"], tmp_path / "once.onnx", spec, feeds[:64], "int8-cpu")
+    assert calls == [64]
+    a, b = (onnx.load(str(tmp_path / f)) for f in ("chunked.onnx", "once.onnx"))
+    # activation scales: the scalar float initializers, in graph order (same structure in both files)
+    sa, sb = ([float(v) for v in _inits(m).values() if v.ndim == 0 and v.dtype == np.float32] for m in (a, b))
+    assert sa and len(sa) == len(sb)
+    for x, y in zip(sa, sb):
+        assert abs(x - y) <= 0.1 * abs(y), (sa, sb)
