@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -158,31 +159,44 @@ def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_pa
 
 
 
-def test_training_target_model_reads_what_the_program_reads(tmp_path, mobilenet_weights):
-    """With target_inputs f16+f32 the training tracks' target model sees the program's features
-    (f32 upsampled to stride 16; augmented first frames' f32 recomputed from their cached f16)."""
+@pytest.mark.parametrize("inputs", [("f16", "f32"), ("f16", "f8")])
+def test_training_target_model_reads_what_the_program_reads(tmp_path, mobilenet_weights, inputs):
+    """With target_inputs f16+f32 or f16+f8 the training tracks' target model sees the program's
+    features (f32 upsampled, f8 pooled to stride 16), on cached frames and on the augmented first
+    frames (their f8 cached, their f32 recomputed from their cached f16)."""
+    from edgevos.errors import InputError
     from edgevos.programs.base import Timer, resize_image, to_input
     from edgevos.runtime.session import Session
+    from edgevos.target_model import augment_first_frame
     from edgevos.train.gfrtm import TargetFeatures, _new_target_model, build_cache, load_cache
 
-    tr = _tiny_trainer(tmp_path, backbone_weights=str(mobilenet_weights), proj_dim=16,
-                       target_inputs=("f16", "f32"))
-    assert tr.model.config.target_inputs == ("f16", "f32") and tr.model.config.proj_dim == 16
+    tr = _tiny_trainer(tmp_path, backbone_weights=str(mobilenet_weights), proj_dim=16, target_inputs=inputs)
+    assert tr.model.config.target_inputs == inputs and tr.model.config.proj_dim == 16
     seq = _seq(3, n=6)
     tr.cache = load_cache(build_cache(tr.model, [seq], tr.cfg, tmp_path / "cache", [True]))
     tf = TargetFeatures(tr.model)
     prog = Session.from_model(tr.model, num_augmentations=0).program
-    img = np.ascontiguousarray(seq.frame(2))
-    x = to_input(resize_image(img, tr.cfg.input_size), tr.cfg.input_size)
-    feats = prog._encode(x, Timer())
-    want = prog._target_features(feats)
+
+    def program_features(img):
+        x = to_input(resize_image(np.ascontiguousarray(img), tr.cfg.input_size), tr.cfg.input_size)
+        return prog._target_features(prog._encode(x, Timer()))
+
+    want = program_features(seq.frame(2))
     got = tf.frame(tr.cache[0], False, 2)
     assert got.shape == want.shape == (prog.c_target,) + want.shape[1:]
     np.testing.assert_allclose(got, want, atol=0.05)  # the cache stores fp16
-    aug = tf.augmented(tr.cache[0]["aug_f16_1"])
-    assert len(aug) == 2 and aug[0].shape == want.shape
-    tm = _new_target_model(tf, tr.cache[0], 1, False, 0, want.shape[1:], tr.cfg)
+    c = tr.cache[0]
+    aug = tf.augmented(c["aug_f16_1"], c["aug_f8_1"])
+    img0 = np.ascontiguousarray(resize_image(np.ascontiguousarray(seq.frame(0)), tr.cfg.input_size))
+    m0 = (cv2.resize(seq.mask(0), img0.shape[1::-1], interpolation=cv2.INTER_NEAREST) == 1).astype(np.uint8)
+    augs = list(augment_first_frame(img0, m0, tr.cfg.num_augmentations, tr.cfg.seed))
+    assert len(aug) == len(augs) == 2
+    np.testing.assert_allclose(aug[1], program_features(augs[1][0]), atol=0.05)
+    tm = _new_target_model(tf, c, 1, False, 0, want.shape[1:], tr.cfg)
     assert tm.in_channels == prog.c_target
-    score = tm.classify(tf.frame(tr.cache[0], False, 1))
+    score = tm.classify(tf.frame(c, False, 1))
     assert score.shape == want.shape[1:] and np.isfinite(score).all()
-    assert tr._tm_tag == "_k16_f16+f32"
+    assert tr._tm_tag == "_k16_" + "+".join(inputs)
+    if "f8" in inputs:  # a cache made before augmented f8 was stored: a clear error, not a shape mismatch
+        with pytest.raises(InputError, match="delete the run's cache"):
+            tf.augmented(c["aug_f16_1"], None)

@@ -423,7 +423,7 @@ def add_arguments(g) -> None:
                         "last computed frame's logits, or a learned blend of both")
     g.add_argument("--proj-dim", type=int, default=32,
                    help="gfrtm: channels of the online target model's projection (FRTM: 96)")
-    g.add_argument("--target-inputs", default="f16", choices=["f16", "f16+f32"],
+    g.add_argument("--target-inputs", default="f16", choices=["f16", "f16+f8", "f16+f32", "f16+f8+f32"],
                    help="gfrtm: encoder outputs the target model reads at stride 16 (f32 upsampled)")
     g.add_argument("--init-reuse-path", action="store_true",
                    help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")

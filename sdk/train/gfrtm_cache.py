@@ -43,7 +43,7 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
     Real sequences (``real[i]`` true) also get the features of their horizontally
     flipped frames (``f4_flip`` ...) when ``cfg.flip``: augmentations are encoded,
     never applied to feature maps.  Each orientation gets its own augmented first
-    frames per object (``aug_f16_{obj}[_flip]``) for the target model's initialisation.
+    frames per object (``aug_f16_{obj}[_flip]``, ``aug_f8_{obj}[_flip]``) for the target model's initialisation.
     """
     import torch
     from tqdm import tqdm
@@ -81,12 +81,15 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
                 img0 = frames[0][:, ::-1] if flip else frames[0]
                 m0 = masks[0][:, ::-1] if flip else masks[0]
                 for obj in [int(i) for i in np.unique(m0) if i not in (0, 255)]:
-                    a_f16, a_lab = [], []
+                    a_f8, a_f16, a_lab = [], [], []
                     for img_a, m_a in augment_first_frame(np.ascontiguousarray(img0), (m0 == obj).astype(np.uint8),
                                                           cfg.num_augmentations, cfg.seed):
-                        a_f16.append(_encode(model, img_a)[2])
+                        _, f8, f16, _ = _encode(model, img_a)
+                        a_f8.append(f8)
+                        a_f16.append(f16)
                         a_lab.append(m_a.astype(np.uint8))
                     arrays[f"aug_f16_{obj}{sfx}"] = np.stack(a_f16) if a_f16 else np.zeros((0,))
+                    arrays[f"aug_f8_{obj}{sfx}"] = np.stack(a_f8) if a_f8 else np.zeros((0,))
                     arrays[f"aug_mask_{obj}{sfx}"] = np.stack(a_lab) if a_lab else np.zeros((0,))
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
         np.savez(tmp, masks=np.stack(masks), real=np.array(bool(is_real)), **arrays)

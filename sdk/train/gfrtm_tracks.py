@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, List, Optional
 
 import numpy as np
 
@@ -35,38 +35,45 @@ def _label16(mask, obj, hw16):
 
 class TargetFeatures:
     """The online target model's features of cached frames, stacked as the step program stacks
-    them (``GfrtmConfig.target_inputs``: f16, optionally with f32 upsampled to stride 16); the
-    cached augmented first frames hold f16 only, so their f32 is recomputed by the backbone's top."""
+    them (``GfrtmConfig.target_inputs``: f16, optionally with f8 pooled and f32 upsampled to
+    stride 16, :func:`edgevos.programs.base.stack_at`); the cached augmented first frames hold f16
+    and f8, so their f32 is recomputed by the backbone's top."""
 
     def __init__(self, model):
         self.model = model
         self.inputs = tuple(model.config.target_inputs)
         self.proj_dim = model.config.proj_dim
-        if "f8" in self.inputs:
-            raise InputError(f"target_inputs {list(self.inputs)}: training supports f16 and f32 (the feature cache "
-                             "holds no f8 of augmented first frames)")
 
     def frame(self, c, flip, t) -> np.ndarray:
         f16 = _oriented(c, "f16", flip)[t].astype(np.float32)
         if self.inputs == ("f16",):
             return f16
-        return self._stack(f16, _oriented(c, "f32", flip)[t].astype(np.float32))
+        return self._stack({k: _oriented(c, k, flip)[t].astype(np.float32) for k in self.inputs})
 
-    def augmented(self, a_f16: np.ndarray) -> List[np.ndarray]:
+    def augmented(self, a_f16: np.ndarray, a_f8: Optional[np.ndarray] = None) -> List[np.ndarray]:
         f16 = [a.astype(np.float32) for a in a_f16]
         if self.inputs == ("f16",):
             return f16
-        import torch
+        if "f8" in self.inputs and (a_f8 is None or len(a_f8) != len(f16)):
+            raise InputError(f"target_inputs {list(self.inputs)}: this feature cache holds no f8 of augmented first "
+                             "frames (it predates them); delete the run's cache/ folder to rebuild it")
+        feats = [{"f16": a} for a in f16]
+        if "f8" in self.inputs:
+            for d, a in zip(feats, a_f8):
+                d["f8"] = a.astype(np.float32)
+        if "f32" in self.inputs:
+            import torch
 
-        with torch.inference_mode():
-            f32 = self.model.backbone.forward_top(torch.from_numpy(np.stack(f16))).numpy()
-        return [self._stack(a, b) for a, b in zip(f16, f32)]
+            with torch.inference_mode():
+                f32 = self.model.backbone.forward_top(torch.from_numpy(np.stack(f16))).numpy()
+            for d, a in zip(feats, f32):
+                d["f32"] = a
+        return [self._stack(d) for d in feats]
 
-    def _stack(self, f16, f32) -> np.ndarray:
-        from edgevos.programs.base import resize_maps
+    def _stack(self, feats) -> np.ndarray:
+        from edgevos.programs.base import stack_at
 
-        parts = {"f16": f16, "f32": resize_maps(f32, f16.shape[-2:])}
-        return np.ascontiguousarray(np.concatenate([parts[k] for k in self.inputs], 0), np.float32)
+        return stack_at({k: v[None] for k, v in feats.items()}, self.inputs, feats["f16"].shape[-2:])
 
 
 def _new_target_model(tf: TargetFeatures, c, obj, flip, ref, hw16, cfg: TrainConfig):
@@ -81,7 +88,7 @@ def _new_target_model(tf: TargetFeatures, c, obj, flip, ref, hw16, cfg: TrainCon
     a_f, a_m = c.get(f"aug_f16_{obj}{sfx}"), c.get(f"aug_mask_{obj}{sfx}")
     aug_f = aug_l = None
     if ref == 0 and a_f is not None and a_f.ndim == 4:
-        aug_f = tf.augmented(a_f)
+        aug_f = tf.augmented(a_f, c.get(f"aug_f8_{obj}{sfx}"))
         aug_l = [resize_map(m.astype(np.float32), hw16, area=True) for m in a_m]
     tm.initialize(x, _label16(masks[ref], obj, hw16), aug_f, aug_l)
     return tm
