@@ -65,7 +65,9 @@ CHECKED_OPTIONS = {
         "--ep-T": number(int, 1), "--max-frames": number(int, 0), "--seed": number(int, 0),
         "--lr1": number(float, 0.0, low_open=True), "--lr2": number(float, 0.0, low_open=True),
         "--lr": number(float, 0.0, low_open=True), "--m1": number(float), "--m2": number(float),
-        "--real-share": number(float, 0.0, 1.0), "--corrupt-prev": number(float, 0.0, 1.0),
+        "--real-share": number(float, 0.0, 1.0), "--runtime-share": number(float, 0.0, 1.0),
+        "--score-noise": number(float, 0.0, 1.0),
+        "--composites": number(int, 0), "--corrupt-prev": number(float, 0.0, 1.0),
         "--random-scale": number(float, 0.0), "--phases": _phases,
     },
 }

@@ -200,3 +200,28 @@ def test_training_target_model_reads_what_the_program_reads(tmp_path, mobilenet_
     if "f8" in inputs:  # a cache made before augmented f8 was stored: a clear error, not a shape mismatch
         with pytest.raises(InputError, match="delete the run's cache"):
             tf.augmented(c["aug_f16_1"], None)
+
+
+def test_composites_paste_other_training_objects_into_training_sequences(tmp_path):
+    """--composites N: N real clips, each a training sequence with one or two other training
+    sequences' objects pasted in (ids 2, 3), at the training size; the feature cache takes
+    them like any sequence (one target-model track per object); no other sequence enters."""
+    from edgevos.errors import InputError
+    from edgevos.train.gfrtm import build_cache, load_cache
+
+    tr = _tiny_trainer(tmp_path, composites=3)
+    train = [_seq(s, n=6) for s in (11, 12, 13)]
+    comps = tr.composites(train)
+    assert len(comps) == 3
+    for c in comps:
+        parts = c.name.split("-", 2)[2].split("+")
+        assert c.name.startswith("composite-") and 2 <= len(parts) <= 3
+        assert set(parts) <= {"s11", "s12", "s13"} and len(set(parts)) == len(parts)
+        assert c.frame(0).shape[:2] == (64, 96) and len(c) == 6
+        ids = set(np.unique(c.mask(0))) - {0}
+        assert ids <= set(range(1, len(parts) + 1)) and 1 in ids
+    assert [c.name for c in tr.composites(train)] == [c.name for c in comps]  # seeded
+    cache = load_cache(build_cache(tr.model, comps[:1], tr.cfg, tmp_path / "cache", [True]))
+    assert cache[0]["f16"].shape[0] == 6 and "aug_f8_1" in cache[0] and cache[0]["masks"].max() >= 2
+    with pytest.raises(InputError, match="--composites 3"):
+        tr.composites(train[:1])

@@ -95,6 +95,7 @@ class TrainConfig(BaseTrainConfig):
     random_starts: int = 2  # run-time tracks per (sequence, object, flip) that start at a random frame
     score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
+    composites: int = 0  # real clips made by pasting other training sequences' objects into a training sequence
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -131,6 +132,9 @@ class Trainer:
             names = [n for n in ds.sequences if n not in self.cfg.heldout]
             seqs += [ds[n] for n in names]
         real = [True] * len(seqs)
+        comps = self.composites(seqs)
+        seqs += comps
+        real += [True] * len(comps)
         h, w = self.cfg.input_size
         for i in range(self.cfg.synthetic):
             seqs.append(make_sequence(SyntheticConfig(height=h, width=w, num_frames=self.cfg.synthetic_frames,
@@ -138,6 +142,27 @@ class Trainer:
                                                       speed=2.0 + (i % 5), name=f"synthetic-{i:03d}")))
             real.append(False)
         return seqs, real
+
+    def composites(self, train):
+        """``cfg.composites`` clips, each a training sequence with the objects of one or two other
+        training sequences pasted into it (occluders, distractors, objects of other sizes):
+        :func:`edgevos.data.make_composite` at the training size, placements from the clip's seed.
+        Only the given (never held-out) sequences take part."""
+        from edgevos.data import make_composite
+
+        if self.cfg.composites and len(train) < 2:
+            raise InputError(f"--composites {self.cfg.composites}: needs at least 2 training sequences "
+                             f"(got {len(train)}); add --davis folders or drop --composites")
+        rng = np.random.default_rng(self.cfg.seed + 101)
+        out = []
+        for i in range(self.cfg.composites):
+            k = 1 + int(rng.integers(0, 2))
+            pick = rng.choice(len(train), size=min(k + 1, len(train)), replace=False)
+            scene, others = train[int(pick[0])], [train[int(j)] for j in pick[1:]]
+            name = f"composite-{i:03d}-" + "+".join(q.name for q in [scene] + others)
+            out.append(make_composite(scene, others, seed=int(rng.integers(1 << 30)), scale_to=self.cfg.input_size,
+                                      name=name))
+        return out
 
     def prepare(self):
         seqs, real = self.sequences()
@@ -295,7 +320,7 @@ class Trainer:
                 g["lr"] = self.cfg.lr1 * sched(step)
             loss_sum = 0.0
             opt.zero_grad()
-            for k, frac in enumerate(self.cfg.rescore_at):
+            for k, frac in enumerate(self.cfg.rescore_at if self.cfg.runtime_share > 0 else ()):
                 if step >= int(frac * steps) and len(self._rescored) <= k:
                     self._rescored.append(frac)
                     self.rescore(f"{k}")
@@ -434,6 +459,14 @@ def add_arguments(g) -> None:
     g.add_argument("--phases", default="1,2", help="phases to run")
     g.add_argument("--max-gap", type=int, default=25, help="gfrtm phase 2: largest gap n between the previous and current frame")
     g.add_argument("--real-share", type=float, default=0.8, help="gfrtm: share of samples from real (DAVIS) sequences")
+    g.add_argument("--runtime-share", type=float, default=0.75,
+                   help="gfrtm phase 1: share of samples on run-time target-model tracks once they exist (0: "
+                        "teacher-forced tracks only)")
+    g.add_argument("--score-noise", type=float, default=0.5,
+                   help="gfrtm phase 1: probability of perturbing a sample's target-model score map")
+    g.add_argument("--composites", type=int, default=0,
+                   help="gfrtm: clips made by pasting other training sequences' objects into a training sequence "
+                        "(distractors, occlusions; counted as real)")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -450,7 +483,8 @@ def config_from_args(args) -> TrainConfig:
                       max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init,
                       max_gap=args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
                       reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
-                      target_inputs=tuple(args.target_inputs.split("+")))
+                      target_inputs=tuple(args.target_inputs.split("+")), runtime_share=args.runtime_share,
+                      score_noise=args.score_noise, composites=args.composites)
     return cfg
 
 
