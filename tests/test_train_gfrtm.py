@@ -225,3 +225,19 @@ def test_composites_paste_other_training_objects_into_training_sequences(tmp_pat
     assert cache[0]["f16"].shape[0] == 6 and "aug_f8_1" in cache[0] and cache[0]["masks"].max() >= 2
     with pytest.raises(InputError, match="--composites 3"):
         tr.composites(train[:1])
+
+
+def test_saved_tracks_are_reused_only_for_the_same_sequences(tmp_path):
+    """Track files hold sequence indices: a run with another sequence set (e.g. --composites)
+    sharing the cache folder must not read them."""
+    from edgevos.train.gfrtm_tracks import Track, load_tracks, save_tracks
+
+    tracks = [Track(1, 1, 0, np.ones((3, 2, 2), np.float32), flip=True, real=False)]
+    p = tmp_path / "tracks.npz"
+    save_tracks(p, tracks, ["a", "b"])
+    got = load_tracks(p, ["a", "b"])
+    assert got is not None and (got[0].seq, got[0].flip, got[0].real) == (1, True, False)
+    np.testing.assert_array_equal(got[0].scores, tracks[0].scores)
+    assert load_tracks(p, ["a", "c"]) is None and load_tracks(p, ["a"]) is None
+    save_tracks(p, tracks)  # no names recorded: never taken for a named sequence set
+    assert load_tracks(p, ["a", "b"]) is None and len(load_tracks(p)) == 1

@@ -168,26 +168,24 @@ class Trainer:
         seqs, real = self.sequences()
         entries = build_cache(self.model, seqs, self.cfg, self.out / "cache", real)
         self.cache = load_cache(entries)
+        self.names = [c["name"] for c in self.cache]
         tracks_path = self.out / "cache" / f"tracks{self._tm_tag}.npz"
-        if tracks_path.is_file():
-            self.teacher = load_tracks(tracks_path)
-        else:
+        self.teacher = load_tracks(tracks_path, self.names) if tracks_path.is_file() else None
+        if self.teacher is None:
             self.teacher = score_tracks(self.model, self.cache, self.cfg)
             if self.rank == 0:
-                save_tracks(tracks_path, self.teacher)
+                save_tracks(tracks_path, self.teacher, self.names)
         self.tracks = self.teacher
         self.runtime: List[Track] = []
-        self.names = [c["name"] for c in self.cache]
 
     def rescore(self, tag: str):
         """Re-make the run-time tracks with the current decoder (cached per tag, so a resume reuses them)."""
         path = self.out / "cache" / f"tracks_runtime_{tag}{self._tm_tag}.npz"
-        if path.is_file():
-            self.runtime = load_tracks(path)
-        else:
+        self.runtime = load_tracks(path, self.names) if path.is_file() else None
+        if self.runtime is None:
             self.runtime = runtime_tracks(self.model, self.cache, self.cfg, np.random.default_rng(self.cfg.seed + 17))
             if self.rank == 0:
-                save_tracks(path, self.runtime)
+                save_tracks(path, self.runtime, self.names)
         self._write({"phase": 1, "rescored": tag, "runtime_tracks": len(self.runtime), "time": time.time()})
 
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, List, Optional, Sequence
 
 import numpy as np
 
@@ -161,15 +161,20 @@ def runtime_tracks(model, cache, cfg: TrainConfig, rng) -> List[Track]:
     return tracks
 
 
-def save_tracks(path: Path, tracks: List[Track]) -> None:
+def save_tracks(path: Path, tracks: List[Track], names: Sequence[str] = ()) -> None:
+    """Tracks to ``path``, with the names of the cached sequences their indices refer to."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
     np.savez(tmp, meta=np.array([[t.seq, t.obj_id, t.ref, int(t.flip), int(t.real)] for t in tracks]),
-             **{f"s{i}": t.scores for i, t in enumerate(tracks)})
+             names=np.array(list(names), dtype=str), **{f"s{i}": t.scores for i, t in enumerate(tracks)})
     os.replace(tmp, path)
 
 
-def load_tracks(path: Path) -> List[Track]:
+def load_tracks(path: Path, names: Optional[Sequence[str]] = None) -> Optional[List[Track]]:
+    """Tracks saved by :func:`save_tracks`; None when ``names`` (the cache's sequences now) differ
+    from those they were made on (another sequence set: the indices would point elsewhere)."""
     z = np.load(path, allow_pickle=False)
+    if names is not None and ("names" not in z or [str(n) for n in z["names"]] != list(names)):
+        return None
     return [Track(int(m[0]), int(m[1]), int(m[2]), z[f"s{i}"], bool(m[3]), bool(m[4])) for i, m in enumerate(z["meta"])]
 
 
