@@ -156,6 +156,18 @@ def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_pa
     w = blend.reuse_predict.weight
     assert torch.equal(w[:1], first["state_dict"]["reuse_predict.weight"].float()) and not w[1:].any()
     assert float(blend.reuse_predict.bias[1].detach()) == -2.0
+    # --reuse-path-from: the segmentation network of --init, the reuse path of another checkpoint
+    import edgevos
+
+    shipped = Path(edgevos.__file__).parent / "weights" / "gfrtm_default.pt"
+    src = load_checkpoint("gfrtm", shipped)["state_dict"]
+    mixed = Trainer(TrainConfig(out=str(tmp_path / "e"), input_size=(128, 224), synthetic=0, reuse_scale=2,
+                                refiner_stride=16, reuse_head="blend", init=str(tmp_path / "a" / "gfrtm_final.pt"),
+                                reuse_path_from=str(shipped))).model.state_dict()
+    for k, want in (("gate.", src), ("translator.", src), ("reuse_predict.", src), ("level4.", first["state_dict"]),
+                    ("predict.", first["state_dict"])):
+        keys = [n for n in want if n.startswith(k)]
+        assert keys and all(torch.equal(mixed[n], want[n].float()) for n in keys), k
 
 
 

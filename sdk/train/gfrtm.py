@@ -82,6 +82,7 @@ class TrainConfig(BaseTrainConfig):
     proj_dim: int = 32  # GfrtmConfig.proj_dim: the online target model's projection
     target_inputs: Tuple[str, ...] = ("f16",)  # GfrtmConfig.target_inputs: what the target model reads
     init_reuse_path: bool = False  # also take the init checkpoint's reuse path (matcher, gate, delta, translator, head)
+    reuse_path_from: Optional[str] = None  # take the reuse path from this checkpoint instead (phase 2 continued on a new network)
     phase1_steps: int = 3000
     phase2_steps: int = 2000
     batch: int = 4
@@ -119,6 +120,8 @@ class Trainer:
         self._init_reuse_head()
         if cfg.init:
             self._init_from(cfg.init)
+        if cfg.reuse_path_from:
+            self._init_from(cfg.reuse_path_from, PHASE2_MODULES, "--reuse-path-from")
         self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
 
     # -- data
@@ -246,28 +249,33 @@ class Trainer:
                     conv.bias[:1].copy_(stride8[1])
                 conv.bias[1] = -2.0  # w = 0.12: mostly the stride-8 mask at the start
 
-    def _init_from(self, path):
+    def _init_from(self, path, prefixes=None, option="--init"):
         """Take the segmentation network (phase 1) from an edgevos gfrtm checkpoint or a
         training checkpoint; the reuse-path modules (phase 2) keep their fresh initialisation unless
-        ``init_reuse_path`` (a stride-8 head then seeds a ``blend`` head, see ``_init_reuse_head``)."""
+        ``init_reuse_path`` (a stride-8 head then seeds a ``blend`` head, see ``_init_reuse_head``).
+        ``prefixes`` names other modules to take (``--reuse-path-from``: the reuse path alone)."""
         import torch
 
         ck = torch.load(path, map_location="cpu", weights_only=True)
         state = ck.get("state_dict", ck.get("model"))
         if not isinstance(state, dict):
-            raise InputError(f"--init {path}: not an edgevos gfrtm checkpoint or training checkpoint")
-        prefixes = ("level32.", "level16.", "level8.", "level4.", "predict.")
-        if self.cfg.init_reuse_path:
-            prefixes += PHASE2_MODULES
+            raise InputError(f"{option} {path}: not an edgevos gfrtm checkpoint or training checkpoint")
+        if prefixes is None:
+            prefixes = ("level32.", "level16.", "level8.", "level4.", "predict.")
+            if self.cfg.init_reuse_path:
+                prefixes += PHASE2_MODULES
         own = self.model.state_dict()
         take = {k: v.float() for k, v in state.items() if k.startswith(prefixes)}
-        if self.model.reads_prev_logits and "reuse_predict.weight" in take:
+        src_head = (ck.get("config") or {}).get("reuse_head", "stride8")
+        if self.model.reads_prev_logits and "reuse_predict.weight" in take and src_head != self.model.config.reuse_head:
+            # another kind of head: a stride-8 one seeds a blend head's logit channel, a residual one starts
+            # at zero; a head of the same kind is taken as it is
             stride8 = (take.pop("reuse_predict.weight"), take.pop("reuse_predict.bias"))
             if stride8[0].shape[0] == 1:
                 self._init_reuse_head(stride8)
         bad = [k for k, v in take.items() if k not in own or own[k].shape != v.shape]
         if bad or not take:
-            raise InputError(f"--init {path}: segmentation-network weights do not fit this model "
+            raise InputError(f"{option} {path}: weights do not fit this model "
                              f"({bad[:3] or 'none found'}); use a checkpoint of the same backbone and widths")
         self.model.load_state_dict(take, strict=False)
 
@@ -450,6 +458,9 @@ def add_arguments(g) -> None:
                    help="gfrtm: encoder outputs the target model reads at stride 16 (f32 upsampled)")
     g.add_argument("--init-reuse-path", action="store_true",
                    help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")
+    g.add_argument("--reuse-path-from", default=None, metavar="CKPT",
+                   help="gfrtm: take the reuse path (matcher, gate, delta, translator, head) from this checkpoint "
+                        "and the segmentation network from --init, to continue phase 2 on a new network")
     g.add_argument("--phase1-steps", type=int, default=3000)
     g.add_argument("--phase2-steps", type=int, default=2000)
     g.add_argument("--lr1", type=float, default=1e-3, help="phase 1 learning rate")
@@ -482,7 +493,8 @@ def config_from_args(args) -> TrainConfig:
                       max_gap=args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
                       reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
                       target_inputs=tuple(args.target_inputs.split("+")), runtime_share=args.runtime_share,
-                      score_noise=args.score_noise, composites=args.composites)
+                      score_noise=args.score_noise, composites=args.composites,
+                      reuse_path_from=args.reuse_path_from)
     return cfg
 
 
