@@ -11,6 +11,11 @@ writes JSON.
 
     python benchmarks/bench_reuse_speedup.py --bundle BUNDLE [--precision int8-cpu] [--tau 1,0.7]
         [--max-reuse N] [--davis ../shared/data/davis2016-train] [--sequences ...] [--rounds 3]
+        [--compare OTHER_BUNDLE ...]
+
+``--compare`` (repeatable) runs other bundles at tau 1 in the same rounds, interleaved with
+``--bundle``'s taus, and reports their FPS relative to ``--bundle`` at the first tau (e.g. an
+export that keeps some layers in float against the full int8 one).
 """
 from __future__ import annotations
 
@@ -28,10 +33,10 @@ import numpy as np
 HELDOUT = "bear,car-turn,dance-jump,kite-walk,motocross-bumps"
 
 
-def run_sequence(args, tau, frames, mask, warmup):
+def run_sequence(args, tau, frames, mask, warmup, bundle=None):
     from edgevos.runtime.session import Session
 
-    s = Session.from_bundle(args.bundle, precision=args.precision, tau=tau, threads=args.threads,
+    s = Session.from_bundle(bundle or args.bundle, precision=args.precision, tau=tau, threads=args.threads,
                             max_reuse=args.max_reuse)
     s.start(frames[0], mask)
     recs = []
@@ -54,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--compare", action="append", default=[],
+                    help="another bundle timed at tau 1 in the same interleaved rounds (repeatable)")
     args = ap.parse_args(argv)
 
     from edgevos.data import DavisDataset
@@ -67,17 +74,28 @@ def main(argv=None) -> int:
 
     fps = defaultdict(list)  # tau -> per-round FPS over all sequences
     records = defaultdict(list)  # tau -> every steady-state record
+    runs = [(None, t) for t in taus] + [(b, 1.0) for b in args.compare]
+    cmp_fps = defaultdict(list)  # compared bundle -> per-round FPS at tau 1
+    cmp_records = defaultdict(list)
     for rnd in range(args.rounds):
-        order = taus if rnd % 2 == 0 else taus[::-1]
+        order = runs if rnd % 2 == 0 else runs[::-1]
         per_tau = defaultdict(list)
+        per_cmp = defaultdict(list)
         for name, frames, mask in seqs:
-            for tau in order:
-                recs = run_sequence(args, tau, frames, mask, args.warmup)
-                per_tau[tau] += recs
-                records[tau] += recs
+            for bundle, tau in order:
+                recs = run_sequence(args, tau, frames, mask, args.warmup, bundle)
+                if bundle is None:
+                    per_tau[tau] += recs
+                    records[tau] += recs
+                else:
+                    per_cmp[bundle] += recs
+                    cmp_records[bundle] += recs
         for tau in taus:
             fps[tau].append(1e3 / float(np.mean([r[0] for r in per_tau[tau]])))
-        print(f"round {rnd + 1}: " + ", ".join(f"tau {t:g} {fps[t][-1]:.1f} FPS" for t in taus), flush=True)
+        for b in args.compare:
+            cmp_fps[b].append(1e3 / float(np.mean([r[0] for r in per_cmp[b]])))
+        print(f"round {rnd + 1}: " + ", ".join([f"tau {t:g} {fps[t][-1]:.1f} FPS" for t in taus]
+                                               + [f"{b} {cmp_fps[b][-1]:.1f} FPS" for b in args.compare]), flush=True)
 
     base = statistics.median(fps[taus[0]])
     base_ms = float(np.mean([r[0] for r in records[taus[0]]]))  # mean frame time at the first tau (1)
@@ -126,12 +144,30 @@ def main(argv=None) -> int:
         cells = [f"{r['computed_stage_ms'].get(s, 0):.2f} / {r['reused_stage_ms'].get(s, 0):.2f}"
                  if r["reused_stage_ms"] else f"{r['computed_stage_ms'].get(s, 0):.2f}" for s in stages]
         print(f"| {r['tau']:g} | " + " | ".join(cells) + " |")
+    compared = []
+    for b in args.compare:
+        recs = cmp_records[b]
+        acc = defaultdict(float)
+        for _, _, st in recs:
+            for k, v in st.items():
+                acc[k] += v
+        compared.append({"bundle": b, "tau": 1.0, "fps_median": statistics.median(cmp_fps[b]), "fps_rounds": cmp_fps[b],
+                         "relative_fps": statistics.median(cmp_fps[b]) / base,
+                         "frame_ms": float(np.mean([r[0] for r in recs])),
+                         "stage_ms": {k: v / len(recs) for k, v in acc.items()}})
+    if compared:
+        print(f"\nother bundles at tau 1, same rounds (relative to {args.bundle} at tau {taus[0]:g}):\n")
+        print("| bundle | FPS (median) | relative FPS | frame ms | " + " | ".join(stages) + " |")
+        print("|---|---|---|---|" + "---|" * len(stages))
+        for c in compared:
+            print(f"| {c['bundle']} | {c['fps_median']:.1f} | {c['relative_fps']:.3f} | {c['frame_ms']:.2f} | "
+                  + " | ".join(f"{c['stage_ms'].get(k, 0):.2f}" for k in stages) + " |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({
             "bundle": args.bundle, "precision": args.precision, "sequences": args.sequences.split(","),
             "rounds": args.rounds, "threads": args.threads, "max_reuse": args.max_reuse,
-            "machine": platform.machine(), "rows": rows}, indent=2))
+            "machine": platform.machine(), "rows": rows, "compared": compared}, indent=2))
         print(f"\nwrote {args.json}")
     return 0
 
