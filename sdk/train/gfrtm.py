@@ -366,7 +366,7 @@ class Trainer:
                 opt.load_state_dict(opt_state)
             except ValueError:
                 pass
-        if not self.runtime and self.cfg.rescore_at:
+        if not self.runtime and self.cfg.rescore_at and self.cfg.runtime_share > 0:
             self.rescore(f"{len(self.cfg.rescore_at) - 1}")
         steps = self.cfg.phase2_steps
         bar = tqdm(range(start_step, steps), desc="phase 2 (reuse gate)", initial=start_step, total=steps)
@@ -469,8 +469,8 @@ def add_arguments(g) -> None:
     g.add_argument("--max-gap", type=int, default=25, help="gfrtm phase 2: largest gap n between the previous and current frame")
     g.add_argument("--real-share", type=float, default=0.8, help="gfrtm: share of samples from real (DAVIS) sequences")
     g.add_argument("--runtime-share", type=float, default=0.75,
-                   help="gfrtm phase 1: share of samples on run-time target-model tracks once they exist (0: "
-                        "teacher-forced tracks only)")
+                   help="gfrtm: share of samples on run-time target-model tracks once they exist (0: "
+                        "teacher-forced tracks only, none made)")
     g.add_argument("--score-noise", type=float, default=0.5,
                    help="gfrtm phase 1: probability of perturbing a sample's target-model score map")
     g.add_argument("--composites", type=int, default=0,
