@@ -27,6 +27,9 @@ def test_default_weights_are_shipped_small_and_safe():
     assert ckpt["family"] == "gfrtm" and "train_config" in ckpt["meta"]
     heldout = set(ckpt["meta"]["train_config"]["heldout"])
     assert heldout and not heldout & set(ckpt["meta"]["sequences"])  # never trained on held-out
+    # composite clips (``composite-NNN-scene+other``) are made of training sequences only
+    parts = {p for n in ckpt["meta"]["sequences"] if n.startswith("composite-") for p in n.split("-", 2)[2].split("+")}
+    assert not heldout & parts
 
 
 def test_default_weights_segment_a_generated_clip():
