@@ -75,10 +75,26 @@ def _same_model(bundle_config: dict, weights: str) -> bool:
     return json.loads(json.dumps(want)) == json.loads(json.dumps({k: have.get(k) for k in want}))
 
 
+def _weights_digest(weights: str) -> str:
+    from edgevos.bundle import sha256
+    from edgevos.models.weights import resolve
+
+    return sha256(resolve("gfrtm", weights))
+
+
+def _same_weights_file(out: Path, weights: str) -> bool:
+    """``out/bundle`` was exported from a file with ``weights``' bytes (its sha256 is kept beside the
+    bundle): new weights with an unchanged config re-export too."""
+    marker = out / "bundle.weights.sha256"
+    return marker.is_file() and marker.read_text().strip() == _weights_digest(weights)
+
+
 def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: bool) -> Path:
     """``out/bundle``: reused when it holds ``precision`` at ``input_size`` and was exported from
-    ``weights``' model config, else exported (in a child process: this one has initialised GStreamer)."""
+    ``weights`` (same config, same file bytes), else exported (in a child process: this one has
+    initialised GStreamer)."""
     bundle = out / "bundle"
+    marker = out / "bundle.weights.sha256"
     if bundle.exists() and not rebuild:
         from edgevos.errors import BundleError
         from edgevos.bundle import load_bundle
@@ -86,7 +102,7 @@ def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: 
         try:
             b = load_bundle(bundle)
             if precision in b.precisions and tuple(b.input_size) == tuple(input_size) \
-                    and _same_model(b.config, weights):
+                    and _same_model(b.config, weights) and _same_weights_file(out, weights):
                 log.info(f"[demo] reusing bundle {bundle}")
                 return bundle
         except BundleError as exc:
@@ -97,8 +113,11 @@ def ensure_bundle(out: Path, weights: str, input_size, precision: str, rebuild: 
         shutil.rmtree(bundle)
     from edgevos.export.exporter import export_bundle
 
-    return export_bundle(bundle, "gfrtm", weights=weights, precisions=sorted({"fp32", precision}), calib="test://",
+    marker.unlink(missing_ok=True)
+    made = export_bundle(bundle, "gfrtm", weights=weights, precisions=sorted({"fp32", precision}), calib="test://",
                          calib_frames=48, input_size=input_size, heldout_frames=20, progress=False, isolate=True)
+    marker.write_text(_weights_digest(weights) + "\n")
+    return made
 
 
 def _pinning(text, threads):
