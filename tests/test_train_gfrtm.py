@@ -253,3 +253,27 @@ def test_saved_tracks_are_reused_only_for_the_same_sequences(tmp_path):
     assert load_tracks(p, ["a", "c"]) is None and load_tracks(p, ["a"]) is None
     save_tracks(p, tracks)  # no names recorded: never taken for a named sequence set
     assert load_tracks(p, ["a", "b"]) is None and len(load_tracks(p)) == 1
+
+
+def test_agreement_gate_target_measures_the_reused_mask_against_a_computed_one(tmp_path):
+    """``--gate-target agreement``: P_target is the IoU of the reused frame's mask with the mask the
+    computed path gives on the same frame, not how far the object moved."""
+    from edgevos.train.gfrtm import Track
+
+    tr = _tiny_trainer(tmp_path, gate_target="agreement")
+    m = tr.model.eval()
+    with torch.no_grad():
+        f4, f8 = m.encode_low(torch.rand(1, 3, 64, 96))
+        feats = [f4, f8, *m.encode_high(f8)]
+    score = np.random.default_rng(0).normal(size=feats[2].shape[-2:]).astype(np.float32)
+    track = Track(0, 1, 0, np.stack([score, score]), False, True)
+    y = np.zeros((64, 96), bool)
+    y[10:40, 20:60] = True
+    with torch.no_grad():
+        full = m.decode_full(*feats, torch.from_numpy(score)[None, None])[0]
+    full = torch.nn.functional.interpolate(full, size=(64, 96), mode="bilinear", align_corners=False)
+    same = tr._gate_target(m, full, y, y, feats, track, 1)
+    flipped = tr._gate_target(m, -full, y, y, feats, track, 1)
+    assert same == pytest.approx(1.0)
+    assert flipped < 0.5  # the object did not move (mask IoU 1), but the reused mask disagrees
+    assert _tiny_trainer(tmp_path)._gate_target(m, -full, y, y, feats, track, 1) == pytest.approx(1.0)

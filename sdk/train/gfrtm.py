@@ -97,6 +97,7 @@ class TrainConfig(BaseTrainConfig):
     score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
     composites: int = 0  # real clips made by pasting other training sequences' objects into a training sequence
+    gate_target: str = "mask-iou"  # phase 2's P_target: IoU(y_{t-n}, y_t) (paper) or "agreement" (reused vs computed frame)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -379,7 +380,7 @@ class Trainer:
                 tr, t, prev, flip = self._sample(True)
                 c = self.cache[tr.seq]
                 masks = _oriented(c, "masks", flip)
-                f4, f8, _, _ = self._feats(c, t, flip)
+                f4, f8, f16, f32 = self._feats(c, t, flip)
                 p4, p8, p16, p32 = self._feats(c, prev, flip)
                 r4, r8_, _, _ = self._feats(c, tr.ref, flip)
                 s_prev = self._tensor(tr.scores[prev])
@@ -407,7 +408,7 @@ class Trainer:
                     p_gate, delta, _ = m.gate_forward(f8, s_prev, template, prev_embed)
                     logits = m.decode_reuse(f4, f8, r8_prev, s_prev, delta)
                 logits = F.interpolate(logits, size=y_t.shape[-2:], mode="bilinear", align_corners=False)
-                p_target = max(mgn, agreement_iou(y_t, y_prev))
+                p_target = max(mgn, self._gate_target(m, logits, y_t, y_prev, (f4, f8, f16, f32), tr, t))
                 l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2)
                 l_delta = F.mse_loss(delta, y16 - s_prev)
                 l_bce = F.binary_cross_entropy_with_logits(logits, self._tensor(y_t.astype(np.float32)))
@@ -424,6 +425,21 @@ class Trainer:
             if (step + 1) % self.cfg.checkpoint_every == 0:
                 self.save(2, step + 1, opt)
         self.save(3, 0, opt)
+
+    def _gate_target(self, m, reuse_logits, y_t, y_prev, feats_t, tr: Track, t: int) -> float:
+        """Phase 2's P_target before the margin. ``mask-iou`` (the paper): IoU(y_{t-n}, y_t), how much
+        the object moved. ``agreement``: IoU of the reused frame's mask with the mask a computed frame
+        would give, so the gate learns when reusing costs nothing (what tau 1 vs tau measures)."""
+        if self.cfg.gate_target == "mask-iou":
+            return agreement_iou(y_t, y_prev)
+        import torch
+        import torch.nn.functional as F
+
+        with torch.no_grad():
+            full = m.decode_full(*feats_t, self._tensor(tr.scores[t]))[0]
+            full = F.interpolate(full, size=y_t.shape[-2:], mode="bilinear", align_corners=False)
+        reused = reuse_logits.detach()[0, 0].numpy() > 0
+        return agreement_iou(reused.astype(np.uint8), (full[0, 0].numpy() > 0).astype(np.uint8))
 
     def run(self, phases=(1, 2)):
         from edgevos.models.weights import save_checkpoint
@@ -473,6 +489,9 @@ def add_arguments(g) -> None:
                         "teacher-forced tracks only, none made)")
     g.add_argument("--score-noise", type=float, default=0.5,
                    help="gfrtm phase 1: probability of perturbing a sample's target-model score map")
+    g.add_argument("--gate-target", default="mask-iou", choices=["mask-iou", "agreement"],
+                   help="gfrtm phase 2: what the gate learns to predict: the object's mask IoU between the two "
+                        "frames (paper) or the agreement of the reused frame's mask with a computed frame's")
     g.add_argument("--composites", type=int, default=0,
                    help="gfrtm: clips made by pasting other training sequences' objects into a training sequence "
                         "(distractors, occlusions; counted as real)")
@@ -494,7 +513,7 @@ def config_from_args(args) -> TrainConfig:
                       reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
                       target_inputs=tuple(args.target_inputs.split("+")), runtime_share=args.runtime_share,
                       score_noise=args.score_noise, composites=args.composites,
-                      reuse_path_from=args.reuse_path_from)
+                      reuse_path_from=args.reuse_path_from, gate_target=args.gate_target)
     return cfg
 
 
