@@ -500,3 +500,60 @@ def test_target_model_reads_the_configured_slow_pathway_outputs():
     np.testing.assert_allclose(got[2:], area, atol=1e-6)  # exact 2x: the box average OpenCV's area resize gives
     with pytest.raises(InputError, match="target_inputs"):
         _build("3-7", target_model=True, target_inputs=["f8"])
+
+
+@pytest.mark.parametrize("updates", ["prediction", "ground-truth"])
+def test_target_model_training_updates_with_the_truth_only_when_teacher_forced(tmp_path, monkeypatch, updates):
+    """--tm-updates ground-truth: the training target model learns the ground truth of the warm-up
+    frames and of every segment frame; the default learns the model's own (detached) predictions."""
+    from edgevos.train import slowfast as train_slowfast
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path), synthetic=1, synthetic_frames=12, input_size=SIZE, preset="3-7",
+                      steps=1, batch=1, clip_len=3, target_model=True, corrupt_prev=0.0, tm_updates=updates)
+    tr = Trainer(cfg)
+    tr.prepare()
+    seen = []
+
+    class Recorder:
+        def __init__(self, tm):
+            self.tm = tm
+
+        def classify(self, f16):
+            return self.tm.classify(f16)
+
+        def update(self, f16, y):
+            seen.append(np.asarray(y, np.float32).copy())
+            self.tm.update(f16, y)
+
+    real = Trainer._target_model
+    monkeypatch.setattr(Trainer, "_target_model", lambda self, f, y: Recorder(real(self, f, y)))
+    monkeypatch.setattr(Trainer, "_sample", lambda self: (0, 8, 3, 1, 1.0, False))
+    tr.sample_loss(0.0)
+    d = tr.data[0]
+    truth = [train_slowfast._area((d["masks"][t] == 1).astype(np.float32), seen[0].shape) for t in range(12)]
+    warm = min(tr.rf - 1, 8)
+    if updates == "ground-truth":
+        assert len(seen) == warm + 3
+        for y, t in zip(seen, list(range(8 - warm, 8)) + [8, 9, 10]):
+            np.testing.assert_allclose(y, truth[t], atol=1e-6)
+    else:
+        assert len(seen) == 3  # segment frames only, with soft predictions, not the binary truth
+        assert not any(np.allclose(y, truth[t], atol=1e-3) for y, t in zip(seen, [8, 9, 10]))
+
+
+def test_slowfast_training_takes_composite_clips_of_training_sequences_only(tmp_path):
+    """--composites N (shared with gfrtm): N clips pasted from the training sequences join the data;
+    a held-out sequence never enters one."""
+    from edgevos.data import SyntheticConfig, make_sequence, write_davis
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    seqs = [make_sequence(SyntheticConfig(height=64, width=96, num_frames=5, num_objects=1, seed=s, name=f"v{s}"))
+            for s in range(4)]
+    write_davis(tmp_path / "davis", seqs)
+    cfg = TrainConfig(out=str(tmp_path / "run"), davis=(str(tmp_path / "davis"),), heldout=("v3",), synthetic=0,
+                      input_size=SIZE, composites=4)
+    names = [s.name for s in Trainer(cfg).sequences()]
+    comps = [n for n in names if n.startswith("composite-")]
+    assert len(comps) == 4 and len(names) == 7
+    assert all("v3" not in n.split("-", 2)[2].split("+") for n in comps)

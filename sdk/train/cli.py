@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=0, help="frames per sequence (0 = all)")
+    p.add_argument("--composites", type=int, default=0,
+                   help="clips made by pasting other training sequences' objects into a training sequence "
+                        "(distractors, occlusions; counted as real)")
     for fam in trained:
         training = fam.training()
         training.add_arguments(p.add_argument_group(fam.name, training.description or None))

@@ -33,3 +33,4 @@ class BaseTrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     max_frames_per_sequence: int = 0  # 0 = all
+    composites: int = 0  # real clips made by pasting other training sequences' objects into a training sequence

@@ -45,6 +45,7 @@ import numpy as np
 
 from edgevos.errors import InputError
 from edgevos.metrics import agreement_iou
+from edgevos.train.composites import composite_clips
 from edgevos.train.config import BaseTrainConfig, parse_heldout
 from edgevos.train.distributed import average_gradients, init_distributed
 from edgevos.train.family import FamilyTraining
@@ -96,7 +97,6 @@ class TrainConfig(BaseTrainConfig):
     random_starts: int = 2  # run-time tracks per (sequence, object, flip) that start at a random frame
     score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
-    composites: int = 0  # real clips made by pasting other training sequences' objects into a training sequence
     gate_target: str = "mask-iou"  # phase 2's P_target: IoU(y_{t-n}, y_t) (paper) or "agreement" (reused vs computed frame)
 
 
@@ -148,25 +148,8 @@ class Trainer:
         return seqs, real
 
     def composites(self, train):
-        """``cfg.composites`` clips, each a training sequence with the objects of one or two other
-        training sequences pasted into it (occluders, distractors, objects of other sizes):
-        :func:`edgevos.data.make_composite` at the training size, placements from the clip's seed.
-        Only the given (never held-out) sequences take part."""
-        from edgevos.data import make_composite
-
-        if self.cfg.composites and len(train) < 2:
-            raise InputError(f"--composites {self.cfg.composites}: needs at least 2 training sequences "
-                             f"(got {len(train)}); add --davis folders or drop --composites")
-        rng = np.random.default_rng(self.cfg.seed + 101)
-        out = []
-        for i in range(self.cfg.composites):
-            k = 1 + int(rng.integers(0, 2))
-            pick = rng.choice(len(train), size=min(k + 1, len(train)), replace=False)
-            scene, others = train[int(pick[0])], [train[int(j)] for j in pick[1:]]
-            name = f"composite-{i:03d}-" + "+".join(q.name for q in [scene] + others)
-            out.append(make_composite(scene, others, seed=int(rng.integers(1 << 30)), scale_to=self.cfg.input_size,
-                                      name=name))
-        return out
+        """``cfg.composites`` clips made from the training sequences (:mod:`edgevos.train.composites`)."""
+        return composite_clips(train, self.cfg.composites, self.cfg.seed + 101, self.cfg.input_size)
 
     def prepare(self):
         seqs, real = self.sequences()
@@ -492,9 +475,6 @@ def add_arguments(g) -> None:
     g.add_argument("--gate-target", default="mask-iou", choices=["mask-iou", "agreement"],
                    help="gfrtm phase 2: what the gate learns to predict: the object's mask IoU between the two "
                         "frames (paper) or the agreement of the reused frame's mask with a computed frame's")
-    g.add_argument("--composites", type=int, default=0,
-                   help="gfrtm: clips made by pasting other training sequences' objects into a training sequence "
-                        "(distractors, occlusions; counted as real)")
 
 
 def config_from_args(args) -> TrainConfig:

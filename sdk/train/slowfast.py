@@ -43,6 +43,7 @@ from edgevos.train.distributed import average_gradients, init_distributed
 from edgevos.errors import InputError
 from edgevos.files import replacing
 from edgevos.metrics import agreement_iou
+from edgevos.train.composites import composite_clips
 from edgevos.train.config import BaseTrainConfig, parse_heldout
 from edgevos.train.family import FamilyTraining
 from edgevos.train.gate_loss import gate_probability_loss, margin
@@ -65,6 +66,7 @@ class TrainConfig(BaseTrainConfig):
     checkpoint_every: int = 100
     target_model: bool = False  # SlowFastConfig.target_model: the decoder reads an online target model's score
     corrupt_prev: float = 0.5  # probability that a segment starts from a corrupted previous mask
+    tm_updates: str = "prediction"  # the target model's training updates: the model's own masks or "ground-truth"
     init: Optional[str] = None  # start from this slowfast checkpoint (layers that changed shape are widened)
 
     @property
@@ -229,6 +231,7 @@ class Trainer:
             ds = DavisDataset(root)
             seqs += [ds[n] for n in ds.sequences if n not in self.cfg.heldout]
         h, w = self.cfg.input_size
+        seqs += composite_clips(seqs, self.cfg.composites, self.cfg.seed + 101, (h, w))
         for i in range(self.cfg.synthetic):
             seqs.append(make_sequence(SyntheticConfig(height=h, width=w, num_frames=self.cfg.synthetic_frames,
                                                       num_objects=1 + i % 3, seed=1000 + i, speed=2.0 + (i % 5),
@@ -310,6 +313,7 @@ class Trainer:
         m, cfg = self.model, self.cfg
         d_i, t0, L, obj, s, flip = self._sample()
         d = self.data[d_i]
+        teacher = cfg.tm_updates == "ground-truth"
         h, w = cfg.input_size
         hw4 = (h // 4, w // 4)
 
@@ -322,6 +326,7 @@ class Trainer:
             y = (mk == obj) if m.semi else (mk > 0)
             return f, y.astype(np.float32)
 
+        warm = []
         if self.cache is not None:
             c = self.cache[d_i]
             get = lambda t: {k: torch.from_numpy(np.ascontiguousarray(c[k][t][..., ::-1] if flip else c[k][t]).astype(np.float32))[None]
@@ -329,9 +334,11 @@ class Trainer:
         else:
             stream = TorchStream(m)
             w0 = max(0, t0 - (self.rf - 1))
+            warm = []
             with torch.no_grad():
                 for t in range(w0, t0):
-                    stream.step(self._image(frame_mask(t)[0]), first=t == w0)
+                    f, y = frame_mask(t)
+                    warm.append((stream.step(self._image(f), first=t == w0)["f16"][0].numpy(), y))
             get = None
         template, tm = None, None
         if m.semi:
@@ -341,6 +348,9 @@ class Trainer:
             template = m.reference.template(ref["f16"], self._map(y_ref, ref["f16"].shape[-2:]))
             if m.config.target_model:
                 tm = self._target_model(ref["f16"], y_ref)
+                if teacher:  # the memory a run would hold at t0, with ground-truth masks
+                    for f16_w, y_w in warm:
+                        tm.update(f16_w, _area(y_w, f16_w.shape[-2:]))
         if m.semi:
             y_prev = frame_mask(t0 - 1)[1]
             if self.rng.random() < cfg.corrupt_prev:
@@ -378,8 +388,8 @@ class Trainer:
                 logs[2] += float(gp.detach())
             states.append((feats["fast8"], r8, y))
             prev = torch.sigmoid(logits).detach()
-            if tm is not None:  # the run time's online update, with the model's own prediction
-                tm.update(f16, _area(prev[0, 0].numpy(), f16.shape[-2:]))
+            if tm is not None:  # the run time's online update: the model's own prediction, or the truth
+                tm.update(f16, _area(y if teacher else prev[0, 0].numpy(), f16.shape[-2:]))
         return loss / L, logs / L
 
     def _target_model(self, f16_ref, y_ref):
@@ -480,6 +490,9 @@ def add_arguments(g) -> None:
                    help="semi-supervised: the decoder also reads an online target model's score (FRTM's)")
     g.add_argument("--corrupt-prev", type=float, default=0.5,
                    help="probability that a training segment starts from a corrupted previous mask")
+    g.add_argument("--tm-updates", default="prediction", choices=["prediction", "ground-truth"],
+                   help="--target-model: update the target model in training with the model's own masks (as at "
+                        "run time) or with the ground truth (teacher-forced; also on the warm-up frames)")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -495,7 +508,8 @@ def config_from_args(args) -> TrainConfig:
                       clip_len=args.clip_len, lr=args.lr, random_scale=args.random_scale, m1=args.m1, m2=args.m2,
                       ep_T=args.ep_T, epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
                       max_frames_per_sequence=args.max_frames, target_model=args.target_model,
-                      corrupt_prev=args.corrupt_prev, init=args.init)
+                      corrupt_prev=args.corrupt_prev, init=args.init, composites=args.composites,
+                      tm_updates=args.tm_updates)
     return cfg
 
 
