@@ -203,7 +203,7 @@ class TargetModel:
         self.filter = np.zeros((1, k, 3, 3), np.float32)
         self.initialized = False
         self.hw: Optional[Tuple[int, int]] = None
-        self.num_calls = 0          # update() calls since initialize()
+        self.num_calls = 0          # frames counted by update() since initialize()
         self.num_refits = 0
         self.init_loss_history: List[float] = []
         self._dirty = False         # memory changed since the last refit
@@ -456,25 +456,31 @@ class TargetModel:
         u = self._cls @ x.reshape(self.in_channels, h * w)
         return shift_sum(u.reshape(9, h, w))
 
-    def update(self, feats: np.ndarray, soft_label: np.ndarray) -> bool:
-        """Add (features, soft mask) to the memory and refit the filter on every ``update_every``-th call.
+    def update(self, feats: np.ndarray, soft_label: np.ndarray, frames: int = 1) -> bool:
+        """Add (features, soft mask) to the memory and refit the filter every ``update_every`` frames.
 
         The sample is added only if its label cells > 0.5 cover at least ``min_fg_pixels`` image pixels.
-        The refit happens on calls ``update_every``, ``2 * update_every``, ... if a
-        sample was added since the previous refit.  Returns whether the filter was refit.
+        ``frames`` is the number of frames since the previous update (1 when every frame updates; more
+        when a program reused the frames in between and had no features for them): the refit happens
+        when the frame count crosses ``update_every``, ``2 * update_every``, ... if a sample was added
+        since the previous refit, so reused frames do not stretch the refit interval.  Returns whether
+        the filter was refit.
         """
         if not self.initialized:
             raise InputError("update() called before initialize(): fit the model on the first frame first")
+        if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+            raise InputError(f"frames={frames!r}: pass the number of frames since the previous update (1 or more)")
         x = _check_feats(feats, "features", self.in_channels, self.hw)
         y = _check_label(soft_label, "soft label", self.hw)
-        self.num_calls += 1
+        before = self.num_calls // self.cfg.update_every
+        self.num_calls += int(frames)
         if int((y > 0.5).sum()) * self.cfg.label_stride ** 2 >= self.cfg.min_fg_pixels:
             h, w = self.hw
             z = (self.project @ x.reshape(self.in_channels, h * w)).reshape(-1, h, w)
             self._add_sample(z, y, hinge_weights(y, self.cfg.tf, self.cfg.min_fg_pixels, self.cfg.label_stride ** 2))
             if self._s is not None:
                 self._flush_pending(limit=1)  # spread the first-frame Gram products over early frames
-        if self.num_calls % self.cfg.update_every == 0 and self._dirty:
+        if self.num_calls // self.cfg.update_every > before and self._dirty:
             self.refit()
             return True
         return False

@@ -206,6 +206,23 @@ def test_refit_every_update_every_calls():
     assert [tm.update(feats[6], empty) for _ in range(3)] == [False, False, False]
 
 
+def test_refits_follow_frames_when_reused_frames_skip_updates():
+    """A program that reuses 3 of 4 frames updates every 4th frame with frames=4: the filter is still
+    refit every update_every frames (here every 2nd update), not every update_every updates."""
+    from edgevos.errors import InputError
+
+    cfg = TargetModelConfig(proj_dim=K, update_every=8)
+    feats, labels = _samples(16, seed=5)
+    tm = TargetModel(cfg, C)
+    tm.initialize(feats[0], labels[0], feats[1:6], labels[1:6])
+    assert [tm.update(x, y, frames=4) for x, y in zip(feats[6:12], labels[6:12])] == [False, True] * 3
+    assert tm.num_calls == 24
+    assert [tm.update(x, y, frames=3) for x, y in zip(feats[6:10], labels[6:10])] == [False, False, True, False]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InputError, match="frames="):
+            tm.update(feats[6], labels[6], frames=bad)
+
+
 def test_hinge_weights_small_and_large_objects():
     small = np.zeros((20, 20), np.float32)
     small[:4, :5] = 1.0  # 20 px = 5 % < tf

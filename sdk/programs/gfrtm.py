@@ -270,6 +270,8 @@ class GfrtmProgram(ObjectSetMixin):
         t0, frame, timer, (x, xh) = self._begin_step(frame)
         feats: Dict[str, np.ndarray] = {}
 
+        # frames since each object's last computed frame (= its last target-model update)
+        since = [o.reuse_run + 1 for o in self.objects]
         # ---- reuse gate, per object (skipped entirely at tau = 1)
         p_gate, gate_out = None, [None] * len(self.objects)
         use_gate = self.tau < 1.0 and self.backend.has("gate")
@@ -315,8 +317,8 @@ class GfrtmProgram(ObjectSetMixin):
                 o.prev_embed = gate_out[k]["embed"]
         result = self._finish(logits, reuse, p_gate, timer, t0)
         if computed:
-            # online target-model update on computed objects (refit every update_every-th), each with
-            # its share of the merged mask
+            # online target-model update on computed objects (refit every update_every frames, reused
+            # ones counted), each with its share of the merged mask
             with timer.section("target_model"), host_blas():
                 shares = merged_posteriors(resize_maps(result.model_probs, self._h16w16)) \
                     if len(self.objects) > 1 else None
@@ -324,7 +326,7 @@ class GfrtmProgram(ObjectSetMixin):
                     if reuse[k]:
                         continue
                     soft = shares[k] if shares is not None else resize_map(result.model_probs[k], self._h16w16, area=True)
-                    o.target.update(self._target_features(feats), soft)
+                    o.target.update(self._target_features(feats), soft, frames=since[k])
             result.stage_ms = dict(timer.ms)
             result.total_ms = (time.perf_counter() - t0) * 1e3
         return result

@@ -301,11 +301,12 @@ class SlowFastProgram(ObjectSetMixin):
             return slow["f16"][0]
         return stack_at(slow, self.target_inputs, self._hw16)
 
-    def _update_targets(self, f16: np.ndarray, timer: Timer) -> None:
-        """Online target-model update on a computed frame: each object's new prediction at stride 16."""
+    def _update_targets(self, f16: np.ndarray, timer: Timer, frames: int = 1) -> None:
+        """Online target-model update on a computed frame: each object's new prediction at stride 16
+        (``frames`` since the previous update, so reused frames count toward the refit schedule)."""
         with timer.section("target_model"), host_blas():
             for o in self.objects:
-                o.target.update(f16, resize_map(o.prev_prob[0, 0], self._hw16, area=True))
+                o.target.update(f16, resize_map(o.prev_prob[0, 0], self._hw16, area=True), frames=frames)
 
     def _label(self, mask_in: np.ndarray, obj_id: int, hw) -> np.ndarray:
         return resize_map((mask_in == obj_id).astype(np.float32), hw, area=True)[None, None]
@@ -392,6 +393,7 @@ class SlowFastProgram(ObjectSetMixin):
         stem, fast = self._encode(x, timer, first=False)
 
         # ---- reuse gate on the fast pathway (skipped entirely at tau = 1)
+        since = self.reuse_run + 1  # frames since the last computed frame (= the last target-model update)
         p_gate = None
         use_gate = self.tau < 1.0 and self.backend.has("gate")
         if use_gate:
@@ -424,7 +426,7 @@ class SlowFastProgram(ObjectSetMixin):
             self._commit(slow)
         result = self._finish(logits, reuse, p_gate, timer, t0)
         if f16 is not None:
-            self._update_targets(f16, timer)
+            self._update_targets(f16, timer, since)
             result.stage_ms = dict(timer.ms)
             result.total_ms = (time.perf_counter() - t0) * 1e3
         return result
