@@ -98,6 +98,23 @@ def test_max_reuse_forces_a_refresh(model):
     assert pattern == [True, True, False, True, True, False, True]
 
 
+def test_target_model_updates_count_the_frames_reused_since_the_last(model, monkeypatch):
+    """Each computed frame updates the target models with frames = 1 + the reuses before it, so the
+    refit schedule runs on frames, as at tau 1."""
+    from edgevos.target_model import TargetModel
+
+    seen = []
+    real = TargetModel.update
+    monkeypatch.setattr(TargetModel, "update", lambda self, x, y, frames=1: seen.append(frames) or real(self, x, y, frames))
+    seq = _frames(n=8)
+    s = Session.from_model(model, tau=0.0, max_reuse=2, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    for i in range(1, len(seq)):
+        s.step(seq.frame(i))
+    objects = len(s.program.objects)
+    assert seen == [3] * objects * 2  # frames 3 and 6 computed, each after two reuses
+
+
 def test_tau_changes_between_frames(model):
     seq = _frames()
     s = Session.from_model(model, tau=0.0, num_augmentations=0)

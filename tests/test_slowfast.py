@@ -385,6 +385,23 @@ def test_target_model_score_conditions_the_decoder_and_updates_online():
         get_family("slowfast").build(input_size=SIZE, mode="unsupervised", target_model=True)
 
 
+def test_target_model_updates_count_the_frames_the_gate_reused(monkeypatch):
+    """A computed frame after n reuses updates the target models with frames = n + 1 (the refit
+    schedule runs on frames)."""
+    from edgevos.target_model import TargetModel
+
+    seen = []
+    real = TargetModel.update
+    monkeypatch.setattr(TargetModel, "update", lambda self, x, y, frames=1: seen.append(frames) or real(self, x, y, frames))
+    m = _build("3-7", target_model=True)
+    seq = _seq(n=8)
+    s = Session.from_model(m, family="slowfast", tau=0.0, max_reuse=2)
+    s.start(seq.frame(0), seq.mask(0))
+    pattern = [s.step(seq.frame(i)).reused for i in range(1, 8)]
+    assert pattern == [True, True, False, True, True, False, True]
+    assert seen == [3] * len(s.program.objects) * 2
+
+
 def test_target_model_training_starts_from_an_older_checkpoint(tmp_path):
     """--init widens the decoder input for the score channel (zeros) and keeps every other weight."""
     from edgevos.models.weights import load_checkpoint
