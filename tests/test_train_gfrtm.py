@@ -239,6 +239,18 @@ def test_composites_paste_other_training_objects_into_training_sequences(tmp_pat
         tr.composites(train[:1])
 
 
+def test_composites_take_up_to_composite_objects_pasted_sequences(tmp_path):
+    from edgevos.errors import InputError
+    from edgevos.train.composites import composite_clips
+
+    train = [_seq(s, n=4) for s in (11, 12, 13, 14, 15)]
+    counts = {len(c.name.split("-", 2)[2].split("+")) - 1 for c in composite_clips(train, 12, 0, (64, 96), 3)}
+    assert counts == {1, 2, 3}
+    assert {len(c.object_ids) for c in composite_clips(train, 6, 0, (64, 96), 1)} <= {2}
+    with pytest.raises(InputError, match="--composite-objects 0"):
+        composite_clips(train, 2, 0, (64, 96), 0)
+
+
 def test_saved_tracks_are_reused_only_for_the_same_sequences(tmp_path):
     """Track files hold sequence indices: a run with another sequence set (e.g. --composites)
     sharing the cache folder must not read them."""

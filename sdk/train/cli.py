@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--composites", type=int, default=0,
                    help="clips made by pasting other training sequences' objects into a training sequence "
                         "(distractors, occlusions; counted as real)")
+    p.add_argument("--composite-objects", type=int, default=2,
+                   help="most training sequences pasted into one composite clip (default 2)")
     for fam in trained:
         training = fam.training()
         training.add_arguments(p.add_argument_group(fam.name, training.description or None))

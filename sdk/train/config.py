@@ -34,3 +34,4 @@ class BaseTrainConfig:
     checkpoint_every: int = 250
     max_frames_per_sequence: int = 0  # 0 = all
     composites: int = 0  # real clips made by pasting other training sequences' objects into a training sequence
+    composite_objects: int = 2  # most sequences pasted into one composite clip

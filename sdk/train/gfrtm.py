@@ -149,7 +149,8 @@ class Trainer:
 
     def composites(self, train):
         """``cfg.composites`` clips made from the training sequences (:mod:`edgevos.train.composites`)."""
-        return composite_clips(train, self.cfg.composites, self.cfg.seed + 101, self.cfg.input_size)
+        cfg = self.cfg
+        return composite_clips(train, cfg.composites, cfg.seed + 101, cfg.input_size, cfg.composite_objects)
 
     def prepare(self):
         seqs, real = self.sequences()
@@ -493,6 +494,7 @@ def config_from_args(args) -> TrainConfig:
                       reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
                       target_inputs=tuple(args.target_inputs.split("+")), runtime_share=args.runtime_share,
                       score_noise=args.score_noise, composites=args.composites,
+                      composite_objects=args.composite_objects,
                       reuse_path_from=args.reuse_path_from, gate_target=args.gate_target)
     return cfg
 

@@ -231,7 +231,7 @@ class Trainer:
             ds = DavisDataset(root)
             seqs += [ds[n] for n in ds.sequences if n not in self.cfg.heldout]
         h, w = self.cfg.input_size
-        seqs += composite_clips(seqs, self.cfg.composites, self.cfg.seed + 101, (h, w))
+        seqs += composite_clips(seqs, self.cfg.composites, self.cfg.seed + 101, (h, w), self.cfg.composite_objects)
         for i in range(self.cfg.synthetic):
             seqs.append(make_sequence(SyntheticConfig(height=h, width=w, num_frames=self.cfg.synthetic_frames,
                                                       num_objects=1 + i % 3, seed=1000 + i, speed=2.0 + (i % 5),
@@ -509,6 +509,7 @@ def config_from_args(args) -> TrainConfig:
                       ep_T=args.ep_T, epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
                       max_frames_per_sequence=args.max_frames, target_model=args.target_model,
                       corrupt_prev=args.corrupt_prev, init=args.init, composites=args.composites,
+                      composite_objects=args.composite_objects,
                       tm_updates=args.tm_updates)
     return cfg
 
