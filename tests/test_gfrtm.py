@@ -453,3 +453,47 @@ def test_target_model_reads_the_configured_encoder_outputs():
         assert o.target.in_channels == want
     with pytest.raises(InputError, match="target_inputs"):
         get_family("gfrtm").build(input_size=SIZE, target_inputs=["f32"])
+
+
+def test_image_guided_reuse_refine_reads_the_half_image_and_starts_as_the_plain_head(tmp_path):
+    """reuse_refine: decoder_reuse takes ``image_half`` (what encoder_reuse read) and corrects the
+    stride-4 logits from it; at zero init it equals the head without it; the program feeds the image;
+    the stage exports to ONNX with FP32 parity."""
+    pytest.importorskip("onnx")
+    from edgevos.export.onnx_export import export_stages
+
+    torch.manual_seed(0)
+    kw = dict(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_head="blend")
+    m = get_family("gfrtm").build(reuse_refine=8, **kw)
+    plain = get_family("gfrtm").build(**kw)
+    plain.load_state_dict(m.state_dict(), strict=False)
+    spec = {s.name: s for s in m.stage_specs()}["decoder_reuse"]
+    assert spec.input_names[-1] == "image_half"
+    assert spec.inputs[-1].shape == {s.name: s for s in m.stage_specs()}["encoder_reuse"].inputs[0].shape
+    _assert_stages_run_on_their_shapes(m)
+    feeds = {k: torch.from_numpy(v) for k, v in spec.dummy_feeds().items()}
+    feeds["image_half"] = torch.rand(feeds["image_half"].shape) * 255
+    with torch.no_grad():
+        a = m.stage_modules()["decoder_reuse"](*[feeds[n] for n in spec.input_names])[0]
+        b = plain.stage_modules()["decoder_reuse"](*[feeds[n] for n in spec.input_names[:-1]])[0]
+        torch.testing.assert_close(a, b)
+        m.reuse_refine.out.bias.fill_(1.0)
+        m.reuse_refine.out.weight.normal_(0, 0.1)
+        c = m.stage_modules()["decoder_reuse"](*[feeds[n] for n in spec.input_names])[0]
+        feeds["image_half"] = torch.rand(feeds["image_half"].shape) * 255
+        d = m.stage_modules()["decoder_reuse"](*[feeds[n] for n in spec.input_names])[0]
+    assert not torch.allclose(a, c) and not torch.allclose(c, d)  # the image steers the correction
+    seq = _frames()
+    s = Session.from_model(m, tau=0.0, max_reuse=2, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    seen = []
+    run = s.program.backend.run
+    s.program.backend.run = lambda stage, f, *x, **k: (seen.append((stage, set(f))), run(stage, f, *x, **k))[1]
+    assert s.step(seq.frame(1)).reused
+    assert any(st == "decoder_reuse" and "image_half" in names for st, names in seen)
+    report = {}
+    mods = m.stage_modules()
+    export_stages({"decoder_reuse": mods["decoder_reuse"]}, [spec], tmp_path, report=report)
+    assert report["decoder_reuse"]["max_abs_diff"] <= report["decoder_reuse"]["bound"]
+    with pytest.raises(InputError, match="reuse_refine"):
+        get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_refine=8)

@@ -289,3 +289,24 @@ def test_agreement_gate_target_measures_the_reused_mask_against_a_computed_one(t
     assert same == pytest.approx(1.0)
     assert flipped < 0.5  # the object did not move (mask IoU 1), but the reused mask disagrees
     assert _tiny_trainer(tmp_path)._gate_target(m, -full, y, y, feats, track, 1) == pytest.approx(1.0)
+
+
+def test_phase2_trains_the_image_guided_refine_on_cached_half_frames(tmp_path):
+    """--reuse-refine: the cache keeps each frame at half resolution (as the program feeds
+    ``image_half``), phase 2 trains the refine (it leaves its zero start) and the checkpoint rebuilds it."""
+    from edgevos.cli import main
+    from edgevos.models.weights import load_checkpoint
+
+    out = tmp_path / "run"
+    args = _train_args(out) + ["--reuse-scale", "2", "--refiner-stride", "16", "--reuse-head", "blend",
+                               "--reuse-refine", "8", "--phase2-steps", "4"]
+    assert main(args) == 0
+    half = np.load(next((out / "cache").glob("synthetic-000.imgh.npz")))["imgh"]
+    assert half.dtype == np.uint8 and half.shape[1:] == (64, 112, 3)
+    ck = load_checkpoint("gfrtm", out / "gfrtm_final.pt")
+    assert ck["config"]["reuse_refine"] == 8
+    assert float(ck["state_dict"]["reuse_refine.out.weight"].float().abs().sum()) > 0
+    from edgevos.models.registry import get_family
+
+    m = get_family("gfrtm").build(weights=str(out / "gfrtm_final.pt"))
+    assert "image_half" in {s.name: s for s in m.stage_specs()}["decoder_reuse"].input_names

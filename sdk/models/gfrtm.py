@@ -66,6 +66,7 @@ from edgevos.models.gfrtm_heads import (
     AdaptivePoolGate,
     DeltaGenerator,
     FrtmTranslator,
+    ImageGuidedRefine,
     KeyValueTemplateMatcher,
     RefineTranslator,
     ReuseGate,
@@ -128,6 +129,8 @@ class GFRTM(nn.Module):
         if cfg.reuse_scale == 2:  # the thin stride-8 head of the half-resolution reuse path
             self.reuse_level = LightLevel(ch["f4"], d, cfg.shallow_dim)
             self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 2 if cfg.reuse_head == "blend" else 1, 3, 1, 1)
+            if cfg.reuse_refine:
+                self.reuse_refine = ImageGuidedRefine(cfg.reuse_refine)
 
     def _build_frtm(self, cfg: GfrtmConfig, ch: Dict[str, int]):
         """The upstream structure: four full FRTM levels (32 -> 4), FRTM's bicubic prediction head,
@@ -189,10 +192,11 @@ class GFRTM(nn.Module):
         """The reuse path reads the last computed frame's logits (``reuse_head`` residual or blend)."""
         return self.config.reuse_head in ("residual", "blend")
 
-    def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None):
+    def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None, image_half=None):
         """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits,
         or, with a ``reuse_head`` that reads ``prev_logits`` (the last computed frame's stride-4 logits),
-        stride-4 logits made from them (see :class:`GfrtmConfig`)."""
+        stride-4 logits made from them (see :class:`GfrtmConfig`), corrected from ``image_half`` (RGB
+        0..255, the reuse path's input) when ``reuse_refine``."""
         score = prev_score + delta
         r = self.translator(r_prev, delta)  # (B, D, H/16, W/16)
         r = F.interpolate(r, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -202,9 +206,13 @@ class GFRTM(nn.Module):
             return out
         up = F.interpolate(out, size=prev_logits.shape[-2:], mode="bilinear", align_corners=False)
         if head == "residual":
-            return prev_logits + up
-        w = torch.sigmoid(up[:, 1:2])
-        return w * prev_logits + (1 - w) * up[:, :1]
+            out = prev_logits + up
+        else:
+            w = torch.sigmoid(up[:, 1:2])
+            out = w * prev_logits + (1 - w) * up[:, :1]
+        if self.config.reuse_refine:
+            out = self.reuse_refine(out, (image_half - self.mean) / self.std)
+        return out
 
     def decode_reuse(self, f4, f8, r8_prev, prev_score, delta):
         score = prev_score + delta
@@ -222,6 +230,8 @@ class GFRTM(nn.Module):
         funcs = _STAGE_FUNCS
         if self.config.reuse_scale == 2:
             funcs = _STAGE_FUNCS_PREV_LOGITS if self.reads_prev_logits else _STAGE_FUNCS_HALF
+            if self.config.reuse_refine:
+                funcs = _STAGE_FUNCS_GUIDED
         return {name: _Stage(self, fn) for name, fn in funcs.items()}
 
     def stage_specs(self) -> List[StageSpec]:
@@ -252,10 +262,10 @@ class GFRTM(nn.Module):
                 StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 4), t("r8", d, 16)),
                           "full segmentation network -> logits (stride 4) and stride-16 refiner state"),
                 StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16),
-                                            t("prev_logits", 1, 4)),
+                                            t("prev_logits", 1, 4)) + ((half,) if cfg.reuse_refine else ()),
                           (t("logits", 1, 4),),
                           f"refine-translator + thin stride-8 head ({cfg.reuse_head}) with the last computed "
-                          "frame's logits -> logits (stride 4)")
+                          "frame's logits" + (", image-guided" if cfg.reuse_refine else "") + " -> logits (stride 4)")
                 if self.reads_prev_logits else
                 StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16)),
                           (t("logits", 1, 8),),
@@ -309,6 +319,12 @@ _STAGE_FUNCS_PREV_LOGITS = dict(
     _STAGE_FUNCS_HALF,
     decoder_reuse=lambda m, h4, r8_prev, prev_score, delta, prev_logits: m.decode_reuse_half(
         h4, r8_prev, prev_score, delta, prev_logits),
+)
+
+_STAGE_FUNCS_GUIDED = dict(
+    _STAGE_FUNCS_HALF,
+    decoder_reuse=lambda m, h4, r8_prev, prev_score, delta, prev_logits, image_half: m.decode_reuse_half(
+        h4, r8_prev, prev_score, delta, prev_logits, image_half),
 )
 
 

@@ -49,6 +49,11 @@ class GfrtmConfig:
     #   "blend": stride-8 logits and a per-pixel weight w; logits = w * prev_logits + (1 - w) * up(stride-8),
     #     so the head copies the computed frame where nothing moved and re-derives the mask where it did
     reuse_head: str = "stride8"
+    # reuse_head residual or blend only: channels of an image-guided refinement of a reused frame's
+    # stride-4 logits (0: none). It reads the half-resolution image the reuse path already has
+    # (pooled to stride 4), so a reused frame's mask follows the image's edges instead of the
+    # stride-8 features' blur; a few 3x3 convs at stride 4, starting at a zero correction
+    reuse_refine: int = 0
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -82,6 +87,9 @@ class GfrtmConfig:
             raise InputError(f"reuse_head '{self.reuse_head}' is unknown: choose one of {list(REUSE_HEADS)}")
         if self.reuse_head != "stride8" and self.reuse_scale != 2:
             raise InputError(f"reuse_head '{self.reuse_head}' needs reuse_scale 2 (the half-resolution reuse path)")
+        if self.reuse_refine < 0 or (self.reuse_refine and self.reuse_head == "stride8"):
+            raise InputError(f"reuse_refine {self.reuse_refine}: use 0 (none) or a channel count (e.g. 16) with "
+                             f"reuse_head residual or blend (got {self.reuse_head})")
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size

@@ -31,6 +31,26 @@ class RefineTranslator(nn.Module):
         return self.res(x) + r8_prev
 
 
+class ImageGuidedRefine(nn.Module):
+    """A reused frame's stride-4 logits corrected from the image itself: the normalised
+    half-resolution frame, average-pooled to stride 4, and the logits go through three 3x3 convs
+    whose output is added to the logits.  The last conv starts at zero (no correction), so a
+    reuse path trained without it keeps its behaviour until this head has learned.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(conv(4, channels, 3), conv(channels, channels, 3))
+        self.out = nn.Conv2d(channels, 1, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, logits4, image_half):
+        """logits4: (B, 1, H/4, W/4); image_half: (B, 3, H/2, W/2), normalised."""
+        guide = F.avg_pool2d(image_half, 2)
+        return logits4 + self.out(self.body(torch.cat([logits4, guide], 1)))
+
+
 class TemplateMatcher(nn.Module):
     """Light template matching (TTVOS-style): first-frame fg/bg prototypes of an f8 embedding.
 

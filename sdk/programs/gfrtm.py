@@ -132,6 +132,12 @@ class GfrtmProgram(ObjectSetMixin):
         return self.backend.has("decoder_reuse") and any(
             t.name == "prev_logits" for t in self.backend.spec("decoder_reuse").inputs)
 
+    @property
+    def guided(self) -> bool:
+        """The reuse path also reads the half-resolution image (``reuse_refine``: image-guided logits)."""
+        return self.backend.has("decoder_reuse") and any(
+            t.name == "image_half" for t in self.backend.spec("decoder_reuse").inputs)
+
     def _preprocess(self, frame: np.ndarray, timer: Timer):
         """Model input (1, 3, H, W) and, for a half-resolution gate, (1, 3, H/2, W/2)."""
         with timer.section("preprocess"):
@@ -301,6 +307,8 @@ class GfrtmProgram(ObjectSetMixin):
                     feeds = {"h4": feats["h4"], "r8_prev": o.r8, "prev_score": o.prev_score, "delta": g["delta"]}
                     if self.residual:
                         feeds["prev_logits"] = o.prev_logits
+                    if self.guided:
+                        feeds["image_half"] = xh
                 else:
                     feeds = {"f4": feats["f4"], "f8": feats["f8"], "r8_prev": o.r8,
                              "prev_score": o.prev_score, "delta": g["delta"]}

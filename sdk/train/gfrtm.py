@@ -70,7 +70,7 @@ from edgevos.train.gfrtm_cache import (  # noqa: F401
 from edgevos.train.gfrtm_tracks import TargetFeatures, _label16, _new_target_model, _objects  # noqa: F401
 
 # modules trained in phase 2 (the reuse path)
-PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.")
+PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.", "reuse_refine.")
 
 
 @dataclass
@@ -97,6 +97,7 @@ class TrainConfig(BaseTrainConfig):
     random_starts: int = 2  # run-time tracks per (sequence, object, flip) that start at a random frame
     score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
+    reuse_refine: int = 0  # GfrtmConfig.reuse_refine: channels of the image-guided refinement of reused frames
     gate_target: str = "mask-iou"  # phase 2's P_target: IoU(y_{t-n}, y_t) (paper) or "agreement" (reused vs computed frame)
 
 
@@ -116,7 +117,7 @@ class Trainer:
 
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
                                  refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale,
-                                 reuse_head=cfg.reuse_head, proj_dim=cfg.proj_dim,
+                                 reuse_head=cfg.reuse_head, reuse_refine=cfg.reuse_refine, proj_dim=cfg.proj_dim,
                                  target_inputs=tuple(cfg.target_inputs))
         self._init_reuse_head()
         if cfg.init:
@@ -384,7 +385,11 @@ class Trainer:
                                                      tuple(g_ref.shape[-2:]), area=True))
                     template, _ = m.matcher.template(g_ref, mask16)
                     p_gate, delta, _ = m.gate_forward(g_t, s_prev, template, m.matcher.embed(g_prev))
-                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta, prev_logits)
+                    image_half = None
+                    if m.config.reuse_refine:  # the half-resolution frame, RGB 0..255, as the program feeds it
+                        image_half = torch.from_numpy(np.ascontiguousarray(
+                            _oriented(c, "imgh", flip)[t].transpose(2, 0, 1)).astype(np.float32))[None]
+                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta, prev_logits, image_half)
                 else:
                     mask8 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True))
                     template, _ = m.matcher.template(r8_, mask8)
@@ -473,6 +478,9 @@ def add_arguments(g) -> None:
                         "teacher-forced tracks only, none made)")
     g.add_argument("--score-noise", type=float, default=0.5,
                    help="gfrtm phase 1: probability of perturbing a sample's target-model score map")
+    g.add_argument("--reuse-refine", type=int, default=0, metavar="CHANNELS",
+                   help="gfrtm (--reuse-head residual/blend): an image-guided refinement of a reused frame's "
+                        "logits with this many channels (0: none); it starts at a zero correction")
     g.add_argument("--gate-target", default="mask-iou", choices=["mask-iou", "agreement"],
                    help="gfrtm phase 2: what the gate learns to predict: the object's mask IoU between the two "
                         "frames (paper) or the agreement of the reused frame's mask with a computed frame's")
@@ -495,7 +503,8 @@ def config_from_args(args) -> TrainConfig:
                       target_inputs=tuple(args.target_inputs.split("+")), runtime_share=args.runtime_share,
                       score_noise=args.score_noise, composites=args.composites,
                       composite_objects=args.composite_objects,
-                      reuse_path_from=args.reuse_path_from, gate_target=args.gate_target)
+                      reuse_path_from=args.reuse_path_from, gate_target=args.gate_target,
+                      reuse_refine=args.reuse_refine)
     return cfg
 
 

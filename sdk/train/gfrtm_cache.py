@@ -56,8 +56,11 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
     for seq, is_real in tqdm(list(zip(sequences, real)), desc="feature cache", unit="seq"):
         path = cache_dir / f"{seq.name}.npz"
         if path.is_file():
+            flips = (False, True) if (cfg.flip and is_real) else (False,)
             if cfg.reuse_scale == 2 and not (cache_dir / f"{seq.name}.half.npz").is_file():
-                _cache_half(model, seq, cfg, cache_dir, flips=(False, True) if (cfg.flip and is_real) else (False,))
+                _cache_half(model, seq, cfg, cache_dir, flips=flips)
+            if cfg.reuse_refine and not (cache_dir / f"{seq.name}.imgh.npz").is_file():
+                _cache_image_half(seq, cfg, cache_dir, flips)
             entries.append(path)
             continue
         n = len(seq) if not cfg.max_frames_per_sequence else min(len(seq), cfg.max_frames_per_sequence)
@@ -96,6 +99,8 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
         os.replace(tmp, path)
         if cfg.reuse_scale == 2:
             _cache_half(model, seq, cfg, cache_dir, flips, frames)
+        if cfg.reuse_refine:
+            _cache_image_half(seq, cfg, cache_dir, flips, frames)
         entries.append(path)
     return entries
 
@@ -129,13 +134,32 @@ def _cache_half(model, seq, cfg: TrainConfig, cache_dir: Path, flips, frames=Non
     os.replace(tmp, path)
 
 
+def _cache_image_half(seq, cfg: TrainConfig, cache_dir: Path, flips, frames=None):
+    """The half-resolution frames themselves (uint8, as the program feeds ``image_half``) for an
+    image-guided reuse path, in ``<name>.imgh.npz`` beside the sequence's cache."""
+    from edgevos.programs.base import resize_image
+
+    n = len(seq) if not cfg.max_frames_per_sequence else min(len(seq), cfg.max_frames_per_sequence)
+    if frames is None:
+        frames = [_resize_frame(seq.frame(i), cfg.input_size) for i in range(n)]
+    h, w = cfg.input_size
+    arrays = {}
+    for flip in flips:
+        arrays["imgh" + ("_flip" if flip else "")] = np.stack(
+            [resize_image(np.ascontiguousarray(img[:, ::-1] if flip else img), (h // 2, w // 2)) for img in frames])
+    path = cache_dir / f"{seq.name}.imgh.npz"
+    tmp = path.with_name(f".{seq.name}.imgh.{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 def load_cache(entries):
     out = []
     for p in entries:
         c = dict(np.load(p)) | {"name": p.stem}
-        half = p.with_name(f"{p.stem}.half.npz")
-        if half.is_file():
-            c.update(np.load(half))
+        for extra in (p.with_name(f"{p.stem}.half.npz"), p.with_name(f"{p.stem}.imgh.npz")):
+            if extra.is_file():
+                c.update(np.load(extra))
         out.append(c)
     return out
 
