@@ -399,7 +399,7 @@ def test_multi_object_target_models_learn_from_the_merged_mask(model, monkeypatc
     s = Session.from_model(model, tau=1.0, num_augmentations=0)
     s.start(seq.frame(0), seq.mask(0))
     seen = []
-    monkeypatch.setattr(TargetModel, "update", lambda self, f, label: seen.append(label) or False)
+    monkeypatch.setattr(TargetModel, "update", lambda self, f, label, frames=1: seen.append(label) or False)
     r = s.step(seq.frame(1))
     want = merged_posteriors(resize_maps(r.model_probs, s.program._h16w16))
     assert len(seen) == 2
