@@ -95,6 +95,11 @@ class TargetModelConfig:
     min_fg_pixels: int = 10  # counted at image resolution: one label cell covers label_stride**2 pixels
     label_stride: int = 16  # image pixels per label cell along each axis (the features' stride)
     first_sample_weight: float = 2.0
+    # several objects: the other objects' pixels weigh this many times more as this object's negatives
+    # (first frame and online updates), so two similar objects' target models learn to tell them apart.
+    # FRTM tracks one object (1.0). 20: identity swaps on the multi-object composites 5.07% -> 4.69% and
+    # 3.14% -> 1.61% (two networks), J&F +1.2 / +1.5 (benchmarks/results/2026-12-04-x86-cpu)
+    other_objects_weight: float = 20.0
     refit_solver: str = "normal"
 
     def __post_init__(self):
@@ -116,6 +121,8 @@ class TargetModelConfig:
             raise InputError(f"update_every={self.update_every}: use 1 or more")
         if not 0.0 < self.tf < 1.0:
             raise InputError(f"tf={self.tf}: the target foreground influence must be in (0, 1)")
+        if not self.other_objects_weight >= 1.0:
+            raise InputError(f"other_objects_weight={self.other_objects_weight}: use 1 (plain FRTM weights) or more")
         if self.refit_solver not in ("normal", "matrix_free"):
             raise InputError(f"refit_solver={self.refit_solver!r}: use 'normal' or 'matrix_free'")
 
@@ -224,9 +231,25 @@ class TargetModel:
         return self._a[:self.num_samples].copy() if self.initialized else np.zeros(0)
 
     # ------------------------------------------------------------ first frame
+    def _weights(self, label: np.ndarray, others: Optional[np.ndarray], what: str) -> np.ndarray:
+        """FRTM's hinge weights for one label, with the other objects' cells (``others``, soft, same
+        shape) weighed ``other_objects_weight`` times as negatives."""
+        cfg = self.cfg
+        pw = hinge_weights(label, cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2)
+        if others is None or cfg.other_objects_weight == 1.0:
+            return pw
+        o = np.asarray(others, np.float32)
+        if o.shape != label.shape or not np.isfinite(o).all():
+            raise InputError(f"{what} has shape {o.shape} (or non-finite values): pass one finite share per "
+                             f"label cell, shape {label.shape}")
+        o = np.clip(o, 0.0, 1.0)  # shares summed in float may stray just outside [0, 1]
+        return (pw * (1.0 + (cfg.other_objects_weight - 1.0) * o)).astype(np.float32)
+
     def initialize(self, feats: np.ndarray, label: np.ndarray, aug_feats: Optional[list] = None,
-                   aug_labels: Optional[list] = None) -> None:
-        """Fit ``project`` and ``filter`` on the first frame and its augmentations; freeze ``project``."""
+                   aug_labels: Optional[list] = None, others: Optional[np.ndarray] = None) -> None:
+        """Fit ``project`` and ``filter`` on the first frame and its augmentations; freeze ``project``.
+        ``others``: the other objects' share of each first-frame cell (several objects), weighed as
+        negatives ``other_objects_weight`` times."""
         cfg = self.cfg
         x0 = _check_feats(feats, "first-frame features", self.in_channels)
         hw = tuple(x0.shape[1:])
@@ -257,7 +280,9 @@ class TargetModel:
         c, k = self.in_channels, cfg.proj_dim
         x = np.stack(xs).reshape(n, c, h * w)
         y = np.stack(ys).reshape(n, h * w)
-        pw = np.stack([hinge_weights(a, cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2) for a in ys]).reshape(n, h * w)
+        pw = np.stack([self._weights(y0, others, "others (first frame)")]
+                      + [hinge_weights(a, cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2) for a in ys[1:]]
+                      ).reshape(n, h * w)
         a = np.ones(n, np.float64)
         a[0] = cfg.first_sample_weight
         a /= a.sum()
@@ -456,7 +481,8 @@ class TargetModel:
         u = self._cls @ x.reshape(self.in_channels, h * w)
         return shift_sum(u.reshape(9, h, w))
 
-    def update(self, feats: np.ndarray, soft_label: np.ndarray, frames: int = 1) -> bool:
+    def update(self, feats: np.ndarray, soft_label: np.ndarray, frames: int = 1,
+               others: Optional[np.ndarray] = None) -> bool:
         """Add (features, soft mask) to the memory and refit the filter every ``update_every`` frames.
 
         The sample is added only if its label cells > 0.5 cover at least ``min_fg_pixels`` image pixels.
@@ -464,7 +490,8 @@ class TargetModel:
         when a program reused the frames in between and had no features for them): the refit happens
         when the frame count crosses ``update_every``, ``2 * update_every``, ... if a sample was added
         since the previous refit, so reused frames do not stretch the refit interval.  Returns whether
-        the filter was refit.
+        the filter was refit.  ``others``: the other objects' share of each cell (several objects),
+        weighed as negatives ``other_objects_weight`` times.
         """
         if not self.initialized:
             raise InputError("update() called before initialize(): fit the model on the first frame first")
@@ -477,7 +504,7 @@ class TargetModel:
         if int((y > 0.5).sum()) * self.cfg.label_stride ** 2 >= self.cfg.min_fg_pixels:
             h, w = self.hw
             z = (self.project @ x.reshape(self.in_channels, h * w)).reshape(-1, h, w)
-            self._add_sample(z, y, hinge_weights(y, self.cfg.tf, self.cfg.min_fg_pixels, self.cfg.label_stride ** 2))
+            self._add_sample(z, y, self._weights(y, others, "others"))
             if self._s is not None:
                 self._flush_pending(limit=1)  # spread the first-frame Gram products over early frames
         if self.num_calls // self.cfg.update_every > before and self._dirty:

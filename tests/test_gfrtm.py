@@ -105,7 +105,7 @@ def test_target_model_updates_count_the_frames_reused_since_the_last(model, monk
 
     seen = []
     real = TargetModel.update
-    monkeypatch.setattr(TargetModel, "update", lambda self, x, y, frames=1: seen.append(frames) or real(self, x, y, frames))
+    monkeypatch.setattr(TargetModel, "update", lambda self, x, y, frames=1, **k: seen.append(frames) or real(self, x, y, frames, **k))
     seq = _frames(n=8)
     s = Session.from_model(model, tau=0.0, max_reuse=2, num_augmentations=0)
     s.start(seq.frame(0), seq.mask(0))
@@ -398,13 +398,40 @@ def test_multi_object_target_models_learn_from_the_merged_mask(model, monkeypatc
     seq = _frames()
     s = Session.from_model(model, tau=1.0, num_augmentations=0)
     s.start(seq.frame(0), seq.mask(0))
-    seen = []
-    monkeypatch.setattr(TargetModel, "update", lambda self, f, label, frames=1: seen.append(label) or False)
+    seen, others = [], []
+    monkeypatch.setattr(TargetModel, "update", lambda self, f, label, frames=1, others=None:
+                        seen.append(label) or others_seen.append(others) or False)
+    others_seen = others
     r = s.step(seq.frame(1))
     want = merged_posteriors(resize_maps(r.model_probs, s.program._h16w16))
     assert len(seen) == 2
-    for got, w in zip(seen, want):
+    for k, (got, w) in enumerate(zip(seen, want)):
         np.testing.assert_allclose(got, w, atol=1e-6)
+        # the other objects' shares are this object's weighted negatives
+        np.testing.assert_allclose(others[k], want.sum(0) - w, atol=1e-6)
+
+
+def test_first_frame_fit_weighs_the_other_objects_as_negatives(model, monkeypatch):
+    from edgevos.programs.base import resize_map
+    from edgevos.target_model import TargetModel
+
+    seq = _frames()
+    calls = []
+    init = TargetModel.initialize
+    monkeypatch.setattr(TargetModel, "initialize", lambda self, *a, **k: calls.append(k.get("others"))
+                        or init(self, *a, **k))
+    s = Session.from_model(model, tau=1.0, num_augmentations=0)
+    m0 = seq.mask(0)
+    s.start(seq.frame(0), m0)
+    ids = s.program.object_ids
+    assert len(calls) == len(ids) == 2
+    import cv2
+
+    h, w = s.program.input_size
+    m_in = cv2.resize(m0, (w, h), interpolation=cv2.INTER_NEAREST)
+    for k, obj in enumerate(ids):
+        other = ((m_in != obj) & (m_in > 0)).astype(np.float32)
+        np.testing.assert_allclose(calls[k], resize_map(other, s.program._h16w16, area=True), atol=1e-6)
 
 
 def test_merge_is_frtms_log_odds_argmax_and_shares_follow_it():
@@ -497,3 +524,53 @@ def test_image_guided_reuse_refine_reads_the_half_image_and_starts_as_the_plain_
     assert report["decoder_reuse"]["max_abs_diff"] <= report["decoder_reuse"]["bound"]
     with pytest.raises(InputError, match="reuse_refine"):
         get_family("gfrtm").build(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_refine=8)
+
+
+def test_computed_embed_f8_skips_encoder_reuse_and_gate_on_frames_that_must_compute(tmp_path):
+    """computed_embed='f8': a computed frame's gate embedding comes from its own f8 (stage
+    ``gate_embed``), so with max reuse 1 the frame after a reuse runs neither ``encoder_reuse`` nor the
+    gate; the next gate compares with that embedding; the stage exports with FP32 parity.  An 'h8'
+    model (today's) still runs both on such a frame."""
+    pytest.importorskip("onnx")
+    from edgevos.export.onnx_export import export_stages
+
+    torch.manual_seed(0)
+    kw = dict(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_head="blend")
+    m = get_family("gfrtm").build(computed_embed="f8", **kw)
+    spec = {s.name: s for s in m.stage_specs()}
+    assert spec["gate_embed"].outputs[0].shape == spec["gate"].outputs[2].shape  # the embedding the gate compares
+    _assert_stages_run_on_their_shapes(m)
+    seq = _frames(8)
+    for model, skips in ((m, True), (get_family("gfrtm").build(**kw), False)):
+        s = Session.from_model(model, tau=0.0, max_reuse=1, num_augmentations=0)
+        s.start(seq.frame(0), seq.mask(0))
+        seen, feeds_seen = [], []
+        run = s.program.backend.run
+
+        def spy(stage, f, *x, **k):
+            seen.append(stage)
+            feeds_seen.append((stage, f))
+            return run(stage, f, *x, **k)
+
+        s.program.backend.run = spy
+        for i in range(1, 7):
+            seen.clear()
+            r = s.step(seq.frame(i))
+            assert r.reused == (i % 2 == 1)  # tau 0: reuse whenever allowed, max one in a row
+            if not r.reused:
+                assert ("encoder_reuse" not in seen and "gate" not in seen) == skips
+                assert ("gate_embed" in seen) == skips
+        if skips:
+            # the gate of a reused frame compares with the last computed frame's gate_embed output
+            s.program.backend.run = run
+            computed = s.program.state.last_features["f8"]
+            with torch.no_grad():
+                want = m.embed_computed(torch.from_numpy(computed)).numpy()
+            np.testing.assert_allclose(s.program.objects[0].prev_embed, want, rtol=1e-5, atol=1e-5)
+    report = {}
+    export_stages({"gate_embed": m.stage_modules()["gate_embed"]}, [spec["gate_embed"]], tmp_path, report=report)
+    assert report["gate_embed"]["max_abs_diff"] <= report["gate_embed"]["bound"]
+    with pytest.raises(InputError, match="computed_embed"):
+        get_family("gfrtm").build(input_size=SIZE, computed_embed="f8")  # the paper's reuse path has no h8
+    with pytest.raises(InputError, match="computed_embed"):
+        get_family("gfrtm").build(computed_embed="f4", **kw)

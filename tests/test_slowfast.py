@@ -392,7 +392,7 @@ def test_target_model_updates_count_the_frames_the_gate_reused(monkeypatch):
 
     seen = []
     real = TargetModel.update
-    monkeypatch.setattr(TargetModel, "update", lambda self, x, y, frames=1: seen.append(frames) or real(self, x, y, frames))
+    monkeypatch.setattr(TargetModel, "update", lambda self, x, y, frames=1, **k: seen.append(frames) or real(self, x, y, frames, **k))
     m = _build("3-7", target_model=True)
     seq = _seq(n=8)
     s = Session.from_model(m, family="slowfast", tau=0.0, max_reuse=2)
@@ -574,3 +574,32 @@ def test_slowfast_training_takes_composite_clips_of_training_sequences_only(tmp_
     comps = [n for n in names if n.startswith("composite-")]
     assert len(comps) == 4 and len(names) == 7
     assert all("v3" not in n.split("-", 2)[2].split("+") for n in comps)
+
+
+def test_training_target_model_reads_what_the_program_reads(tmp_path, monkeypatch):
+    """--proj-dim / --target-inputs reach SlowFast training: the training target model projects to
+    proj_dim channels from the slow pathway's f16 + pooled f8, as the program's does on the same model."""
+    from edgevos.cli import main
+    from edgevos.models.weights import load_checkpoint
+    from edgevos.target_model import TargetModel
+
+    made = []
+    init = TargetModel.__init__
+    monkeypatch.setattr(TargetModel, "__init__", lambda self, cfg, in_channels, seed=0:
+                        made.append((cfg.proj_dim, in_channels)) or init(self, cfg, in_channels, seed))
+    out = tmp_path / "run"
+    assert main(["train", "slowfast", "--synthetic", "1", "--max-frames", "10", "--input-size", "64x96",
+                 "--preset", "3-7", "--steps", "1", "--batch", "1", "--clip-len", "2", "--target-model",
+                 "--proj-dim", "16", "--target-inputs", "f16+f8", "--out", str(out)]) == 0
+    cfg = load_checkpoint("slowfast", out / "slowfast_3-7_final.pt")["config"]
+    assert cfg["proj_dim"] == 16 and tuple(cfg["target_inputs"]) == ("f16", "f8")
+    trained = set(made)
+    made.clear()
+    model = get_family("slowfast").build(weights=str(out / "slowfast_3-7_final.pt"))
+    s = Session.from_model(model, tau=1.0)
+    assert len(trained) == 1 and next(iter(trained))[0] == 16
+    f0 = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    m0 = np.zeros((64, 96), np.uint8)
+    m0[16:48, 24:72] = 1
+    s.start(f0, m0)
+    assert set(made) == trained  # same projection and input channels at run time

@@ -345,3 +345,38 @@ def test_an_object_smaller_than_a_feature_cell_still_gets_a_target_model():
     score = tm.classify(feats[0])
     assert score[5, 7] > np.median(score)
 
+
+
+def test_other_objects_weighed_as_negatives_separate_two_similar_objects():
+    """Two objects whose features differ only slightly: with the other object's cells weighed
+    ``other_objects_weight`` times as negatives (first frame and updates) this object's target model
+    scores the other object lower than with FRTM's plain weights, and its own cells still positive."""
+    rng = np.random.default_rng(0)
+    c, h, w = 16, 14, 20
+    a = rng.standard_normal(c).astype(np.float32)
+    d = rng.standard_normal(c).astype(np.float32)
+    ya = _ellipse(h, w, 5, 5, 3, 3)
+    yb = _ellipse(h, w, 8, 14, 3, 3)
+
+    def feats(seed):
+        r = np.random.default_rng(seed)
+        x = r.standard_normal((c, h, w)).astype(np.float32)
+        x += 3.0 * a[:, None, None] * np.maximum(ya, yb) + 1.0 * d[:, None, None] * yb
+        return x.astype(np.float32)
+
+    scores = {}
+    for weight in (1.0, 20.0):
+        cfg = TargetModelConfig(proj_dim=8, num_augmentations=0, update_every=1, other_objects_weight=weight)
+        tm = TargetModel(cfg, in_channels=c, seed=0)
+        tm.initialize(feats(1), ya, others=yb)
+        for i in range(2, 5):
+            tm.update(feats(i), ya, others=yb)
+        s = tm.classify(feats(9))
+        scores[weight] = (float(s[ya > 0.5].mean()), float(s[yb > 0.5].mean()))
+    assert scores[20.0][1] < scores[1.0][1] - 0.1  # the other object looks less like this one
+    assert scores[20.0][0] > scores[20.0][1] + 0.3  # and its own cells still stand out
+    with pytest.raises(InputError, match="other_objects_weight"):
+        TargetModelConfig(other_objects_weight=0.5)
+    tm = TargetModel(TargetModelConfig(proj_dim=8, num_augmentations=0), in_channels=c)
+    with pytest.raises(InputError, match="others"):
+        tm.initialize(feats(1), ya, others=yb[:5])

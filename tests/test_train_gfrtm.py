@@ -310,3 +310,57 @@ def test_phase2_trains_the_image_guided_refine_on_cached_half_frames(tmp_path):
 
     m = get_family("gfrtm").build(weights=str(out / "gfrtm_final.pt"))
     assert "image_half" in {s.name: s for s in m.stage_specs()}["decoder_reuse"].input_names
+
+
+def test_phase2_trains_the_computed_frame_embedding_from_the_gates_own(tmp_path):
+    """--computed-embed f8: phase 2 compares each frame with the previous frame's f8 embedding (as
+    the program does); ``embed_full`` starts as the gate's embedding convs when --init has none, and
+    trains away from them."""
+    import torch
+
+    from edgevos.cli import main
+    from edgevos.models.weights import load_checkpoint
+
+    first = tmp_path / "h8"
+    base = _train_args(first) + ["--reuse-scale", "2", "--refiner-stride", "16", "--reuse-head", "blend",
+                                 "--phase2-steps", "2"]
+    assert main(base) == 0
+    def f8_args(out, steps):
+        return _train_args(out) + ["--reuse-scale", "2", "--refiner-stride", "16", "--reuse-head", "blend",
+                                   "--computed-embed", "f8", "--phases", "2", "--phase2-steps", str(steps),
+                                   "--init", str(first / "gfrtm_final.pt"), "--init-reuse-path"]
+
+    assert main(f8_args(tmp_path / "f8", 0)) == 0
+    ck = load_checkpoint("gfrtm", tmp_path / "f8" / "gfrtm_final.pt")
+    sd = ck["state_dict"]
+    assert ck["config"]["computed_embed"] == "f8"
+    for key in ("0.0.weight", "1.weight"):  # Sequential(conv = [Conv2d, ReLU], Conv2d)
+        torch.testing.assert_close(sd[f"embed_full.{key}"].float(), sd[f"matcher.embed.{key}"].float())
+    assert main(f8_args(tmp_path / "f8-trained", 3)) == 0
+    sd2 = load_checkpoint("gfrtm", tmp_path / "f8-trained" / "gfrtm_final.pt")["state_dict"]
+    assert not torch.allclose(sd2["embed_full.1.weight"].float(), sd["embed_full.1.weight"].float())
+
+
+def test_bce_gate_loss_keeps_a_gradient_where_reuse_decisions_fall(tmp_path):
+    """--gate-loss bce: near P_gate 1 the squared error's gradient on the gate's logit vanishes
+    (2 (p - t) p (1 - p)); the cross-entropy's stays p - t, so targets 0.92 and 0.99 stay apart.
+    Both losses are zero-gradient at the target; the CLI trains with it."""
+    import torch
+
+    from edgevos.cli import main
+    from edgevos.models.weights import load_checkpoint
+    from edgevos.train.gate_loss import gate_probability_loss
+
+    def grad(kind, p, t):
+        z = torch.tensor([[float(np.log(p / (1 - p)))]], requires_grad=True)
+        gate_probability_loss(torch.sigmoid(z), torch.tensor([[t]]), 0.0, kind).backward()
+        return float(z.grad)
+
+    assert grad("bce", 0.97, 0.92) == pytest.approx(0.05, abs=1e-4)
+    assert abs(grad("squared", 0.97, 0.92)) < 0.1 * abs(grad("bce", 0.97, 0.92))
+    for kind in ("bce", "squared"):
+        assert grad(kind, 0.92, 0.92) == pytest.approx(0.0, abs=1e-6)
+    out = tmp_path / "run"
+    assert main(_train_args(out) + ["--gate-loss", "bce", "--gate-target", "agreement"]) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["gate_loss"] == "bce"
+    assert load_checkpoint("gfrtm", out / "gfrtm_final.pt")["state_dict"]

@@ -27,6 +27,8 @@ translated stride-16 refiner state and ``h4`` into stride-8 logits:
 ``gate``           h8, prev_score, template, prev_embed               every frame, per object
                    -> p_gate, delta, embed
 ``decoder_reuse``  h4, r8_prev, prev_score, delta -> logits           reused objects
+``gate_embed``     f8 -> embed                                        computed frames (tau < 1,
+                                                                      ``computed_embed='f8'``)
 =================  =================================================  ========================
 
 A reused frame then costs the half-resolution encoder (a quarter of ``encoder_low``),
@@ -131,6 +133,10 @@ class GFRTM(nn.Module):
             self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 2 if cfg.reuse_head == "blend" else 1, 3, 1, 1)
             if cfg.reuse_refine:
                 self.reuse_refine = ImageGuidedRefine(cfg.reuse_refine)
+            if cfg.computed_embed == "f8":  # a computed frame's gate embedding from its own f8
+                self.embed_full = nn.Sequential(conv(ch["f8"], cfg.embed_dim, 1),
+                                                nn.Conv2d(cfg.embed_dim, cfg.embed_dim, 1))
+                self.embed_full.load_state_dict(self.matcher.embed.state_dict())
 
     def _build_frtm(self, cfg: GfrtmConfig, ch: Dict[str, int]):
         """The upstream structure: four full FRTM levels (32 -> 4), FRTM's bicubic prediction head,
@@ -221,6 +227,11 @@ class GFRTM(nn.Module):
         r8 = self.translator(r8_prev, self._resize(delta, r8_prev))
         return self.shallow_levels(f4, f8, score, r8)
 
+    def embed_computed(self, f8):
+        """``computed_embed='f8'``: a computed frame's gate embedding, from its f8 averaged over 2x2
+        cells (the half-resolution encoding's stride-16 grid) through ``embed_full``."""
+        return self.embed_full(F.avg_pool2d(f8, 2, ceil_mode=True))
+
     def gate_forward(self, f8, prev_score, template, prev_embed):
         d, e = self.matcher(f8, resize_to(prev_score, f8), template, prev_embed)
         return self.gate(d), self.delta(d), e
@@ -232,6 +243,8 @@ class GFRTM(nn.Module):
             funcs = _STAGE_FUNCS_PREV_LOGITS if self.reads_prev_logits else _STAGE_FUNCS_HALF
             if self.config.reuse_refine:
                 funcs = _STAGE_FUNCS_GUIDED
+        if self.config.computed_embed == "f8":
+            funcs = dict(funcs, gate_embed=lambda m, f8: m.embed_computed(f8))
         return {name: _Stage(self, fn) for name, fn in funcs.items()}
 
     def stage_specs(self) -> List[StageSpec]:
@@ -270,7 +283,9 @@ class GFRTM(nn.Module):
                 StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16)),
                           (t("logits", 1, 8),),
                           "refine-translator + thin stride-8 head -> logits (stride 8)"),
-            ]
+            ] + ([StageSpec("gate_embed", (f8,), (embed,),
+                            "a computed frame's gate embedding from its own f8 (computed_embed f8)")]
+                 if cfg.computed_embed == "f8" else [])
         if self.frtm:  # same stages and names; upstream shapes (see _build_frtm)
             template, embed, prev_embed = (TensorSpec("template", (1, e, e)), TensorSpec("embed", (1, 1)),
                                            TensorSpec("prev_embed", (1, 1)))

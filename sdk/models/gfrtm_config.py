@@ -54,6 +54,11 @@ class GfrtmConfig:
     # (pooled to stride 4), so a reused frame's mask follows the image's edges instead of the
     # stride-8 features' blur; a few 3x3 convs at stride 4, starting at a zero correction
     reuse_refine: int = 0
+    # reuse_scale 2 only: where a computed frame's gate embedding (what the next frame's gate compares
+    # with) comes from. "h8": the gate's own, so a computed frame also runs encoder_reuse + gate;
+    # "f8": a stage ``gate_embed`` pools the computed frame's own f8 to stride 16 and embeds it, so a
+    # frame that must compute anyway (max reuse reached, forced) skips encoder_reuse and the gate
+    computed_embed: str = "h8"
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -90,6 +95,10 @@ class GfrtmConfig:
         if self.reuse_refine < 0 or (self.reuse_refine and self.reuse_head == "stride8"):
             raise InputError(f"reuse_refine {self.reuse_refine}: use 0 (none) or a channel count (e.g. 16) with "
                              f"reuse_head residual or blend (got {self.reuse_head})")
+
+        if self.computed_embed not in ("h8", "f8") or (self.computed_embed == "f8" and self.reuse_scale != 2):
+            raise InputError(f"computed_embed '{self.computed_embed}': use 'h8', or 'f8' with reuse_scale 2 "
+                             f"(got reuse_scale {self.reuse_scale})")
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size

@@ -261,6 +261,15 @@ def soft_aggregate(probs: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
     return np.where(np.take_along_axis(probs, best[None], 0)[0] > 0.5, lut[best], np.uint8(0)).astype(np.uint8)
 
 
+def other_objects(mask: np.ndarray, obj_id: int, hw: Tuple[int, int]) -> Optional[np.ndarray]:
+    """The share of each cell of an (h, w) grid covered by objects other than ``obj_id`` in an id
+    mask (0 background, 255 void), or None when there are none: a target model's extra negatives."""
+    others = (mask != obj_id) & (mask != 0) & (mask != 255)
+    if not others.any():
+        return None
+    return resize_map(others.astype(np.float32), hw, area=True)
+
+
 def merged_posteriors(probs: np.ndarray) -> np.ndarray:
     """Per-object probabilities after FRTM's merge (K, h, w): softmax over the log-odds of
     [background = min(1 - p), p_1 .. p_K], background dropped.  With one object this is p.

@@ -14,7 +14,9 @@ The gate decides per object (the paper's form): on a frame where some objects re
 others do not, the full encoder runs once and only the objects that need it pay for the
 target model and the full decoder.  With a ``reuse_scale=2`` model the gate reads a
 half-resolution encoding (``encoder_reuse``) and a frame on which every object reuses never
-runs the full-resolution encoder.
+runs the full-resolution encoder.  With a ``computed_embed='f8'`` model (stage ``gate_embed``) a
+computed frame's gate embedding comes from its own f8, so a frame that must compute anyway (max reuse
+reached, forced) runs neither ``encoder_reuse`` nor the gate.
 
 tau = 1 means never reuse (the gate does not even run): plain FRTM-fast.  tau may change
 between frames: an object whose last computed frame had no gate run gets computed once
@@ -39,6 +41,7 @@ from edgevos.programs.base import (
     check_mask,
     merge_to_frame,
     merged_posteriors,
+    other_objects,
     resize_image,
     resize_map,
     resize_maps,
@@ -127,6 +130,12 @@ class GfrtmProgram(ObjectSetMixin):
         return self.backend.has("encoder_reuse")
 
     @property
+    def embeds_computed(self) -> bool:
+        """A computed frame's gate embedding comes from its own f8 (stage ``gate_embed``), so a frame that
+        must compute anyway (max reuse reached, forced, no current embedding) skips encoder_reuse + gate."""
+        return self.backend.has("gate_embed")
+
+    @property
     def residual(self) -> bool:
         """The reuse path reads the last computed frame's logits (``reuse_head`` residual or blend)."""
         return self.backend.has("decoder_reuse") and any(
@@ -208,7 +217,8 @@ class GfrtmProgram(ObjectSetMixin):
                 aug_feats.append(self._target_features(fa))
                 aug_labels.append(resize_map(mask_a.astype(np.float32), self._h16w16, area=True))
         with timer.section("target_model"), host_blas():
-            tm.initialize(self._target_features(feats), label16, aug_feats or None, aug_labels or None)
+            tm.initialize(self._target_features(feats), label16, aug_feats or None, aug_labels or None,
+                          others=other_objects(mask_in, obj_id, self._h16w16))
         prev_score = label16[None, None].astype(np.float32)  # S_0 = y'_0 (paper)
         out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                          "f32": feats["f32"], "score": prev_score}, timer)
@@ -220,6 +230,8 @@ class GfrtmProgram(ObjectSetMixin):
                 feeds = {"f8": feats["f8"], "mask8": self._label(mask_in, obj_id, self._h8w8)[None, None]}
             t = self._run("gate_template", feeds, timer)
             state.template, state.prev_embed, state.embed_current = t["template"], t["embed"], True
+            if self.embeds_computed:  # the next frame compares with the embedding computed frames give
+                state.prev_embed = self._run("gate_embed", {"f8": feats["f8"]}, timer)["embed"]
         return state
 
     def _finish(self, logits: List[np.ndarray], reused: List[bool], p_gate, timer: Timer, t0: float,
@@ -283,21 +295,31 @@ class GfrtmProgram(ObjectSetMixin):
         use_gate = self.tau < 1.0 and self.backend.has("gate")
         reuse = [False] * len(self.objects)
         if use_gate:
-            g_in, feats = self._gate_input(x, xh, timer, feats)
-            key = "h8" if self.half else "f8"
+            may = [not force_compute and o.embed_current and (self.max_reuse is None or o.reuse_run < self.max_reuse)
+                   for o in self.objects]
+            # with embeddings from computed frames, an object that must compute anyway skips the gate
+            asked = may if self.embeds_computed else [True] * len(self.objects)
+            if any(asked):
+                g_in, feats = self._gate_input(x, xh, timer, feats)
+                key = "h8" if self.half else "f8"
             for k, o in enumerate(self.objects):
+                if not asked[k]:
+                    continue
                 gate_out[k] = self._run("gate", {key: g_in, "prev_score": o.prev_score, "template": o.template,
                                                  "prev_embed": o.prev_embed}, timer)
                 p = float(gate_out[k]["p_gate"].reshape(-1)[0])
-                reuse[k] = (not force_compute and p >= self.tau and o.embed_current
-                            and (self.max_reuse is None or o.reuse_run < self.max_reuse))
-            p_gate = float(min(float(g["p_gate"].reshape(-1)[0]) for g in gate_out))
+                reuse[k] = may[k] and p >= self.tau
+            ran = [float(g["p_gate"].reshape(-1)[0]) for g in gate_out if g is not None]
+            p_gate = min(ran) if ran else None
 
         computed = not all(reuse)
         if computed:  # the full path for the objects that need it: this frame becomes their "previous"
             feats = self._encode(x, timer, feats=feats)
             self.state.computed_frames += 1
             self.state.last_input, self.state.last_features = x, feats
+        computed_embed = None
+        if computed and use_gate and self.embeds_computed:
+            computed_embed = self._run("gate_embed", {"f8": feats["f8"]}, timer)["embed"]
         logits = []
         for k, o in enumerate(self.objects):
             if reuse[k]:
@@ -320,9 +342,12 @@ class GfrtmProgram(ObjectSetMixin):
                                              "f32": feats["f32"], "score": score}, timer)
             logits.append(out["logits"])
             o.prev_score, o.r8, o.prev_logits, o.reuse_run = score, out["r8"], out["logits"], 0
-            o.embed_current = use_gate and "embed" in gate_out[k]
-            if o.embed_current:
-                o.prev_embed = gate_out[k]["embed"]
+            if computed_embed is not None:
+                o.prev_embed, o.embed_current = computed_embed, True
+            else:
+                o.embed_current = use_gate and "embed" in gate_out[k]
+                if o.embed_current:
+                    o.prev_embed = gate_out[k]["embed"]
         result = self._finish(logits, reuse, p_gate, timer, t0)
         if computed:
             # online target-model update on computed objects (refit every update_every frames, reused
@@ -334,7 +359,8 @@ class GfrtmProgram(ObjectSetMixin):
                     if reuse[k]:
                         continue
                     soft = shares[k] if shares is not None else resize_map(result.model_probs[k], self._h16w16, area=True)
-                    o.target.update(self._target_features(feats), soft, frames=since[k])
+                    others = None if shares is None else shares.sum(0) - shares[k]
+                    o.target.update(self._target_features(feats), soft, frames=since[k], others=others)
             result.stage_ms = dict(timer.ms)
             result.total_ms = (time.perf_counter() - t0) * 1e3
         return result

@@ -47,6 +47,7 @@ from edgevos.programs.base import (
     check_frame,
     check_mask,
     host_blas,
+    other_objects,
     resize_map,
     sigmoid,
     soft_aggregate,
@@ -305,8 +306,11 @@ class SlowFastProgram(ObjectSetMixin):
         """Online target-model update on a computed frame: each object's new prediction at stride 16
         (``frames`` since the previous update, so reused frames count toward the refit schedule)."""
         with timer.section("target_model"), host_blas():
-            for o in self.objects:
-                o.target.update(f16, resize_map(o.prev_prob[0, 0], self._hw16, area=True), frames=frames)
+            probs = [resize_map(o.prev_prob[0, 0], self._hw16, area=True) for o in self.objects]
+            total = sum(probs) if len(probs) > 1 else None
+            for o, p in zip(self.objects, probs):
+                # several objects: the others' predictions are this object's weighted negatives
+                o.target.update(f16, p, frames=frames, others=None if total is None else total - p)
 
     def _label(self, mask_in: np.ndarray, obj_id: int, hw) -> np.ndarray:
         return resize_map((mask_in == obj_id).astype(np.float32), hw, area=True)[None, None]
@@ -325,7 +329,7 @@ class SlowFastProgram(ObjectSetMixin):
             x = self._target_features(slow)
             o.target = TargetModel(self.target_config, in_channels=x.shape[0])
             with timer.section("target_model"), host_blas():
-                o.target.initialize(x, label16[0, 0])
+                o.target.initialize(x, label16[0, 0], others=other_objects(mask_in, obj_id, self._hw16))
             score = label16  # S_0 = y_0, as G-FRTM-fast
         o.r8 = self._decode(slow, fast, o, timer, score)["r8"]  # decoder state of the reference frame
         return o

@@ -49,7 +49,7 @@ from edgevos.train.composites import composite_clips
 from edgevos.train.config import BaseTrainConfig, parse_heldout
 from edgevos.train.distributed import average_gradients, init_distributed
 from edgevos.train.family import FamilyTraining
-from edgevos.train.gate_loss import gate_probability_loss, margin
+from edgevos.train.gate_loss import GATE_LOSSES, gate_probability_loss, margin
 from edgevos.train.gfrtm_cache import FEATS, _oriented, build_cache, load_cache
 from edgevos.train.gfrtm_tracks import (
     Track,
@@ -70,7 +70,8 @@ from edgevos.train.gfrtm_cache import (  # noqa: F401
 from edgevos.train.gfrtm_tracks import TargetFeatures, _label16, _new_target_model, _objects  # noqa: F401
 
 # modules trained in phase 2 (the reuse path)
-PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.", "reuse_refine.")
+PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.", "reuse_refine.",
+                  "embed_full.")
 
 
 @dataclass
@@ -98,6 +99,8 @@ class TrainConfig(BaseTrainConfig):
     score_noise: float = 0.5  # probability of perturbing a sample's score map
     num_augmentations: int = 5
     reuse_refine: int = 0  # GfrtmConfig.reuse_refine: channels of the image-guided refinement of reused frames
+    computed_embed: str = "h8"  # GfrtmConfig.computed_embed: where a computed frame's gate embedding comes from
+    gate_loss: str = "squared"  # phase 2: the paper's squared error on P_gate, or "bce" (see gate_loss)
     gate_target: str = "mask-iou"  # phase 2's P_target: IoU(y_{t-n}, y_t) (paper) or "agreement" (reused vs computed frame)
 
 
@@ -118,6 +121,7 @@ class Trainer:
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
                                  refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale,
                                  reuse_head=cfg.reuse_head, reuse_refine=cfg.reuse_refine, proj_dim=cfg.proj_dim,
+                                 computed_embed=cfg.computed_embed,
                                  target_inputs=tuple(cfg.target_inputs))
         self._init_reuse_head()
         if cfg.init:
@@ -264,6 +268,9 @@ class Trainer:
             raise InputError(f"{option} {path}: weights do not fit this model "
                              f"({bad[:3] or 'none found'}); use a checkpoint of the same backbone and widths")
         self.model.load_state_dict(take, strict=False)
+        if hasattr(self.model, "embed_full") and not any(k.startswith("embed_full.") for k in take):
+            # a computed frame's f8 embedding starts as the gate's own embedding convs
+            self.model.embed_full.load_state_dict(self.model.matcher.embed.state_dict())
 
     # -- checkpoints
     def save(self, phase, step, opt):
@@ -384,7 +391,9 @@ class Trainer:
                     mask16 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32),
                                                      tuple(g_ref.shape[-2:]), area=True))
                     template, _ = m.matcher.template(g_ref, mask16)
-                    p_gate, delta, _ = m.gate_forward(g_t, s_prev, template, m.matcher.embed(g_prev))
+                    # the last computed frame's embedding, made as the program makes it
+                    prev_embed = m.embed_computed(p8) if m.config.computed_embed == "f8" else m.matcher.embed(g_prev)
+                    p_gate, delta, _ = m.gate_forward(g_t, s_prev, template, prev_embed)
                     image_half = None
                     if m.config.reuse_refine:  # the half-resolution frame, RGB 0..255, as the program feeds it
                         image_half = torch.from_numpy(np.ascontiguousarray(
@@ -398,7 +407,7 @@ class Trainer:
                     logits = m.decode_reuse(f4, f8, r8_prev, s_prev, delta)
                 logits = F.interpolate(logits, size=y_t.shape[-2:], mode="bilinear", align_corners=False)
                 p_target = max(mgn, self._gate_target(m, logits, y_t, y_prev, (f4, f8, f16, f32), tr, t))
-                l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2)
+                l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2, self.cfg.gate_loss)
                 l_delta = F.mse_loss(delta, y16 - s_prev)
                 l_bce = F.binary_cross_entropy_with_logits(logits, self._tensor(y_t.astype(np.float32)))
                 loss = (l_gp + l_delta + l_bce) / self.cfg.batch
@@ -458,9 +467,10 @@ def add_arguments(g) -> None:
                    help="gfrtm (--reuse-scale 2): the reused frame's head: stride-8 logits, a correction of the "
                         "last computed frame's logits, or a learned blend of both")
     g.add_argument("--proj-dim", type=int, default=32,
-                   help="gfrtm: channels of the online target model's projection (FRTM: 96)")
+                   help="channels of the online target model's projection (FRTM: 96)")
     g.add_argument("--target-inputs", default="f16", choices=["f16", "f16+f8", "f16+f32", "f16+f8+f32"],
-                   help="gfrtm: encoder outputs the target model reads at stride 16 (f32 upsampled)")
+                   help="encoder outputs the target model reads at stride 16 (f32 upsampled; slowfast: the "
+                        "slow pathway's)")
     g.add_argument("--init-reuse-path", action="store_true",
                    help="gfrtm: also take --init's reuse path (matcher, gate, delta, translator) to continue phase 2")
     g.add_argument("--reuse-path-from", default=None, metavar="CKPT",
@@ -481,6 +491,12 @@ def add_arguments(g) -> None:
     g.add_argument("--reuse-refine", type=int, default=0, metavar="CHANNELS",
                    help="gfrtm (--reuse-head residual/blend): an image-guided refinement of a reused frame's "
                         "logits with this many channels (0: none); it starts at a zero correction")
+    g.add_argument("--gate-loss", default="squared", choices=list(GATE_LOSSES),
+                   help="gfrtm phase 2: the gate's loss, the paper's squared error or the binary cross-entropy "
+                        "(sharper near P_target 1, where reuse decisions fall)")
+    g.add_argument("--computed-embed", default="h8", choices=["h8", "f8"],
+                   help="gfrtm (--reuse-scale 2): a computed frame's gate embedding from the gate (h8: it also "
+                        "runs encoder_reuse + gate) or from its own f8 (f8: a frame that must compute skips them)")
     g.add_argument("--gate-target", default="mask-iou", choices=["mask-iou", "agreement"],
                    help="gfrtm phase 2: what the gate learns to predict: the object's mask IoU between the two "
                         "frames (paper) or the agreement of the reused frame's mask with a computed frame's")
@@ -504,7 +520,8 @@ def config_from_args(args) -> TrainConfig:
                       score_noise=args.score_noise, composites=args.composites,
                       composite_objects=args.composite_objects,
                       reuse_path_from=args.reuse_path_from, gate_target=args.gate_target,
-                      reuse_refine=args.reuse_refine)
+                      gate_loss=args.gate_loss,
+                      reuse_refine=args.reuse_refine, computed_embed=args.computed_embed)
     return cfg
 
 

@@ -65,6 +65,8 @@ class TrainConfig(BaseTrainConfig):
     max_gap: int = 5  # n in (t - n, t) for the reuse path
     checkpoint_every: int = 100
     target_model: bool = False  # SlowFastConfig.target_model: the decoder reads an online target model's score
+    proj_dim: int = 32  # SlowFastConfig.proj_dim: the target model's projection channels
+    target_inputs: Tuple[str, ...] = ("f16",)  # SlowFastConfig.target_inputs: what the target model reads
     corrupt_prev: float = 0.5  # probability that a segment starts from a corrupted previous mask
     tm_updates: str = "prediction"  # the target model's training updates: the model's own masks or "ground-truth"
     init: Optional[str] = None  # start from this slowfast checkpoint (layers that changed shape are widened)
@@ -216,7 +218,8 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.model = model or build_slowfast(input_size=cfg.input_size, preset=cfg.preset, backbone=cfg.backbone,
                                              backbone_weights=cfg.backbone_weights, mode=cfg.mode, freeze=cfg.freeze,
-                                             fast_gray=cfg.fast_gray, target_model=cfg.target_model)
+                                             fast_gray=cfg.fast_gray, target_model=cfg.target_model,
+                                             proj_dim=cfg.proj_dim, target_inputs=tuple(cfg.target_inputs))
         if cfg.init and model is None:
             init_from(self.model, cfg.init)
         self.rf = self.model.receptive_field
@@ -338,7 +341,7 @@ class Trainer:
             with torch.no_grad():
                 for t in range(w0, t0):
                     f, y = frame_mask(t)
-                    warm.append((stream.step(self._image(f), first=t == w0)["f16"][0].numpy(), y))
+                    warm.append((self._target_x(stream.step(self._image(f), first=t == w0)), y))
             get = None
         template, tm = None, None
         if m.semi:
@@ -347,7 +350,7 @@ class Trainer:
                 ref = get(0) if get else TorchStream(m).step(self._image(f_ref), first=True)
             template = m.reference.template(ref["f16"], self._map(y_ref, ref["f16"].shape[-2:]))
             if m.config.target_model:
-                tm = self._target_model(ref["f16"], y_ref)
+                tm = self._target_model(self._target_x(ref), y_ref)
                 if teacher:  # the memory a run would hold at t0, with ground-truth masks
                     for f16_w, y_w in warm:
                         tm.update(f16_w, _area(y_w, f16_w.shape[-2:]))
@@ -365,7 +368,7 @@ class Trainer:
         for t in range(t0, t0 + L):
             f, y = frame_mask(t)
             feats = get(t) if get else stream.step(self._image(f), first=(t == t0 and t0 == 0))
-            f16 = feats["f16"].detach()[0].numpy()
+            f16 = self._target_x(feats) if tm is not None else None
             score = torch.from_numpy(tm.classify(f16)[None, None].astype(np.float32)) if tm is not None else None
             logits, r8 = m.decode(feats["f4"], feats["f8"], feats["f16"], feats["f32"], feats["fast32"], template, prev,
                                   score)
@@ -392,12 +395,19 @@ class Trainer:
                 tm.update(f16, _area(y if teacher else prev[0, 0].numpy(), f16.shape[-2:]))
         return loss / L, logs / L
 
-    def _target_model(self, f16_ref, y_ref):
+    def _target_x(self, feats) -> np.ndarray:
+        """(C, H/16, W/16): the slow-pathway outputs the target model reads (``target_inputs``),
+        stacked at stride 16 as the program stacks them."""
+        from edgevos.programs.base import stack_at
+
+        names = self.model.config.target_inputs
+        return stack_at({k: feats[k].detach().numpy() for k in names}, names, tuple(feats["f16"].shape[-2:]))
+
+    def _target_model(self, f16, y_ref):
         """The run time's target model, fitted on the reference frame (no augmentations, as the program)."""
         from edgevos.target_model import TargetModel, TargetModelConfig
 
-        cfg = TargetModelConfig(proj_dim=32, num_augmentations=0, refit_solver="matrix_free")
-        f16 = f16_ref.detach()[0].numpy()
+        cfg = TargetModelConfig(proj_dim=self.model.config.proj_dim, num_augmentations=0, refit_solver="matrix_free")
         tm = TargetModel(cfg, in_channels=f16.shape[0], seed=int(self.rng.integers(1 << 30)))
         tm.initialize(f16, _area(y_ref, f16.shape[-2:]))
         return tm
@@ -510,7 +520,8 @@ def config_from_args(args) -> TrainConfig:
                       max_frames_per_sequence=args.max_frames, target_model=args.target_model,
                       corrupt_prev=args.corrupt_prev, init=args.init, composites=args.composites,
                       composite_objects=args.composite_objects,
-                      tm_updates=args.tm_updates)
+                      tm_updates=args.tm_updates, proj_dim=args.proj_dim,
+                      target_inputs=tuple(args.target_inputs.split("+")))
     return cfg
 
 
