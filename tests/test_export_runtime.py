@@ -304,3 +304,36 @@ def test_a_backend_is_one_file_plus_one_registry_line(toy_bundle, tmp_path, monk
     assert len(list((tmp_path / "m").glob("*.png"))) == 4
     with pytest.raises(InputError, match="unknown backend 'nope'"):
         Session.from_bundle(toy_bundle, backend="nope")
+
+
+def test_gfrtm_export_calibrates_the_computed_frame_embedding(tmp_path, capsys):
+    """A computed_embed='f8' model exports its ``gate_embed`` stage (calibrated, int8-cpu) and the
+    bundle's program skips encoder_reuse + gate on frames that must compute."""
+    import numpy as np
+
+    from edgevos.bundle import load_bundle
+    from edgevos.models.registry import get_family
+    from edgevos.models.weights import save_checkpoint
+    from edgevos.runtime.session import Session
+
+    m = get_family("gfrtm").build(input_size=(128, 224), reuse_scale=2, refiner_stride=16, reuse_head="blend",
+                                  computed_embed="f8")
+    w = save_checkpoint(tmp_path / "f8.pt", "gfrtm", m)
+    out = tmp_path / "bundle"
+    assert cli(["export", "--family", "gfrtm", "--weights", str(w), "--precision", "int8-cpu", "--calib", "test://",
+                "--calib-frames", "12", "--heldout-frames", "6", "--out", str(out), "--quiet"]) == 0
+    b = load_bundle(out)
+    assert "gate_embed" in b.stage_names
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["calibration"]["samples_per_stage"]["gate_embed"] >= 4  # every computed frame records one
+    q = manifest["quantization"]["stages"]["gate_embed"]["int8-cpu"]
+    assert q["samples"] >= 4 and q["op_counts"].get("QuantizeLinear", 0) > 0  # quantized (kept only if faster)
+    s = Session.from_bundle(out, precision="int8-cpu", tau=0.0, max_reuse=1, threads=1)
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    mask = np.zeros((120, 200), np.uint8)
+    mask[30:90, 50:150] = 1
+    s.start(frame, mask)
+    first, second = s.step(frame), s.step(frame)
+    assert first.reused and not second.reused
+    assert "gate" not in second.stage_ms and "encoder_reuse" not in second.stage_ms and "gate_embed" in second.stage_ms
