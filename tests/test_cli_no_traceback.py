@@ -270,6 +270,8 @@ TRAIN = [
     ("train gfrtm --out {T}/tr --runtime-share -0.5", 2, "argument --runtime-share"),
     ("train gfrtm --out {T}/tr --composites -1", 2, "argument --composites"),
     ("train gfrtm --out {T}/tr --score-noise 1.5", 2, "argument --score-noise"),
+    ("train gfrtm --out {T}/tr --gate-drop-scale 0", 2, "argument --gate-drop-scale"),
+    ("train slowfast --out {T}/tr --proj-dim 0", 2, "argument --proj-dim"),
     ("train gfrtm --out {T}/tr --max-gap 0", 2, "argument --max-gap"),
     ("train gfrtm --out {T}/tr --synthetic -1", 2, "argument --synthetic"),
     ("train gfrtm --out {T}/tr --backbone nosuch", 2, "argument --backbone: invalid choice"),

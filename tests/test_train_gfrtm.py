@@ -364,3 +364,36 @@ def test_bce_gate_loss_keeps_a_gradient_where_reuse_decisions_fall(tmp_path):
     assert main(_train_args(out) + ["--gate-loss", "bce", "--gate-target", "agreement"]) == 0
     assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["gate_loss"] == "bce"
     assert load_checkpoint("gfrtm", out / "gfrtm_final.pt")["state_dict"]
+
+
+def test_accuracy_gate_target_charges_only_what_the_reused_mask_loses_against_the_truth(tmp_path):
+    """``--gate-target accuracy``: P_target = 1 - scale * max(0, J(computed) - J(reused)); a reused mask
+    that disagrees with the computed one but is as good against the truth costs nothing (agreement
+    would charge it), one that loses IoU where the computed mask was right costs scale times that."""
+    from edgevos.metrics import agreement_iou
+    from edgevos.train.gfrtm import Track
+
+    tr = _tiny_trainer(tmp_path, gate_target="accuracy", gate_drop_scale=4.0)
+    m = tr.model.eval()
+    with torch.no_grad():
+        f4, f8 = m.encode_low(torch.rand(1, 3, 64, 96))
+        feats = [f4, f8, *m.encode_high(f8)]
+    score = np.random.default_rng(0).normal(size=feats[2].shape[-2:]).astype(np.float32)
+    track = Track(0, 1, 0, np.stack([score, score]), False, True)
+    with torch.no_grad():
+        full = m.decode_full(*feats, torch.from_numpy(score)[None, None])[0]
+    full = torch.nn.functional.interpolate(full, size=(64, 96), mode="bilinear", align_corners=False)
+    computed = (full[0, 0].numpy() > 0).astype(np.uint8)
+    y = computed.astype(bool).copy()
+    y[:, :48] = ~y[:, :48]  # the truth: right half as computed, left half the opposite
+    mirrored = full.clone()
+    mirrored[..., 48:] = -mirrored[..., 48:]  # wrong on both halves: worse than computed against y
+    j_computed = agreement_iou(computed, y.astype(np.uint8))
+    j_mirrored = agreement_iou((mirrored[0, 0].numpy() > 0).astype(np.uint8), y.astype(np.uint8))
+    got = tr._gate_target(m, mirrored, y, y, feats, track, 1)
+    assert got == pytest.approx(max(0.0, 1.0 - 4.0 * max(0.0, j_computed - j_mirrored)), abs=1e-6)
+    assert tr._gate_target(m, full, y, y, feats, track, 1) == pytest.approx(1.0)  # nothing lost
+    truth_like = torch.from_numpy(np.where(y, 5.0, -5.0).astype(np.float32))[None, None]
+    assert tr._gate_target(m, truth_like, y, y, feats, track, 1) == pytest.approx(1.0)  # better than computed: free
+    agree = _tiny_trainer(tmp_path, gate_target="agreement")
+    assert agree._gate_target(m, truth_like, y, y, feats, track, 1) < 0.9  # agreement charges it

@@ -101,6 +101,7 @@ class TrainConfig(BaseTrainConfig):
     reuse_refine: int = 0  # GfrtmConfig.reuse_refine: channels of the image-guided refinement of reused frames
     computed_embed: str = "h8"  # GfrtmConfig.computed_embed: where a computed frame's gate embedding comes from
     gate_loss: str = "squared"  # phase 2: the paper's squared error on P_gate, or "bce" (see gate_loss)
+    gate_drop_scale: float = 4.0  # gate_target "accuracy": P_target = 1 - scale * (J computed - J reused)
     gate_target: str = "mask-iou"  # phase 2's P_target: IoU(y_{t-n}, y_t) (paper) or "agreement" (reused vs computed frame)
 
 
@@ -427,7 +428,10 @@ class Trainer:
     def _gate_target(self, m, reuse_logits, y_t, y_prev, feats_t, tr: Track, t: int) -> float:
         """Phase 2's P_target before the margin. ``mask-iou`` (the paper): IoU(y_{t-n}, y_t), how much
         the object moved. ``agreement``: IoU of the reused frame's mask with the mask a computed frame
-        would give, so the gate learns when reusing costs nothing (what tau 1 vs tau measures)."""
+        would give, so the gate learns when reusing costs nothing (what tau 1 vs tau measures).
+        ``accuracy``: ``1 - drop_scale * max(0, IoU(computed, y_t) - IoU(reused, y_t))``, what reusing
+        costs against the truth: a reused mask that differs from the computed one but is as good
+        counts as free, one that loses a few points where the computed mask was right does not."""
         if self.cfg.gate_target == "mask-iou":
             return agreement_iou(y_t, y_prev)
         import torch
@@ -436,8 +440,13 @@ class Trainer:
         with torch.no_grad():
             full = m.decode_full(*feats_t, self._tensor(tr.scores[t]))[0]
             full = F.interpolate(full, size=y_t.shape[-2:], mode="bilinear", align_corners=False)
-        reused = reuse_logits.detach()[0, 0].numpy() > 0
-        return agreement_iou(reused.astype(np.uint8), (full[0, 0].numpy() > 0).astype(np.uint8))
+        reused = (reuse_logits.detach()[0, 0].numpy() > 0).astype(np.uint8)
+        computed = (full[0, 0].numpy() > 0).astype(np.uint8)
+        if self.cfg.gate_target == "accuracy":
+            y = np.asarray(y_t).astype(np.uint8)
+            drop = max(0.0, agreement_iou(computed, y) - agreement_iou(reused, y))
+            return max(0.0, 1.0 - self.cfg.gate_drop_scale * drop)
+        return agreement_iou(reused, computed)
 
     def run(self, phases=(1, 2)):
         from edgevos.models.weights import save_checkpoint
@@ -497,9 +506,12 @@ def add_arguments(g) -> None:
     g.add_argument("--computed-embed", default="h8", choices=["h8", "f8"],
                    help="gfrtm (--reuse-scale 2): a computed frame's gate embedding from the gate (h8: it also "
                         "runs encoder_reuse + gate) or from its own f8 (f8: a frame that must compute skips them)")
-    g.add_argument("--gate-target", default="mask-iou", choices=["mask-iou", "agreement"],
+    g.add_argument("--gate-target", default="mask-iou", choices=["mask-iou", "agreement", "accuracy"],
                    help="gfrtm phase 2: what the gate learns to predict: the object's mask IoU between the two "
-                        "frames (paper) or the agreement of the reused frame's mask with a computed frame's")
+                        "frames (paper), the agreement of the reused frame's mask with a computed frame's, or "
+                        "1 - scale x the IoU the reused mask loses against the truth (accuracy)")
+    g.add_argument("--gate-drop-scale", type=float, default=4.0,
+                   help="gfrtm --gate-target accuracy: P_target = 1 - scale x (J computed - J reused)")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -520,7 +532,7 @@ def config_from_args(args) -> TrainConfig:
                       score_noise=args.score_noise, composites=args.composites,
                       composite_objects=args.composite_objects,
                       reuse_path_from=args.reuse_path_from, gate_target=args.gate_target,
-                      gate_loss=args.gate_loss,
+                      gate_loss=args.gate_loss, gate_drop_scale=args.gate_drop_scale,
                       reuse_refine=args.reuse_refine, computed_embed=args.computed_embed)
     return cfg
 
