@@ -45,7 +45,8 @@ class Session:
         make_program: ``(tau=..., max_reuse=...) -> program``: a fresh step program on the
             session's backend (``reset()`` calls it again).
         tau: reuse-gate threshold (1 = never reuse).
-        max_reuse: force a computed frame after this many reuses.
+        max_reuse: force a computed frame after this many reuses (None: the weights' own cap, the longest
+            gap their gate was trained on, when they record one).
         bundle: the bundle the backend runs, when there is one.
         backend: the backend the program runs its stages on.
     """
@@ -83,7 +84,8 @@ class Session:
             precision: the bundle precision to run (default: the backend's first it can load).
             tau: reuse-gate threshold (1 = never reuse).
             threads: CPU threads for the backend.
-            max_reuse: force a computed frame after this many reuses.
+            max_reuse: force a computed frame after this many reuses (None: the weights' own cap, the longest
+            gap their gate was trained on, when they record one).
 
         Returns:
             A session running the bundle family's step program on the backend.
@@ -108,7 +110,8 @@ class Session:
             model: the PyTorch model; it carries its family (``model.family``).
             tau: reuse-gate threshold (1 = never reuse).
             threads: torch intra-op threads.
-            max_reuse: force a computed frame after this many reuses.
+            max_reuse: force a computed frame after this many reuses (None: the weights' own cap, the longest
+            gap their gate was trained on, when they record one).
             family: the model's family, for a model that does not carry one.
 
         Returns:

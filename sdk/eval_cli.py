@@ -46,7 +46,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help="default: torch for --weights, onnxruntime for --bundle")
     g.add_argument("--precision", default=None, help="bundle precision (fp32, int8-cpu, int8-trt, ...)")
     g.add_argument("--tau", default="1", help="reuse-gate threshold(s), comma-separated: 1,0.9,0.8,0.7,0.5")
-    g.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a computed frame after N reuses")
+    g.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a computed frame after N reuses (default: the weights' trained gap, when recorded)")
     g.add_argument("--input-size", default=None, help="model input HxW for --weights (default: the checkpoint's)")
     g.add_argument("--threads", type=threads_arg(), default=None, help="CPU threads for the backend")
     g.add_argument("--save-masks", metavar="DIR", default=None,

@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=list(BACKENDS), help="a registered backend")
     p.add_argument("--precision", default=None, help="bundle precision to load, e.g. int8-cpu, fp32, fp16, int8")
     p.add_argument("--tau", type=number(float, 0.0, 1.0), default=None, help="reuse-gate threshold (1 = never reuse)")
-    p.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a full step after this many reuses")
+    p.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a full step after this many reuses (default: the longest gap the weights' gate was trained on, when recorded)")
     p.add_argument("--target-fps", type=number(float, 0.0, low_open=True), default=None,
                    help="FPS budget mode: steer tau live to hold this frame rate with the least reuse")
     p.add_argument("--threads", type=threads_arg(), default=None, help="CPU threads for the backend")

@@ -574,3 +574,23 @@ def test_computed_embed_f8_skips_encoder_reuse_and_gate_on_frames_that_must_comp
         get_family("gfrtm").build(input_size=SIZE, computed_embed="f8")  # the paper's reuse path has no h8
     with pytest.raises(InputError, match="computed_embed"):
         get_family("gfrtm").build(computed_embed="f4", **kw)
+
+
+def test_the_weights_trained_gap_caps_reuse_runs_unless_the_caller_sets_one():
+    """GfrtmConfig.gate_max_gap (phase 2's --max-gap) is the program's default max_reuse: a gate trained on
+    one-frame gaps never judges a longer one; an explicit max_reuse wins; 0 (not recorded) caps nothing."""
+    torch.manual_seed(0)
+    kw = dict(input_size=SIZE, reuse_scale=2, refiner_stride=16, reuse_head="blend")
+    seq = _frames(8)
+
+    def runs(model, **session_kw):
+        s = Session.from_model(model, tau=0.0, num_augmentations=0, **session_kw)
+        s.start(seq.frame(0), seq.mask(0))
+        return [s.step(seq.frame(i)).reused for i in range(1, 8)]
+
+    capped = get_family("gfrtm").build(gate_max_gap=1, **kw)
+    assert runs(capped) == [True, False] * 3 + [True]
+    assert runs(capped, max_reuse=3) == [True, True, True, False, True, True, True]
+    assert all(runs(get_family("gfrtm").build(**kw)))  # not recorded: no cap
+    with pytest.raises(InputError, match="gate_max_gap"):
+        get_family("gfrtm").build(gate_max_gap=-1, **kw)

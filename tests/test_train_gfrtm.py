@@ -334,6 +334,7 @@ def test_phase2_trains_the_computed_frame_embedding_from_the_gates_own(tmp_path)
     ck = load_checkpoint("gfrtm", tmp_path / "f8" / "gfrtm_final.pt")
     sd = ck["state_dict"]
     assert ck["config"]["computed_embed"] == "f8"
+    assert ck["config"]["gate_max_gap"] == 25  # --max-gap's default: the program's default reuse cap
     for key in ("0.0.weight", "1.weight"):  # Sequential(conv = [Conv2d, ReLU], Conv2d)
         torch.testing.assert_close(sd[f"embed_full.{key}"].float(), sd[f"matcher.embed.{key}"].float())
     assert main(f8_args(tmp_path / "f8-trained", 3)) == 0

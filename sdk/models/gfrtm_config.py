@@ -59,6 +59,9 @@ class GfrtmConfig:
     # "f8": a stage ``gate_embed`` pools the computed frame's own f8 to stride 16 and embeds it, so a
     # frame that must compute anyway (max reuse reached, forced) skips encoder_reuse and the gate
     computed_embed: str = "h8"
+    # the longest gap (frames since the last computed frame) the gate was trained to judge: phase 2's
+    # --max-gap; the step program's default max_reuse (0: not recorded, no default cap)
+    gate_max_gap: int = 0
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -99,6 +102,9 @@ class GfrtmConfig:
         if self.computed_embed not in ("h8", "f8") or (self.computed_embed == "f8" and self.reuse_scale != 2):
             raise InputError(f"computed_embed '{self.computed_embed}': use 'h8', or 'f8' with reuse_scale 2 "
                              f"(got reuse_scale {self.reuse_scale})")
+
+        if self.gate_max_gap < 0:
+            raise InputError(f"gate_max_gap {self.gate_max_gap}: use 0 (not recorded) or the phase-2 max gap")
 
     def sizes(self) -> Dict[str, Tuple[int, int]]:
         h, w = self.input_size

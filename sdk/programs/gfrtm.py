@@ -104,7 +104,8 @@ class GfrtmProgram(ObjectSetMixin):
         self.config = dict(config)
         self.input_size = tuple(int(v) for v in self.config["input_size"])
         self.tau = tau
-        self.max_reuse = max_reuse
+        # no cap given: the longest run of reuses the gate was trained to judge (phase 2's max gap)
+        self.max_reuse = max_reuse if max_reuse is not None else (int(self.config.get("gate_max_gap", 0)) or None)
         self.seed = seed
         # matrix-free refits: cheapest per computed frame at K = 32 (update ~1 ms, refit every 8th)
         tm = TargetModelConfig(proj_dim=int(self.config.get("proj_dim", 96)), refit_solver="matrix_free")

@@ -122,7 +122,7 @@ class Trainer:
         self.model = build_gfrtm(input_size=cfg.input_size, backbone=cfg.backbone, backbone_weights=cfg.backbone_weights,
                                  refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale,
                                  reuse_head=cfg.reuse_head, reuse_refine=cfg.reuse_refine, proj_dim=cfg.proj_dim,
-                                 computed_embed=cfg.computed_embed,
+                                 computed_embed=cfg.computed_embed, gate_max_gap=cfg.max_gap,
                                  target_inputs=tuple(cfg.target_inputs))
         self._init_reuse_head()
         if cfg.init:
