@@ -2,7 +2,7 @@
 cut-and-paste over its inpainted background, rotation, scale, blur and their combinations."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -35,8 +35,8 @@ def _cut_and_paste(img: np.ndarray, m: np.ndarray, rng) -> Tuple[np.ndarray, np.
     return out, moved
 
 
-def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int = 0
-                        ) -> List[Tuple[np.ndarray, np.ndarray]]:
+def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int = 0,
+                        others: Optional[np.ndarray] = None) -> List[tuple]:
     """``n`` augmented copies of the first frame for the target model's initial memory.
 
     Cycles through FRTM-style transforms: horizontal flip, object cut-and-paste
@@ -45,6 +45,8 @@ def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int =
     ``image`` is uint8 (H, W, 3), ``mask`` (H, W) binary; returns a list of
     (uint8 image (H, W, 3), uint8 mask (H, W) in {0, 1}) of the same size.
     A transform that would push the object out of the frame is replaced by a flip.
+    ``others`` (H, W), the other objects' pixels (several objects): each copy then comes with them
+    moved the same way, (image, mask, others), the pasted object covering them where it lands.
     """
     import cv2
 
@@ -59,6 +61,12 @@ def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int =
     m = (m > 0).astype(np.uint8)
     if not m.any():
         raise InputError(f"mask (shape {m.shape}) is empty: the first mask must contain the object")
+    o = None
+    if others is not None:
+        o = (np.asarray(others) > 0).astype(np.uint8)
+        if o.shape != m.shape:
+            raise InputError(f"others is {o.shape} but mask is {m.shape}: pass the other objects' pixels at the "
+                             "frame's size")
     h, w = m.shape
     rng = np.random.default_rng(seed)
     kinds = ["flip", "cutpaste", "rotate", "scale", "blur"]
@@ -71,11 +79,13 @@ def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int =
         scale = rng.uniform(0.7, 1.3) if kind in ("scale", "combo") else 1.0
         shift = rng.uniform(-0.15, 0.15, 2) * (w, h) if kind == "combo" else np.zeros(2)
         sigma = rng.uniform(0.5, 3.0) if kind in ("blur", "combo") else 0.0
-        im_a, m_a = img, m
+        im_a, m_a, o_a = img, m, o
         if flip:
             im_a, m_a = im_a[:, ::-1], m_a[:, ::-1]
+            o_a = None if o_a is None else o_a[:, ::-1]
         if paste:
             im_a, m_a = _cut_and_paste(np.ascontiguousarray(im_a), np.ascontiguousarray(m_a), rng)
+            o_a = None if o_a is None else o_a * (1 - m_a)
         if angle or scale != 1.0 or shift.any():
             mat = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, scale)
             mat[:, 2] += shift
@@ -85,9 +95,14 @@ def augment_first_frame(image: np.ndarray, mask: np.ndarray, n: int, seed: int =
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             if m_w.any():
                 im_a, m_a = im_w, m_w
+                if o_a is not None:
+                    o_a = cv2.warpAffine(np.ascontiguousarray(o_a), mat, (w, h), flags=cv2.INTER_NEAREST,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             else:
                 im_a, m_a = img[:, ::-1], m[:, ::-1]
+                o_a = None if o is None else o[:, ::-1]
         if sigma > 0:
             im_a = cv2.GaussianBlur(np.ascontiguousarray(im_a), (0, 0), sigma)
-        out.append((np.ascontiguousarray(im_a, np.uint8), np.ascontiguousarray(m_a, np.uint8)))
+        item = (np.ascontiguousarray(im_a, np.uint8), np.ascontiguousarray(m_a, np.uint8))
+        out.append(item if o is None else item + (np.ascontiguousarray(o_a, np.uint8),))
     return out

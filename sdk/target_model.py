@@ -246,10 +246,11 @@ class TargetModel:
         return (pw * (1.0 + (cfg.other_objects_weight - 1.0) * o)).astype(np.float32)
 
     def initialize(self, feats: np.ndarray, label: np.ndarray, aug_feats: Optional[list] = None,
-                   aug_labels: Optional[list] = None, others: Optional[np.ndarray] = None) -> None:
+                   aug_labels: Optional[list] = None, others: Optional[np.ndarray] = None,
+                   aug_others: Optional[list] = None) -> None:
         """Fit ``project`` and ``filter`` on the first frame and its augmentations; freeze ``project``.
-        ``others``: the other objects' share of each first-frame cell (several objects), weighed as
-        negatives ``other_objects_weight`` times."""
+        ``others`` / ``aug_others``: the other objects' share of each cell of the first frame / of each
+        augmented sample (several objects), weighed as negatives ``other_objects_weight`` times."""
         cfg = self.cfg
         x0 = _check_feats(feats, "first-frame features", self.in_channels)
         hw = tuple(x0.shape[1:])
@@ -280,9 +281,13 @@ class TargetModel:
         c, k = self.in_channels, cfg.proj_dim
         x = np.stack(xs).reshape(n, c, h * w)
         y = np.stack(ys).reshape(n, h * w)
+        aug_others = list(aug_others) if aug_others is not None else [None] * (n - 1)
+        if len(aug_others) != n - 1:
+            raise InputError(f"got {len(aug_others)} augmented 'others' maps for {n - 1} augmented samples: pass "
+                             "one per sample (or none)")
         pw = np.stack([self._weights(y0, others, "others (first frame)")]
-                      + [hinge_weights(a, cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2) for a in ys[1:]]
-                      ).reshape(n, h * w)
+                      + [self._weights(a, o, f"others (augmented sample {i})")
+                         for i, (a, o) in enumerate(zip(ys[1:], aug_others))]).reshape(n, h * w)
         a = np.ones(n, np.float64)
         a[0] = cfg.first_sample_weight
         a /= a.sum()

@@ -432,6 +432,15 @@ def test_first_frame_fit_weighs_the_other_objects_as_negatives(model, monkeypatc
     for k, obj in enumerate(ids):
         other = ((m_in != obj) & (m_in > 0)).astype(np.float32)
         np.testing.assert_allclose(calls[k], resize_map(other, s.program._h16w16, area=True), atol=1e-6)
+    # with first-frame augmentations each augmented sample carries the others moved with it
+    aug = []
+    monkeypatch.setattr(TargetModel, "initialize", lambda self, *a, **k: aug.append(k.get("aug_others"))
+                        or init(self, *a, **k))
+    s = Session.from_model(model, tau=1.0, num_augmentations=2)
+    s.start(seq.frame(0), m0)
+    assert len(aug) == 2 and all(len(a) == 2 for a in aug)
+    flipped = ((m_in[:, ::-1] != ids[0]) & (m_in[:, ::-1] > 0)).astype(np.float32)  # augmentation 1: the flip
+    np.testing.assert_allclose(aug[0][0], resize_map(flipped, s.program._h16w16, area=True), atol=1e-6)
 
 
 def test_merge_is_frtms_log_odds_argmax_and_shares_follow_it():

@@ -294,6 +294,42 @@ def test_augment_first_frame_shapes_and_determinism():
         augment_first_frame(image, mask[:, :60], 2, 0)
 
 
+def test_augmented_copies_carry_the_other_objects_moved_with_the_frame():
+    """``others``: every copy comes with the other objects transformed as the frame was (flipped,
+    rotated, scaled), covered by the pasted object where it lands; the images and masks are the
+    same as without them (the training cache encodes those)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[15:35, 10:25] = 1
+    others = np.zeros_like(mask)
+    others[10:30, 40:55] = 1
+    plain = augment_first_frame(image, mask, 7, seed=3)
+    out = augment_first_frame(image, mask, 7, seed=3, others=others)
+    for (im, m), (im2, m2, o2) in zip(plain, out):
+        np.testing.assert_array_equal(im, im2)
+        np.testing.assert_array_equal(m, m2)
+        assert o2.shape == mask.shape and not (o2 & m2).any()
+    np.testing.assert_array_equal(out[0][2], others[:, ::-1])  # the flip moves them too
+    assert out[2][2].sum() > 0 and not np.array_equal(out[2][2], others)  # rotated with the frame
+    with pytest.raises(InputError, match="others"):
+        augment_first_frame(image, mask, 2, 0, others=others[:, :60])
+    # the target model weighs them in each augmented sample; one map per sample or none
+    cfg = TargetModelConfig(proj_dim=8, num_augmentations=2, other_objects_weight=20.0)
+    tm = TargetModel(cfg, in_channels=C)
+    feats, labels = _samples(3, h=12, w=16)
+    aug_others = [np.zeros((12, 16), np.float32), np.ones((12, 16), np.float32) * 0.5]
+    tm.initialize(feats[0], labels[0], feats[1:], labels[1:], aug_others=aug_others)
+    from edgevos.target_model import hinge_weights
+
+    pw = tm.memory()["pixel_weights"]
+    base = hinge_weights(labels[2], cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2)
+    np.testing.assert_allclose(pw[1], hinge_weights(labels[1], cfg.tf, cfg.min_fg_pixels, cfg.label_stride ** 2))
+    np.testing.assert_allclose(pw[2], base * (1 + 19 * 0.5), rtol=1e-6)  # the second copy's others, half a cell each
+    with pytest.raises(InputError, match="augmented 'others'"):
+        TargetModel(cfg, in_channels=C).initialize(feats[0], labels[0], feats[1:], labels[1:], aug_others=aug_others[:1])
+
+
 def test_import_does_not_load_torch():
     code = "import edgevos.target_model, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -209,17 +209,22 @@ class GfrtmProgram(ObjectSetMixin):
 
         label16 = self._label(mask_in, obj_id, self._h16w16)
         tm = TargetModel(self.target_config, in_channels=self.c_target, seed=self.seed)
-        aug_feats, aug_labels = [], []
+        aug_feats, aug_labels, aug_others = [], [], []
+        others = (mask_in != obj_id) & (mask_in != 0) & (mask_in != 255)
+        others = others.astype(np.uint8) if others.any() else None
         if self.target_config.num_augmentations > 0:
             image = np.ascontiguousarray(x[0].transpose(1, 2, 0)).astype(np.uint8)
             binary = (mask_in == obj_id).astype(np.uint8)
-            for img_a, mask_a in augment_first_frame(image, binary, self.target_config.num_augmentations, self.seed):
-                fa = self._encode(to_input(img_a, self.input_size), timer)
+            for aug in augment_first_frame(image, binary, self.target_config.num_augmentations, self.seed,
+                                           others=others):
+                fa = self._encode(to_input(aug[0], self.input_size), timer)
                 aug_feats.append(self._target_features(fa))
-                aug_labels.append(resize_map(mask_a.astype(np.float32), self._h16w16, area=True))
+                aug_labels.append(resize_map(aug[1].astype(np.float32), self._h16w16, area=True))
+                if others is not None:  # the other objects moved with the frame: still this object's negatives
+                    aug_others.append(resize_map(aug[2].astype(np.float32), self._h16w16, area=True))
         with timer.section("target_model"), host_blas():
             tm.initialize(self._target_features(feats), label16, aug_feats or None, aug_labels or None,
-                          others=other_objects(mask_in, obj_id, self._h16w16))
+                          others=other_objects(mask_in, obj_id, self._h16w16), aug_others=aug_others or None)
         prev_score = label16[None, None].astype(np.float32)  # S_0 = y'_0 (paper)
         out = self._run("decoder_full", {"f4": feats["f4"], "f8": feats["f8"], "f16": feats["f16"],
                                          "f32": feats["f32"], "score": prev_score}, timer)
