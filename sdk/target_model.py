@@ -97,8 +97,8 @@ class TargetModelConfig:
     first_sample_weight: float = 2.0
     # several objects: the other objects' pixels weigh this many times more as this object's negatives
     # (first frame and online updates), so two similar objects' target models learn to tell them apart.
-    # FRTM tracks one object (1.0). 20: identity swaps on the held-out multi-object composites 5.07% -> 2.11%
-    # and 3.14% -> 1.24% (two networks), J&F +1.9 / +1.3 (benchmarks/results/2026-12-03-x86-cpu/multiobject_negatives_*)
+    # FRTM tracks one object (1.0). 20: identity swaps on the held-out multi-object composites 5.07% -> 2.01%
+    # and 3.14% -> 1.09% (two networks), J&F +2.6 / +2.2 (benchmarks/results/2026-12-03-x86-cpu/multiobject_negatives_*)
     other_objects_weight: float = 20.0
     refit_solver: str = "normal"
 
