@@ -73,8 +73,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="480x854,1080x1920", help="frame sizes HxW of the rendered clips")
     ap.add_argument("--clips", default="all", help=f"comma-separated of {list(CLIPS)} or 'all'")
     ap.add_argument("--no-alone", action="store_true", help="skip the one-object-at-a-time runs")
-    ap.add_argument("--occlusion", action="store_true",
-                    help="hide an object whose area collapses onto a neighbour (GfrtmProgram occlusion=True)")
+    ap.add_argument("--no-occlusion", dest="occlusion", action="store_false",
+                    help="do not hide an object whose area collapses onto a neighbour (GfrtmProgram occlusion=False; "
+                         "the guard is on by default)")
     ap.add_argument("--davis", default="../shared/data/davis2016-train")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=3)

@@ -48,7 +48,7 @@ def test_program_option():
 
     torch.manual_seed(0)
     m = get_family("gfrtm").build(input_size=(64, 96))
-    assert Session.from_model(m).program.occlusion is None  # opt-in
-    assert Session.from_model(m, occlusion=True).program.occlusion is not None
+    assert Session.from_model(m).program.occlusion is not None  # on by default (several objects only)
+    assert Session.from_model(m, occlusion=False).program.occlusion is None
     with pytest.raises(InputError, match="occlusion"):
         Session.from_model(m, occlusion="yes")
