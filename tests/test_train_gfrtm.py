@@ -267,18 +267,23 @@ def test_saved_tracks_are_reused_only_for_the_same_sequences(tmp_path):
     assert load_tracks(p, ["a", "b"]) is None and len(load_tracks(p)) == 1
 
 
-def test_agreement_gate_target_measures_the_reused_mask_against_a_computed_one(tmp_path):
-    """``--gate-target agreement``: P_target is the IoU of the reused frame's mask with the mask the
-    computed path gives on the same frame, not how far the object moved."""
+def _gate_target_setup(tr):
+    """(model, features of a random frame, a score map, a two-frame track of it) for P_target checks."""
     from edgevos.train.gfrtm import Track
 
-    tr = _tiny_trainer(tmp_path, gate_target="agreement")
     m = tr.model.eval()
     with torch.no_grad():
         f4, f8 = m.encode_low(torch.rand(1, 3, 64, 96))
         feats = [f4, f8, *m.encode_high(f8)]
     score = np.random.default_rng(0).normal(size=feats[2].shape[-2:]).astype(np.float32)
-    track = Track(0, 1, 0, np.stack([score, score]), False, True)
+    return m, feats, score, Track(0, 1, 0, np.stack([score, score]), False, True)
+
+
+def test_agreement_gate_target_measures_the_reused_mask_against_a_computed_one(tmp_path):
+    """``--gate-target agreement``: P_target is the IoU of the reused frame's mask with the mask the
+    computed path gives on the same frame, not how far the object moved."""
+    tr = _tiny_trainer(tmp_path, gate_target="agreement")
+    m, feats, score, track = _gate_target_setup(tr)
     y = np.zeros((64, 96), bool)
     y[10:40, 20:60] = True
     with torch.no_grad():
@@ -372,15 +377,9 @@ def test_accuracy_gate_target_charges_only_what_the_reused_mask_loses_against_th
     that disagrees with the computed one but is as good against the truth costs nothing (agreement
     would charge it), one that loses IoU where the computed mask was right costs scale times that."""
     from edgevos.metrics import agreement_iou
-    from edgevos.train.gfrtm import Track
 
     tr = _tiny_trainer(tmp_path, gate_target="accuracy", gate_drop_scale=4.0)
-    m = tr.model.eval()
-    with torch.no_grad():
-        f4, f8 = m.encode_low(torch.rand(1, 3, 64, 96))
-        feats = [f4, f8, *m.encode_high(f8)]
-    score = np.random.default_rng(0).normal(size=feats[2].shape[-2:]).astype(np.float32)
-    track = Track(0, 1, 0, np.stack([score, score]), False, True)
+    m, feats, score, track = _gate_target_setup(tr)
     with torch.no_grad():
         full = m.decode_full(*feats, torch.from_numpy(score)[None, None])[0]
     full = torch.nn.functional.interpolate(full, size=(64, 96), mode="bilinear", align_corners=False)
