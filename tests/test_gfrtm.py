@@ -603,3 +603,41 @@ def test_the_weights_trained_gap_caps_reuse_runs_unless_the_caller_sets_one():
     assert all(runs(get_family("gfrtm").build(**kw)))  # not recorded: no cap
     with pytest.raises(InputError, match="gate_max_gap"):
         get_family("gfrtm").build(gate_max_gap=-1, **kw)
+
+
+def test_warp_reuse_head_moves_the_computed_logits_by_its_motion_field(tmp_path):
+    """reuse_head 'warp' is 'blend' with the computed frame's logits moved by a learned stride-8 motion
+    field: a zero field (its start) gives the blend head's output; a field of one cell to the right
+    samples the logits two stride-4 pixels to the right; the stage exports with FP32 parity (GridSample)."""
+    pytest.importorskip("onnx")
+    from edgevos.export.onnx_export import export_stages
+
+    torch.manual_seed(0)
+    kw = dict(input_size=SIZE, reuse_scale=2, refiner_stride=16)
+    warp = get_family("gfrtm").build(reuse_head="warp", **kw)
+    blend = get_family("gfrtm").build(reuse_head="blend", **kw)
+    _assert_stages_run_on_their_shapes(warp)
+    assert warp.reads_prev_logits
+    missing = blend.load_state_dict(warp.state_dict(), strict=False).unexpected_keys
+    assert missing and all(k.startswith("reuse_warp.") for k in missing)
+    spec = {s.name: s for s in warp.stage_specs()}["decoder_reuse"]
+    feeds = {k: torch.from_numpy(v) for k, v in spec.dummy_feeds().items()}
+    feeds = {k: torch.randn(v.shape) for k, v in feeds.items()}
+    args = [feeds[n] for n in spec.input_names]
+    with torch.no_grad():
+        out_warp = warp.stage_modules()["decoder_reuse"](*args)[0]
+        out_blend = blend.stage_modules()["decoder_reuse"](*args)[0]
+        torch.testing.assert_close(out_warp, out_blend, atol=1e-4, rtol=0)
+        warp.reuse_warp.out.bias.copy_(torch.tensor([1.0, 0.0]))  # one stride-8 cell to the right
+        prev = feeds["prev_logits"]
+        moved = warp.reuse_warp(torch.zeros(1, warp.config.shallow_dim, *prev.shape[-2:]).narrow(2, 0, prev.shape[-2] // 2)
+                                .narrow(3, 0, prev.shape[-1] // 2), prev)
+    torch.testing.assert_close(moved[..., :-2], prev[..., 2:], atol=1e-4, rtol=0)
+    torch.testing.assert_close(moved[..., -2:], prev[..., -1:].expand_as(moved[..., -2:]), atol=1e-4, rtol=0)  # border
+    report = {}
+    export_stages({"decoder_reuse": warp.stage_modules()["decoder_reuse"]}, [spec], tmp_path, report=report)
+    assert report["decoder_reuse"]["max_abs_diff"] <= report["decoder_reuse"]["bound"]
+    seq = _frames()  # a stream reuses through it
+    s = Session.from_model(warp, tau=0.0, max_reuse=1, num_augmentations=0)
+    s.start(seq.frame(0), seq.mask(0))
+    assert [s.step(seq.frame(i)).reused for i in (1, 2)] == [True, False]

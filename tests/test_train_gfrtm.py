@@ -156,6 +156,17 @@ def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_pa
     w = blend.reuse_predict.weight
     assert torch.equal(w[:1], first["state_dict"]["reuse_predict.weight"].float()) and not w[1:].any()
     assert float(blend.reuse_predict.bias[1].detach()) == -2.0
+    # a blend head seeds a warp head as it is (its motion field starts at zero: the blend head's function)
+    from edgevos.models.weights import save_checkpoint
+
+    with torch.no_grad():
+        blend.reuse_predict.weight.normal_()
+    save_checkpoint(tmp_path / "blend.pt", "gfrtm", blend)
+    warp = Trainer(TrainConfig(out=str(tmp_path / "w"), input_size=(128, 224), synthetic=0, reuse_scale=2,
+                               refiner_stride=16, reuse_head="warp", init=str(tmp_path / "blend.pt"),
+                               init_reuse_path=True)).model
+    assert torch.equal(warp.reuse_predict.weight, blend.reuse_predict.weight)
+    assert not warp.reuse_warp.out.weight.any() and not warp.reuse_warp.out.bias.any()
     # --reuse-path-from: the segmentation network of --init, the reuse path of another checkpoint
     import edgevos
 

@@ -69,6 +69,7 @@ from edgevos.models.gfrtm_heads import (
     DeltaGenerator,
     FrtmTranslator,
     ImageGuidedRefine,
+    ReuseWarp,
     KeyValueTemplateMatcher,
     RefineTranslator,
     ReuseGate,
@@ -130,7 +131,9 @@ class GFRTM(nn.Module):
         self.translator = RefineTranslator(d)
         if cfg.reuse_scale == 2:  # the thin stride-8 head of the half-resolution reuse path
             self.reuse_level = LightLevel(ch["f4"], d, cfg.shallow_dim)
-            self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 2 if cfg.reuse_head == "blend" else 1, 3, 1, 1)
+            self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 2 if cfg.reuse_head in ("blend", "warp") else 1, 3, 1, 1)
+            if cfg.reuse_head == "warp":
+                self.reuse_warp = ReuseWarp(cfg.shallow_dim)
             if cfg.reuse_refine:
                 self.reuse_refine = ImageGuidedRefine(cfg.reuse_refine)
             if cfg.computed_embed == "f8":  # a computed frame's gate embedding from its own f8
@@ -195,8 +198,8 @@ class GFRTM(nn.Module):
 
     @property
     def reads_prev_logits(self) -> bool:
-        """The reuse path reads the last computed frame's logits (``reuse_head`` residual or blend)."""
-        return self.config.reuse_head in ("residual", "blend")
+        """The reuse path reads the last computed frame's logits (``reuse_head`` residual, blend or warp)."""
+        return self.config.reuse_head in ("residual", "blend", "warp")
 
     def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None, image_half=None):
         """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits,
@@ -206,11 +209,14 @@ class GFRTM(nn.Module):
         score = prev_score + delta
         r = self.translator(r_prev, delta)  # (B, D, H/16, W/16)
         r = F.interpolate(r, scale_factor=2.0, mode="bilinear", align_corners=False)
-        out = self.reuse_predict(self.reuse_level(h4, self._resize(score, h4), r))  # (B, 1 or 2, H/8, W/8)
+        x = self.reuse_level(h4, self._resize(score, h4), r)
+        out = self.reuse_predict(x)  # (B, 1 or 2, H/8, W/8)
         head = self.config.reuse_head
         if head == "stride8":
             return out
         up = F.interpolate(out, size=prev_logits.shape[-2:], mode="bilinear", align_corners=False)
+        if head == "warp":  # the computed frame's logits, moved to where the object now is
+            prev_logits = self.reuse_warp(x, prev_logits)
         if head == "residual":
             out = prev_logits + up
         else:

@@ -14,7 +14,7 @@ DECODERS = ("light", "frtm")
 FRTM_PRESET = dict(backbone="resnet18", decoder="frtm", decoder_dim=64, embed_dim=64, dissim_dim=64, proj_dim=96)
 
 
-REUSE_HEADS = ("stride8", "residual", "blend")
+REUSE_HEADS = ("stride8", "residual", "blend", "warp")
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class GfrtmConfig:
     #     input ``prev_logits``), so a reused frame keeps the computed frame's stride-4 detail;
     #   "blend": stride-8 logits and a per-pixel weight w; logits = w * prev_logits + (1 - w) * up(stride-8),
     #     so the head copies the computed frame where nothing moved and re-derives the mask where it did
+    #   "warp": "blend" whose copy of the computed frame's logits is first moved by a stride-8 motion
+    #     field the head predicts (from its features and the computed frame's logits), so an object
+    #     that shifted, grew or turned is copied where it now is instead of re-derived at stride 8
     reuse_head: str = "stride8"
     # reuse_head residual or blend only: channels of an image-guided refinement of a reused frame's
     # stride-4 logits (0: none). It reads the half-resolution image the reuse path already has

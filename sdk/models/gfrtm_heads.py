@@ -1,10 +1,12 @@
 """G-FRTM-fast's reuse path (see :mod:`edgevos.models.gfrtm`): the refine-translator, the
-template matcher, the reuse gate and the delta generator; under ``decoder="frtm"`` Reuse_VOS'
+template matcher, the reuse gate, the delta generator and the heads of a reused frame (the
+``warp`` head's motion field, an image-guided refinement); under ``decoder="frtm"`` Reuse_VOS'
 translator, key/value template matcher and adaptive-pool gate."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,6 +31,36 @@ class RefineTranslator(nn.Module):
         x = torch.cat([r8_prev, delta8], 1)
         x = self.merge(torch.cat([b(x) for b in self.branches], 1))
         return self.res(x) + r8_prev
+
+
+class ReuseWarp(nn.Module):
+    """The ``warp`` reuse head's motion field: from the thin head's stride-8 features and the last
+    computed frame's logits (average-pooled to stride 8), a per-cell displacement (in stride-8
+    cells) that moves those logits to where the object now is.  Three 3x3 convs, the middle one
+    dilated (reach +-4 cells); the last starts at zero, so a head trained without it keeps its
+    behaviour (an identity warp) until the field has learned.
+    """
+
+    def __init__(self, dim: int, hidden: int = 16):
+        super().__init__()
+        self.body = nn.Sequential(conv(dim + 1, hidden, 3), conv(hidden, hidden, 3, dilation=2))
+        self.out = nn.Conv2d(hidden, 2, 3, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x8, prev_logits):
+        """x8: (B, dim, h, w) stride-8 features; prev_logits: (B, 1, 2h, 2w) stride-4 logits.
+        Returns prev_logits sampled at (position + displacement), border values outside."""
+        flow = self.out(self.body(torch.cat([x8, F.avg_pool2d(prev_logits, 2)], 1)))  # (B, 2, h, w), cells
+        h4, w4 = prev_logits.shape[-2:]
+        # stride-8 cells -> stride-4 pixels -> grid_sample's [-1, 1] units (align_corners=True)
+        flow = F.interpolate(flow, size=(h4, w4), mode="bilinear", align_corners=False)
+        scale = torch.tensor([4.0 / max(w4 - 1, 1), 4.0 / max(h4 - 1, 1)], dtype=flow.dtype).view(1, 2, 1, 1)
+        # the identity grid, a float32 constant in the exported graph (torch.linspace traces as float64)
+        ys, xs = np.meshgrid(np.linspace(-1, 1, h4), np.linspace(-1, 1, w4), indexing="ij")
+        base = torch.from_numpy(np.stack([xs, ys], -1)[None].astype(np.float32)).to(flow.dtype)
+        grid = base + (flow * scale).permute(0, 2, 3, 1)
+        return F.grid_sample(prev_logits, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 class ImageGuidedRefine(nn.Module):

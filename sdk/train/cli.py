@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     trained = [f for f in FAMILIES.values() if f.trains]
     p.add_argument("family", choices=[f.name for f in trained], help="model family")
     p.add_argument("--davis", action="append", default=[], help="DAVIS-layout folder (repeatable)")
-    p.add_argument("--heldout", default=None, help="comma-separated sequences never trained on (default: the validation five)")
+    p.add_argument("--heldout", default=None, help="comma-separated sequences never trained on (default: the six held-out: bear, car-turn, dance-jump, kite-walk, motocross-bumps, soccerball)")
     p.add_argument("--synthetic", type=int, default=30, help="number of synthetic sequences added")
     p.add_argument("--out", default=None,
                    help="output folder: cache, checkpoints, log, final weights (default: the family's, runs/FAMILY...)")

@@ -45,6 +45,7 @@ import numpy as np
 
 from edgevos.errors import InputError
 from edgevos.metrics import agreement_iou
+from edgevos.models.gfrtm_config import REUSE_HEADS
 from edgevos.train.composites import composite_clips
 from edgevos.train.config import BaseTrainConfig, parse_heldout
 from edgevos.train.distributed import average_gradients, init_distributed
@@ -71,7 +72,7 @@ from edgevos.train.gfrtm_tracks import TargetFeatures, _label16, _new_target_mod
 
 # modules trained in phase 2 (the reuse path)
 PHASE2_MODULES = ("matcher.", "gate.", "delta.", "translator.", "reuse_level.", "reuse_predict.", "reuse_refine.",
-                  "embed_full.")
+                  "embed_full.", "reuse_warp.")
 
 
 @dataclass
@@ -79,7 +80,7 @@ class TrainConfig(BaseTrainConfig):
     out: str = "runs/gfrtm"
     reuse_scale: int = 1  # GfrtmConfig.reuse_scale: 2 = half-resolution gate and reuse path
     refiner_stride: int = 8  # GfrtmConfig.refiner_stride: 16 translates the refiner state at stride 16
-    reuse_head: str = "stride8"  # GfrtmConfig.reuse_head: stride8, residual or blend (read the last computed logits)
+    reuse_head: str = "stride8"  # GfrtmConfig.reuse_head: stride8, residual, blend or warp (read the last computed logits)
     init: Optional[str] = None  # start from this checkpoint's weights (e.g. phase 1 of an earlier run)
     proj_dim: int = 32  # GfrtmConfig.proj_dim: the online target model's projection
     target_inputs: Tuple[str, ...] = ("f16",)  # GfrtmConfig.target_inputs: what the target model reads
@@ -234,7 +235,7 @@ class Trainer:
         with torch.no_grad():
             conv.weight.zero_()
             conv.bias.zero_()
-            if head == "blend":
+            if head in ("blend", "warp"):
                 if stride8 is not None:
                     conv.weight[:1].copy_(stride8[0])
                     conv.bias[:1].copy_(stride8[1])
@@ -258,9 +259,11 @@ class Trainer:
         own = self.model.state_dict()
         take = {k: v.float() for k, v in state.items() if k.startswith(prefixes)}
         src_head = (ck.get("config") or {}).get("reuse_head", "stride8")
-        if self.model.reads_prev_logits and "reuse_predict.weight" in take and src_head != self.model.config.reuse_head:
+        same_head = {src_head, self.model.config.reuse_head} <= {"blend", "warp"} or src_head == self.model.config.reuse_head
+        if self.model.reads_prev_logits and "reuse_predict.weight" in take and not same_head:
             # another kind of head: a stride-8 one seeds a blend head's logit channel, a residual one starts
-            # at zero; a head of the same kind is taken as it is
+            # at zero; a head of the same kind is taken as it is, and a blend head seeds a warp head (whose
+            # motion field starts at zero: the blend head's function)
             stride8 = (take.pop("reuse_predict.weight"), take.pop("reuse_predict.bias"))
             if stride8[0].shape[0] == 1:
                 self._init_reuse_head(stride8)
@@ -472,9 +475,10 @@ def add_arguments(g) -> None:
                    help="gfrtm: stride at which the refine-translator works (16: as Reuse_VOS, 4x cheaper)")
     g.add_argument("--reuse-scale", type=int, default=1, choices=[1, 2],
                    help="gfrtm: 2 runs the gate and the reuse path on a half-resolution encoding (needs --refiner-stride 16)")
-    g.add_argument("--reuse-head", default="stride8", choices=["stride8", "residual", "blend"],
+    g.add_argument("--reuse-head", default="stride8", choices=list(REUSE_HEADS),
                    help="gfrtm (--reuse-scale 2): the reused frame's head: stride-8 logits, a correction of the "
-                        "last computed frame's logits, or a learned blend of both")
+                        "last computed frame's logits, a learned blend of both, or that blend with the computed "
+                        "logits moved by a learned motion field (warp)")
     g.add_argument("--proj-dim", type=int, default=32,
                    help="channels of the online target model's projection (FRTM: 96)")
     g.add_argument("--target-inputs", default="f16", choices=["f16", "f16+f8", "f16+f32", "f16+f8+f32"],
