@@ -31,6 +31,34 @@ def test_train_few_steps_checkpoint_resume_and_final_weights(tmp_path):
     assert any('"phase": 1' in line for line in log) and any('"phase": 2' in line for line in log)
 
 
+def test_a_continued_run_keeps_the_backbone_of_its_init_and_its_cache_refuses_another(tmp_path):
+    """Without --backbone-weights, --init's frozen backbone is the one trained on and saved (it once
+    saved a continued reuse path on a freshly initialised backbone: 31 J&F); a feature cache made with
+    one backbone refuses a model with another."""
+    from edgevos.cli import main
+    from edgevos.errors import InputError
+    from edgevos.models.weights import load_checkpoint, save_checkpoint
+    from edgevos.train.gfrtm import Trainer, TrainConfig
+    from edgevos.train.gfrtm_cache import check_backbone
+
+    assert main(_train_args(tmp_path / "a")) == 0
+    first = Trainer(TrainConfig(out=str(tmp_path / "x"), input_size=(128, 224), synthetic=0,
+                                init=str(tmp_path / "a" / "gfrtm_final.pt"))).model
+    with torch.no_grad():
+        first.backbone.features[0][0].weight.mul_(1.5)  # a backbone no fresh model starts with
+    save_checkpoint(tmp_path / "init.pt", "gfrtm", first)
+    args = _train_args(tmp_path / "b") + ["--phases", "2", "--init", str(tmp_path / "init.pt")]
+    assert main(args) == 0
+    saved = load_checkpoint("gfrtm", tmp_path / "b" / "gfrtm_final.pt")["state_dict"]
+    want = first.state_dict()
+    keys = [k for k in want if k.startswith("backbone.")]
+    assert keys and all(torch.allclose(saved[k].float(), want[k].float(), atol=1e-2) for k in keys)
+    fresh = Trainer(TrainConfig(out=str(tmp_path / "y"), input_size=(128, 224), synthetic=0)).model
+    with pytest.raises(InputError, match="another backbone"):
+        check_backbone(fresh, tmp_path / "b" / "cache")
+    check_backbone(first, tmp_path / "b" / "cache")  # the backbone that made it
+
+
 @pytest.mark.slow
 def test_torchrun_two_processes_average_gradients(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")

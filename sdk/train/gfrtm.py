@@ -272,6 +272,13 @@ class Trainer:
             raise InputError(f"{option} {path}: weights do not fit this model "
                              f"({bad[:3] or 'none found'}); use a checkpoint of the same backbone and widths")
         self.model.load_state_dict(take, strict=False)
+        if option == "--init" and not self.cfg.backbone_weights:
+            # no --backbone-weights: the frozen backbone is the one --init was trained and saved with
+            # (a continued run would otherwise save its new decoder on a freshly initialised backbone)
+            bb = {k: v.to(own[k].dtype) for k, v in state.items()
+                  if k.startswith("backbone.") and k in own and own[k].shape == v.shape}
+            if bb:
+                self.model.load_state_dict(bb, strict=False)
         if hasattr(self.model, "embed_full") and not any(k.startswith("embed_full.") for k in take):
             # a computed frame's f8 embedding starts as the gate's own embedding convs
             self.model.embed_full.load_state_dict(self.model.matcher.embed.state_dict())

@@ -3,11 +3,14 @@ the frozen backbone, fp16 on disk, one file per sequence; flipped real frames en
 half-resolution features for the half-resolution reuse path; augmented first frames per object."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from edgevos.errors import InputError
 
 if TYPE_CHECKING:
     from edgevos.train.gfrtm import TrainConfig
@@ -37,6 +40,31 @@ def _encode(model, img):
 FEATS = ("f4", "f8", "f16", "f32")
 
 
+def backbone_fingerprint(model) -> str:
+    """A short hash of the frozen backbone's weights: which features a cache holds."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.backbone.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_backbone(model, cache_dir: Path) -> None:
+    """A feature cache is only valid for the backbone that made it: ``cache_dir/backbone.txt`` records
+    it (written with the first entry); a model with another backbone is refused, since it would
+    train on features it never computes at run time."""
+    path = cache_dir / "backbone.txt"
+    have = backbone_fingerprint(model)
+    if path.is_file():
+        want = path.read_text().strip()
+        if want != have:
+            raise InputError(f"feature cache {cache_dir} was made with another backbone (fingerprint {want}, this "
+                             f"model's {have}): pass the --backbone-weights (or an --init checkpoint) it was made "
+                             f"with, or a new --out")
+    else:
+        path.write_text(have + "\n")
+
+
 def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
     """Encode every frame once with the frozen backbone; fp16 on disk, one file per sequence.
 
@@ -51,6 +79,7 @@ def build_cache(model, sequences, cfg: TrainConfig, cache_dir: Path, real=None):
     from edgevos.target_model import augment_first_frame
 
     cache_dir.mkdir(parents=True, exist_ok=True)
+    check_backbone(model, cache_dir)
     real = [True] * len(sequences) if real is None else list(real)
     entries = []
     for seq, is_real in tqdm(list(zip(sequences, real)), desc="feature cache", unit="seq"):
