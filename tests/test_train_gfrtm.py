@@ -195,6 +195,11 @@ def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_pa
                                init_reuse_path=True)).model
     assert torch.equal(warp.reuse_predict.weight, blend.reuse_predict.weight)
     assert not warp.reuse_warp.out.weight.any() and not warp.reuse_warp.out.bias.any()
+    args = _train_args(tmp_path / "wr") + half + ["--reuse-head", "warp", "--init-reuse-path", "--phases", "2",
+                                                  "--init", str(tmp_path / "blend.pt")]
+    assert main(args) == 0  # phase 2 moves the motion field off zero, with a loss of its own in the log
+    assert load_checkpoint("gfrtm", tmp_path / "wr" / "gfrtm_final.pt")["state_dict"]["reuse_warp.out.weight"].any()
+    assert '"warp"' in (tmp_path / "wr" / "train_log.jsonl").read_text()
     # --reuse-path-from: the segmentation network of --init, the reuse path of another checkpoint
     import edgevos
 

@@ -201,11 +201,12 @@ class GFRTM(nn.Module):
         """The reuse path reads the last computed frame's logits (``reuse_head`` residual, blend or warp)."""
         return self.config.reuse_head in ("residual", "blend", "warp")
 
-    def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None, image_half=None):
+    def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None, image_half=None, parts=None):
         """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits,
         or, with a ``reuse_head`` that reads ``prev_logits`` (the last computed frame's stride-4 logits),
         stride-4 logits made from them (see :class:`GfrtmConfig`), corrected from ``image_half`` (RGB
-        0..255, the reuse path's input) when ``reuse_refine``."""
+        0..255, the reuse path's input) when ``reuse_refine``.  ``parts`` (a dict, training): receives the
+        ``warp`` head's moved logits under "warped"."""
         score = prev_score + delta
         r = self.translator(r_prev, delta)  # (B, D, H/16, W/16)
         r = F.interpolate(r, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -217,6 +218,8 @@ class GFRTM(nn.Module):
         up = F.interpolate(out, size=prev_logits.shape[-2:], mode="bilinear", align_corners=False)
         if head == "warp":  # the computed frame's logits, moved to where the object now is
             prev_logits = self.reuse_warp(x, prev_logits)
+            if parts is not None:
+                parts["warped"] = prev_logits
         if head == "residual":
             out = prev_logits + up
         else:

@@ -9,7 +9,8 @@ run time) and its score maps cached too.  Then
 * phase 2 freezes it and trains the template matcher, reuse gate, delta
   generator and refine-translator with the paper's loss
   ``max(m2, |P_gate - P_target|)^2 + L2(delta, y'_t - S_{t-n}) + BCE``, with
-  ``P_target = max(m, IoU(y_{t-n}, y_t))`` and ``m = min(m1, m1 * epoch / ep_T)``.
+  ``P_target = max(m, IoU(y_{t-n}, y_t))`` and ``m = min(m1, m1 * epoch / ep_T)``; a ``warp`` head's
+  moved logits get a BCE of their own, so its motion field learns where the blend weight hides it.
 
 Training samples are made as the run time makes them:
 
@@ -378,8 +379,9 @@ class Trainer:
             epoch = step * self.cfg.batch * self.world / self.cfg.epoch_samples
             mgn = margin(epoch, self.cfg.m1, self.cfg.ep_T)
             opt.zero_grad()
-            logs = np.zeros(4)
+            logs = np.zeros(5)
             for _ in range(self.cfg.batch):
+                parts = {}
                 tr, t, prev, flip = self._sample(True)
                 c = self.cache[tr.seq]
                 masks = _oriented(c, "masks", flip)
@@ -409,7 +411,7 @@ class Trainer:
                     if m.config.reuse_refine:  # the half-resolution frame, RGB 0..255, as the program feeds it
                         image_half = torch.from_numpy(np.ascontiguousarray(
                             _oriented(c, "imgh", flip)[t].transpose(2, 0, 1)).astype(np.float32))[None]
-                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta, prev_logits, image_half)
+                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta, prev_logits, image_half, parts)
                 else:
                     mask8 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True))
                     template, _ = m.matcher.template(r8_, mask8)
@@ -421,15 +423,22 @@ class Trainer:
                 l_gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), self.cfg.m2, self.cfg.gate_loss)
                 l_delta = F.mse_loss(delta, y16 - s_prev)
                 l_bce = F.binary_cross_entropy_with_logits(logits, self._tensor(y_t.astype(np.float32)))
-                loss = (l_gp + l_delta + l_bce) / self.cfg.batch
-                loss.backward()
-                logs += [float(loss.detach()), float(l_gp.detach()), float(l_delta.detach()), float(l_bce.detach())]
+                loss = l_gp + l_delta + l_bce
+                l_warp = torch.zeros(())
+                if "warped" in parts:  # the warp head's motion field also learns from its moved logits alone
+                    warped = F.interpolate(parts["warped"], size=y_t.shape[-2:], mode="bilinear", align_corners=False)
+                    l_warp = F.binary_cross_entropy_with_logits(warped, self._tensor(y_t.astype(np.float32)))
+                    loss = loss + l_warp
+                (loss / self.cfg.batch).backward()
+                logs += [float(loss.detach()) / self.cfg.batch, float(l_gp.detach()), float(l_delta.detach()),
+                         float(l_bce.detach()), float(l_warp.detach())]
             average_gradients(params, self.world)
             opt.step()
             bar.set_postfix(gp=f"{logs[1] / self.cfg.batch:.3f}", bce=f"{logs[3] / self.cfg.batch:.3f}", m=f"{mgn:.2f}")
             if step % 25 == 0:
                 self._write({"phase": 2, "step": step, "loss": logs[0], "gp": logs[1] / self.cfg.batch,
                              "delta": logs[2] / self.cfg.batch, "bce": logs[3] / self.cfg.batch, "margin": mgn,
+                             **({"warp": logs[4] / self.cfg.batch} if m.config.reuse_head == "warp" else {}),
                              "time": time.time()})
             if (step + 1) % self.cfg.checkpoint_every == 0:
                 self.save(2, step + 1, opt)
