@@ -626,12 +626,15 @@ def test_warp_reuse_head_moves_the_computed_logits_by_its_motion_field(tmp_path)
     args = [feeds[n] for n in spec.input_names]
     with torch.no_grad():
         out_warp = warp.stage_modules()["decoder_reuse"](*args)[0]
-        out_blend = blend.stage_modules()["decoder_reuse"](*args)[0]
+        out_blend = blend.stage_modules()["decoder_reuse"](*args[:5])[0]  # without the embeddings
         torch.testing.assert_close(out_warp, out_blend, atol=1e-4, rtol=0)
         warp.reuse_warp.out.bias.copy_(torch.tensor([1.0, 0.0]))  # one stride-8 cell to the right
         prev = feeds["prev_logits"]
-        moved = warp.reuse_warp(torch.zeros(1, warp.config.shallow_dim, *prev.shape[-2:]).narrow(2, 0, prev.shape[-2] // 2)
-                                .narrow(3, 0, prev.shape[-1] // 2), prev)
+        h, w = prev.shape[-2] // 2, prev.shape[-1] // 2
+        moved = warp.reuse_warp(torch.zeros(1, warp.config.shallow_dim, h, w), prev, feeds["embed"], feeds["prev_embed"])
+        cost = warp.reuse_warp.correlation(feeds["embed"], feeds["embed"])  # a frame against itself
+    assert cost.shape[1] == 49 and torch.allclose(cost[:, 24], torch.ones_like(cost[:, 24]), atol=1e-5)
+    assert float(cost.max()) <= 1 + 1e-5 and "embed" in spec.input_names and "prev_embed" in spec.input_names
     torch.testing.assert_close(moved[..., :-2], prev[..., 2:], atol=1e-4, rtol=0)
     torch.testing.assert_close(moved[..., -2:], prev[..., -1:].expand_as(moved[..., -2:]), atol=1e-4, rtol=0)  # border
     report = {}

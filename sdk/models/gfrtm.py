@@ -133,7 +133,7 @@ class GFRTM(nn.Module):
             self.reuse_level = LightLevel(ch["f4"], d, cfg.shallow_dim)
             self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 2 if cfg.reuse_head in ("blend", "warp") else 1, 3, 1, 1)
             if cfg.reuse_head == "warp":
-                self.reuse_warp = ReuseWarp(cfg.shallow_dim)
+                self.reuse_warp = ReuseWarp(cfg.shallow_dim)  # reads the gate's embeddings too
             if cfg.reuse_refine:
                 self.reuse_refine = ImageGuidedRefine(cfg.reuse_refine)
             if cfg.computed_embed == "f8":  # a computed frame's gate embedding from its own f8
@@ -201,12 +201,14 @@ class GFRTM(nn.Module):
         """The reuse path reads the last computed frame's logits (``reuse_head`` residual, blend or warp)."""
         return self.config.reuse_head in ("residual", "blend", "warp")
 
-    def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None, image_half=None, parts=None):
+    def decode_reuse_half(self, h4, r_prev, prev_score, delta, prev_logits=None, image_half=None, parts=None,
+                          embed=None, prev_embed=None):
         """The half-resolution reuse path: translated stride-16 state + h4 (stride 8) -> stride-8 logits,
         or, with a ``reuse_head`` that reads ``prev_logits`` (the last computed frame's stride-4 logits),
         stride-4 logits made from them (see :class:`GfrtmConfig`), corrected from ``image_half`` (RGB
-        0..255, the reuse path's input) when ``reuse_refine``.  ``parts`` (a dict, training): receives the
-        ``warp`` head's moved logits under "warped"."""
+        0..255, the reuse path's input) when ``reuse_refine``; the ``warp`` head also reads the gate's
+        embeddings of this frame and of the last computed one (``embed``, ``prev_embed``).  ``parts`` (a
+        dict, training): receives the ``warp`` head's moved logits under "warped"."""
         score = prev_score + delta
         r = self.translator(r_prev, delta)  # (B, D, H/16, W/16)
         r = F.interpolate(r, scale_factor=2.0, mode="bilinear", align_corners=False)
@@ -217,7 +219,7 @@ class GFRTM(nn.Module):
             return out
         up = F.interpolate(out, size=prev_logits.shape[-2:], mode="bilinear", align_corners=False)
         if head == "warp":  # the computed frame's logits, moved to where the object now is
-            prev_logits = self.reuse_warp(x, prev_logits)
+            prev_logits = self.reuse_warp(x, prev_logits, embed, prev_embed)
             if parts is not None:
                 parts["warped"] = prev_logits
         if head == "residual":
@@ -252,6 +254,8 @@ class GFRTM(nn.Module):
             funcs = _STAGE_FUNCS_PREV_LOGITS if self.reads_prev_logits else _STAGE_FUNCS_HALF
             if self.config.reuse_refine:
                 funcs = _STAGE_FUNCS_GUIDED
+            if self.config.reuse_head == "warp":
+                funcs = _STAGE_FUNCS_WARP
         if self.config.computed_embed == "f8":
             funcs = dict(funcs, gate_embed=lambda m, f8: m.embed_computed(f8))
         return {name: _Stage(self, fn) for name, fn in funcs.items()}
@@ -284,7 +288,8 @@ class GFRTM(nn.Module):
                 StageSpec("decoder_full", (f4, f8, f16, f32, score), (t("logits", 1, 4), t("r8", d, 16)),
                           "full segmentation network -> logits (stride 4) and stride-16 refiner state"),
                 StageSpec("decoder_reuse", (h4, t("r8_prev", d, 16), t("prev_score", 1, 16), t("delta", 1, 16),
-                                            t("prev_logits", 1, 4)) + ((half,) if cfg.reuse_refine else ()),
+                                            t("prev_logits", 1, 4)) + ((half,) if cfg.reuse_refine else ())
+                          + ((embed, prev_embed) if cfg.reuse_head == "warp" else ()),
                           (t("logits", 1, 4),),
                           f"refine-translator + thin stride-8 head ({cfg.reuse_head}) with the last computed "
                           "frame's logits" + (", image-guided" if cfg.reuse_refine else "") + " -> logits (stride 4)")
@@ -343,6 +348,12 @@ _STAGE_FUNCS_PREV_LOGITS = dict(
     _STAGE_FUNCS_HALF,
     decoder_reuse=lambda m, h4, r8_prev, prev_score, delta, prev_logits: m.decode_reuse_half(
         h4, r8_prev, prev_score, delta, prev_logits),
+)
+
+_STAGE_FUNCS_WARP = dict(
+    _STAGE_FUNCS_HALF,
+    decoder_reuse=lambda m, h4, r8_prev, prev_score, delta, prev_logits, embed, prev_embed: m.decode_reuse_half(
+        h4, r8_prev, prev_score, delta, prev_logits, embed=embed, prev_embed=prev_embed),
 )
 
 _STAGE_FUNCS_GUIDED = dict(

@@ -49,8 +49,9 @@ class GfrtmConfig:
     #   "blend": stride-8 logits and a per-pixel weight w; logits = w * prev_logits + (1 - w) * up(stride-8),
     #     so the head copies the computed frame where nothing moved and re-derives the mask where it did
     #   "warp": "blend" whose copy of the computed frame's logits is first moved by a stride-8 motion
-    #     field the head predicts (from its features and the computed frame's logits), so an object
-    #     that shifted, grew or turned is copied where it now is instead of re-derived at stride 8
+    #     field the head predicts (from a local correlation of the gate's embeddings of this frame and
+    #     the computed one, its features and the computed logits), so an object that shifted or turned
+    #     is copied where it now is instead of re-derived at stride 8 (stage inputs embed, prev_embed)
     reuse_head: str = "stride8"
     # reuse_head residual or blend only: channels of an image-guided refinement of a reused frame's
     # stride-4 logits (0: none). It reads the half-resolution image the reuse path already has
@@ -98,6 +99,9 @@ class GfrtmConfig:
             raise InputError(f"reuse_head '{self.reuse_head}' is unknown: choose one of {list(REUSE_HEADS)}")
         if self.reuse_head != "stride8" and self.reuse_scale != 2:
             raise InputError(f"reuse_head '{self.reuse_head}' needs reuse_scale 2 (the half-resolution reuse path)")
+        if self.reuse_refine and self.reuse_head == "warp":
+            raise InputError(f"reuse_refine {self.reuse_refine} does not combine with reuse_head 'warp': use 0 or "
+                             f"reuse_head blend")
         if self.reuse_refine < 0 or (self.reuse_refine and self.reuse_head == "stride8"):
             raise InputError(f"reuse_refine {self.reuse_refine}: use 0 (none) or a channel count (e.g. 16) with "
                              f"reuse_head residual or blend (got {self.reuse_head})")

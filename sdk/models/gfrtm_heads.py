@@ -34,24 +34,42 @@ class RefineTranslator(nn.Module):
 
 
 class ReuseWarp(nn.Module):
-    """The ``warp`` reuse head's motion field: from the thin head's stride-8 features and the last
-    computed frame's logits (average-pooled to stride 8), a per-cell displacement (in stride-8
-    cells) that moves those logits to where the object now is.  Three 3x3 convs, the middle one
-    dilated (reach +-4 cells); the last starts at zero, so a head trained without it keeps its
-    behaviour (an identity warp) until the field has learned.
+    """The ``warp`` reuse head's motion field: a per-cell displacement (in stride-8 cells) that moves
+    the last computed frame's logits to where the object now is.
+
+    It reads a local correlation of the gate's embeddings (this frame's against the last computed
+    frame's, both L2-normalised, displacements up to ``radius`` stride-16 cells each way: the
+    motion evidence), the thin head's stride-8 features and the computed logits average-pooled to
+    stride 8.  Three 3x3 convs, the middle one dilated; the last starts at zero, so a head trained
+    without it keeps its behaviour (an identity warp) until the field has learned.
     """
 
-    def __init__(self, dim: int, hidden: int = 16):
+    def __init__(self, dim: int, radius: int = 3, hidden: int = 16):
         super().__init__()
-        self.body = nn.Sequential(conv(dim + 1, hidden, 3), conv(hidden, hidden, 3, dilation=2))
+        self.radius = radius
+        cost = (2 * radius + 1) ** 2
+        self.body = nn.Sequential(conv(dim + 1 + cost, hidden, 3), conv(hidden, hidden, 3, dilation=2))
         self.out = nn.Conv2d(hidden, 2, 3, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x8, prev_logits):
-        """x8: (B, dim, h, w) stride-8 features; prev_logits: (B, 1, 2h, 2w) stride-4 logits.
-        Returns prev_logits sampled at (position + displacement), border values outside."""
-        flow = self.out(self.body(torch.cat([x8, F.avg_pool2d(prev_logits, 2)], 1)))  # (B, 2, h, w), cells
+    def correlation(self, embed, prev_embed):
+        """(B, (2r+1)^2, h, w): cosine of this frame's embedding at p with the computed frame's at p + d,
+        d row-major over [-r, r]^2 (zero outside the frame)."""
+        r = self.radius
+        cur = F.normalize(embed, dim=1)
+        prev = F.pad(F.normalize(prev_embed, dim=1), (r, r, r, r))
+        h, w = cur.shape[-2:]
+        return torch.cat([(cur * prev[..., dy:dy + h, dx:dx + w]).sum(1, keepdim=True)
+                          for dy in range(2 * r + 1) for dx in range(2 * r + 1)], 1)
+
+    def forward(self, x8, prev_logits, embed, prev_embed):
+        """x8: (B, dim, h, w) stride-8 features; prev_logits: (B, 1, 2h, 2w) stride-4 logits; embed,
+        prev_embed: (B, E, h/2, w/2) the gate's embeddings.  Returns prev_logits sampled at
+        (position + displacement), border values outside."""
+        cost = F.interpolate(self.correlation(embed, prev_embed), size=x8.shape[-2:], mode="bilinear",
+                             align_corners=False)
+        flow = self.out(self.body(torch.cat([x8, F.avg_pool2d(prev_logits, 2), cost], 1)))  # (B, 2, h, w), cells
         h4, w4 = prev_logits.shape[-2:]
         # stride-8 cells -> stride-4 pixels -> grid_sample's [-1, 1] units (align_corners=True)
         flow = F.interpolate(flow, size=(h4, w4), mode="bilinear", align_corners=False)

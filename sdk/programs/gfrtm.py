@@ -149,6 +149,12 @@ class GfrtmProgram(ObjectSetMixin):
         return self.backend.has("decoder_reuse") and any(
             t.name == "image_half" for t in self.backend.spec("decoder_reuse").inputs)
 
+    @property
+    def warps(self) -> bool:
+        """The reuse path also reads the gate's embeddings (``reuse_head`` warp: its motion field)."""
+        return self.backend.has("decoder_reuse") and any(
+            t.name == "prev_embed" for t in self.backend.spec("decoder_reuse").inputs)
+
     def _preprocess(self, frame: np.ndarray, timer: Timer):
         """Model input (1, 3, H, W) and, for a half-resolution gate, (1, 3, H/2, W/2)."""
         with timer.section("preprocess"):
@@ -338,6 +344,8 @@ class GfrtmProgram(ObjectSetMixin):
                         feeds["prev_logits"] = o.prev_logits
                     if self.guided:
                         feeds["image_half"] = xh
+                    if self.warps:  # the motion field's evidence: this frame's embedding against the computed one's
+                        feeds["embed"], feeds["prev_embed"] = g["embed"], o.prev_embed
                 else:
                     feeds = {"f4": feats["f4"], "f8": feats["f8"], "r8_prev": o.r8,
                              "prev_score": o.prev_score, "delta": g["delta"]}

@@ -406,12 +406,13 @@ class Trainer:
                     template, _ = m.matcher.template(g_ref, mask16)
                     # the last computed frame's embedding, made as the program makes it
                     prev_embed = m.embed_computed(p8) if m.config.computed_embed == "f8" else m.matcher.embed(g_prev)
-                    p_gate, delta, _ = m.gate_forward(g_t, s_prev, template, prev_embed)
+                    p_gate, delta, embed = m.gate_forward(g_t, s_prev, template, prev_embed)
                     image_half = None
                     if m.config.reuse_refine:  # the half-resolution frame, RGB 0..255, as the program feeds it
                         image_half = torch.from_numpy(np.ascontiguousarray(
                             _oriented(c, "imgh", flip)[t].transpose(2, 0, 1)).astype(np.float32))[None]
-                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta, prev_logits, image_half, parts)
+                    logits = m.decode_reuse_half(h4, r8_prev, s_prev, delta, prev_logits, image_half, parts,
+                                                 embed, prev_embed)
                 else:
                     mask8 = self._tensor(resize_map((masks[tr.ref] == tr.obj_id).astype(np.float32), r8_.shape[-2:], area=True))
                     template, _ = m.matcher.template(r8_, mask8)
