@@ -111,8 +111,9 @@ def _initializer_names(model) -> set:
 
 
 def excluded_nodes(model, flavour: str, keep_float: Sequence[str] = ()) -> Dict[str, str]:
-    """Nodes left in float, with the reason: keep_float patterns, Conv3d (cpu), thin Conv2d
-    (cpu: few input or output channels), constant Adds (trt)."""
+    """Nodes left in float, with the reason: keep_float patterns, a local correlation (the warp reuse
+    head's ``.../correlate/...``), Conv3d (cpu), thin Conv2d (cpu: few input or output channels),
+    constant Adds (trt)."""
     consts = _initializer_names(model)
     dims = {i.name: tuple(i.dims) for i in model.graph.initializer}
     out: Dict[str, str] = {}
@@ -121,6 +122,9 @@ def excluded_nodes(model, flavour: str, keep_float: Sequence[str] = ()) -> Dict[
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
         if keep_float and _matches(node.name, keep_float):
             out[node.name] = "keep_float"
+        elif "/correlate/" in node.name:
+            out[node.name] = ("local correlation of normalised embeddings: cosines that INT8 would coarsen, and "
+                              "Q/DQ around each of its small products made the stage 1.6x slower on ONNX Runtime CPU")
         elif len(w) == 5:
             if flavour == "int8-cpu":
                 out[node.name] = "Conv3d (INT8 slower than FP32 on ONNX Runtime CPU)"

@@ -640,6 +640,14 @@ def test_warp_reuse_head_moves_the_computed_logits_by_its_motion_field(tmp_path)
     report = {}
     export_stages({"decoder_reuse": warp.stage_modules()["decoder_reuse"]}, [spec], tmp_path, report=report)
     assert report["decoder_reuse"]["max_abs_diff"] <= report["decoder_reuse"]["bound"]
+    import onnx
+
+    from edgevos.export.quantize import excluded_nodes
+
+    graph = onnx.load(str(tmp_path / "decoder_reuse.onnx"))
+    kept = {n: why for n, why in excluded_nodes(graph, "int8-cpu").items() if "correlation" in why}
+    assert len(kept) >= 3 * 49 and all("/correlate/" in n for n in kept)  # a slice, product, sum per displacement
+    assert not any("/reuse_level/" in n for n in kept)
     seq = _frames()  # a stream reuses through it
     s = Session.from_model(warp, tau=0.0, max_reuse=1, num_augmentations=0)
     s.start(seq.frame(0), seq.mask(0))
