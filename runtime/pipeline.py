@@ -329,7 +329,7 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
     """Segment a source URI and write sink URIs (what ``edgevos run`` does).
 
         summary = run("file://clip.mp4", ["file://out.mp4", "masks://out/"], bundle="bundles/gfrtm",
-                      tau=0.7, init_box=[(250, 100, 150, 300)])
+                      tau=0.85, init_box=[(250, 100, 150, 300)])
 
     Args:
         source: source URI: ``file://clip.mp4``, ``v4l2:///dev/video0``, ``csi://0``,

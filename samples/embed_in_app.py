@@ -42,7 +42,7 @@ log = lambda mask, reused, ms: print(f"  object pixels {int((mask > 0).sum()):6d
 
 print("1) your own loop (frames from a driver, a ROS topic, a file...)")
 seq = make_sequence(SyntheticConfig(height=240, width=432, num_frames=args.frames, num_objects=1, seed=5))
-session = Session.from_weights("gfrtm", args.weights, input_size=args.input_size, tau=0.7)
+session = Session.from_weights("gfrtm", args.weights, input_size=args.input_size, tau=0.85)
 node = SegmenterNode(session, detect=lambda rgb: seq.mask(0), publish=log)
 for i in range(len(seq)):
     node.on_frame(seq.frame(i))

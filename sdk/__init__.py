@@ -6,7 +6,7 @@ The public API::
 
     export_bundle("bundles/gfrtm", "gfrtm", weights="default", precisions=["fp32", "int8-cpu"])
     summary = run("file://clip.mp4", ["file://out.mp4"], bundle="bundles/gfrtm", init_box=[(250, 100, 150, 300)])
-    session = Session.from_bundle("bundles/gfrtm", tau=0.7)   # frame by frame: start(rgb, mask), step(rgb)
+    session = Session.from_bundle("bundles/gfrtm", tau=0.85)   # frame by frame: start(rgb, mask), step(rgb)
 
 Importing the package never imports torch, GStreamer or TensorRT: those are
 loaded where they are used, so a deployment needs only numpy and ONNX Runtime
