@@ -205,13 +205,22 @@ def test_residual_reuse_head_trains_from_a_checkpoint_with_its_reuse_path(tmp_pa
 
     shipped = Path(edgevos.__file__).parent / "weights" / "gfrtm_default.pt"
     src = load_checkpoint("gfrtm", shipped)["state_dict"]
+    head = load_checkpoint("gfrtm", shipped)["config"]["reuse_head"]
     mixed = Trainer(TrainConfig(out=str(tmp_path / "e"), input_size=(128, 224), synthetic=0, reuse_scale=2,
-                                refiner_stride=16, reuse_head="blend", init=str(tmp_path / "a" / "gfrtm_final.pt"),
+                                refiner_stride=16, reuse_head=head, computed_embed="f8",
+                                init=str(tmp_path / "a" / "gfrtm_final.pt"),
                                 reuse_path_from=str(shipped))).model.state_dict()
     for k, want in (("gate.", src), ("translator.", src), ("reuse_predict.", src), ("level4.", first["state_dict"]),
-                    ("predict.", first["state_dict"])):
+                    ("predict.", first["state_dict"])) + ((("reuse_warp.", src),) if head == "warp" else ()):
         keys = [n for n in want if n.startswith(k)]
         assert keys and all(torch.equal(mixed[n], want[n].float()) for n in keys), k
+    from edgevos.errors import InputError
+
+    if head == "warp":  # a warp head's motion field does not fit a blend head: refused, naming the fix
+        with pytest.raises(InputError, match="--reuse-head warp"):
+            Trainer(TrainConfig(out=str(tmp_path / "f"), input_size=(128, 224), synthetic=0, reuse_scale=2,
+                                refiner_stride=16, reuse_head="blend", computed_embed="f8",
+                                init=str(tmp_path / "a" / "gfrtm_final.pt"), reuse_path_from=str(shipped)))
 
 
 

@@ -269,6 +269,9 @@ class Trainer:
             if stride8[0].shape[0] == 1:
                 self._init_reuse_head(stride8)
         bad = [k for k, v in take.items() if k not in own or own[k].shape != v.shape]
+        if bad and all(k.startswith("reuse_warp.") for k in bad):
+            raise InputError(f"{option} {path}: its reuse path has a warp head's motion field, which a "
+                             f"'{self.model.config.reuse_head}' head cannot take: use --reuse-head warp")
         if bad or not take:
             raise InputError(f"{option} {path}: weights do not fit this model "
                              f"({bad[:3] or 'none found'}); use a checkpoint of the same backbone and widths")
