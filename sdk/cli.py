@@ -67,7 +67,7 @@ CHECKED_OPTIONS = {
         "--lr": number(float, 0.0, low_open=True), "--m1": number(float), "--m2": number(float),
         "--real-share": number(float, 0.0, 1.0), "--runtime-share": number(float, 0.0, 1.0),
         "--score-noise": number(float, 0.0, 1.0), "--gate-drop-scale": number(float, 0.0, low_open=True),
-        "--proj-dim": number(int, 1),
+        "--proj-dim": number(int, 1), "--warp-radius": number(int, 1, 6),
         "--composites": number(int, 0), "--corrupt-prev": number(float, 0.0, 1.0),
         "--random-scale": number(float, 0.0), "--phases": _phases,
     },

@@ -271,6 +271,7 @@ TRAIN = [
     ("train gfrtm --out {T}/tr --composites -1", 2, "argument --composites"),
     ("train gfrtm --out {T}/tr --score-noise 1.5", 2, "argument --score-noise"),
     ("train gfrtm --out {T}/tr --gate-drop-scale 0", 2, "argument --gate-drop-scale"),
+    ("train gfrtm --out {T}/tr --warp-radius 9", 2, "argument --warp-radius"),
     ("train slowfast --out {T}/tr --proj-dim 0", 2, "argument --proj-dim"),
     ("train gfrtm --out {T}/tr --max-gap 0", 2, "argument --max-gap"),
     ("train gfrtm --out {T}/tr --synthetic -1", 2, "argument --synthetic"),

@@ -648,6 +648,11 @@ def test_warp_reuse_head_moves_the_computed_logits_by_its_motion_field(tmp_path)
     kept = {n: why for n, why in excluded_nodes(graph, "int8-cpu").items() if "correlation" in why}
     assert len(kept) >= 3 * 49 and all("/correlate/" in n for n in kept)  # a slice, product, sum per displacement
     assert not any("/reuse_level/" in n for n in kept)
+    near = get_family("gfrtm").build(reuse_head="warp", warp_radius=2, **kw)  # a shorter reach: 25 displacements
+    _assert_stages_run_on_their_shapes(near)
+    assert near.reuse_warp.correlation(feeds["embed"], feeds["embed"]).shape[1] == 25
+    with pytest.raises(InputError, match="warp_radius 0"):
+        get_family("gfrtm").build(reuse_head="warp", warp_radius=0, **kw)
     seq = _frames()  # a stream reuses through it
     s = Session.from_model(warp, tau=0.0, max_reuse=1, num_augmentations=0)
     s.start(seq.frame(0), seq.mask(0))

@@ -133,7 +133,7 @@ class GFRTM(nn.Module):
             self.reuse_level = LightLevel(ch["f4"], d, cfg.shallow_dim)
             self.reuse_predict = nn.Conv2d(cfg.shallow_dim, 2 if cfg.reuse_head in ("blend", "warp") else 1, 3, 1, 1)
             if cfg.reuse_head == "warp":
-                self.reuse_warp = ReuseWarp(cfg.shallow_dim)  # reads the gate's embeddings too
+                self.reuse_warp = ReuseWarp(cfg.shallow_dim, radius=cfg.warp_radius)  # reads the gate's embeddings too
             if cfg.reuse_refine:
                 self.reuse_refine = ImageGuidedRefine(cfg.reuse_refine)
             if cfg.computed_embed == "f8":  # a computed frame's gate embedding from its own f8

@@ -63,6 +63,9 @@ class GfrtmConfig:
     # "f8": a stage ``gate_embed`` pools the computed frame's own f8 to stride 16 and embeds it, so a
     # frame that must compute anyway (max reuse reached, forced) skips encoder_reuse and the gate
     computed_embed: str = "h8"
+    # reuse_head warp only: how far (stride-16 cells each way) the motion field's local correlation of the
+    # gate's embeddings looks: (2r + 1)^2 displacements, each a slice, product and sum in the graph
+    warp_radius: int = 3
     # the longest gap (frames since the last computed frame) the gate was trained to judge: phase 2's
     # --max-gap; the step program's default max_reuse (0: not recorded, no default cap)
     gate_max_gap: int = 0
@@ -106,6 +109,8 @@ class GfrtmConfig:
             raise InputError(f"reuse_refine {self.reuse_refine}: use 0 (none) or a channel count (e.g. 16) with "
                              f"reuse_head residual or blend (got {self.reuse_head})")
 
+        if not 1 <= self.warp_radius <= 6:
+            raise InputError(f"warp_radius {self.warp_radius} is out of range: use 1-6 (default 3: 49 displacements)")
         if self.computed_embed not in ("h8", "f8") or (self.computed_embed == "f8" and self.reuse_scale != 2):
             raise InputError(f"computed_embed '{self.computed_embed}': use 'h8', or 'f8' with reuse_scale 2 "
                              f"(got reuse_scale {self.reuse_scale})")

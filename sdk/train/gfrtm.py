@@ -102,6 +102,7 @@ class TrainConfig(BaseTrainConfig):
     num_augmentations: int = 5
     reuse_refine: int = 0  # GfrtmConfig.reuse_refine: channels of the image-guided refinement of reused frames
     computed_embed: str = "h8"  # GfrtmConfig.computed_embed: where a computed frame's gate embedding comes from
+    warp_radius: int = 3  # GfrtmConfig.warp_radius: reach of the warp head's embedding correlation
     gate_loss: str = "squared"  # phase 2: the paper's squared error on P_gate, or "bce" (see gate_loss)
     gate_drop_scale: float = 4.0  # gate_target "accuracy": P_target = 1 - scale * (J computed - J reused)
     gate_target: str = "mask-iou"  # phase 2's P_target: IoU(y_{t-n}, y_t) (paper) or "agreement" (reused vs computed frame)
@@ -125,6 +126,7 @@ class Trainer:
                                  refiner_stride=cfg.refiner_stride, reuse_scale=cfg.reuse_scale,
                                  reuse_head=cfg.reuse_head, reuse_refine=cfg.reuse_refine, proj_dim=cfg.proj_dim,
                                  computed_embed=cfg.computed_embed, gate_max_gap=cfg.max_gap,
+                                 warp_radius=cfg.warp_radius,
                                  target_inputs=tuple(cfg.target_inputs))
         self._init_reuse_head()
         if cfg.init:
@@ -527,6 +529,9 @@ def add_arguments(g) -> None:
     g.add_argument("--gate-loss", default="squared", choices=list(GATE_LOSSES),
                    help="gfrtm phase 2: the gate's loss, the paper's squared error or the binary cross-entropy "
                         "(sharper near P_target 1, where reuse decisions fall)")
+    g.add_argument("--warp-radius", type=int, default=3,
+                   help="gfrtm --reuse-head warp: reach of the motion field's embedding correlation in stride-16 "
+                        "cells each way ((2r+1)^2 displacements; default 3)")
     g.add_argument("--computed-embed", default="h8", choices=["h8", "f8"],
                    help="gfrtm (--reuse-scale 2): a computed frame's gate embedding from the gate (h8: it also "
                         "runs encoder_reuse + gate) or from its own f8 (f8: a frame that must compute skips them)")
@@ -557,7 +562,8 @@ def config_from_args(args) -> TrainConfig:
                       composite_objects=args.composite_objects,
                       reuse_path_from=args.reuse_path_from, gate_target=args.gate_target,
                       gate_loss=args.gate_loss, gate_drop_scale=args.gate_drop_scale,
-                      reuse_refine=args.reuse_refine, computed_embed=args.computed_embed)
+                      reuse_refine=args.reuse_refine, computed_embed=args.computed_embed,
+                      warp_radius=args.warp_radius)
     return cfg
 
 
