@@ -55,8 +55,9 @@ def test_library_and_samples_never_shell_out_to_the_cli():
 
 
 def test_slowfast_presets_trains_and_evaluates_in_process(tmp_path, monkeypatch, capsys):
-    """benchmarks/slowfast_presets.py trains each preset with the TrainConfig ``edgevos train slowfast``
-    would build from the same options and evaluates it with edgevos.evaluate, in this process."""
+    """benchmarks/slowfast_presets.py trains each preset once per seed with the TrainConfig ``edgevos train
+    slowfast`` would build from the same options, evaluates it with edgevos.evaluate in this process, and
+    reports the mean over seeds and their spread."""
     pytest.importorskip("torch")
     import importlib.util
 
@@ -86,8 +87,9 @@ def test_slowfast_presets_trains_and_evaluates_in_process(tmp_path, monkeypatch,
 
     def evaluate(sequences, tau, **kw):
         evaluated.append(([s.name for s in sequences], tau, kw))
-        return [{"tau": t, "J&F": 0.5, "J": 0.5, "F": 0.5, "reuse_rate": 0.0 if t == 1 else 0.4, "fps": 9.0,
-                 "sequences": [{"sequence": "seq-a", "J": 0.5, "F": 0.5}]} for t in tau]
+        jf = 0.5 if len(evaluated) == 1 else 0.6  # seed 0, seed 1
+        return [{"tau": t, "J&F": jf, "J": jf, "F": jf, "reuse_rate": 0.0 if t == 1 else 0.4, "fps": 9.0,
+                 "sequences": [{"sequence": "seq-a", "J": jf, "F": jf}]} for t in tau]
 
     monkeypatch.setattr(train_slowfast, "Trainer", Trainer)
     monkeypatch.setattr(edgevos, "evaluate", evaluate, raising=False)
@@ -97,22 +99,32 @@ def test_slowfast_presets_trains_and_evaluates_in_process(tmp_path, monkeypatch,
     monkeypatch.setattr(script, "model_facts", lambda preset, weights: {"params_M": 1.0, "slow_frames": 1,
                                                                         "fast_frames": 7, "train_steps": 5})
     runs = tmp_path / "runs"
-    assert script.main(["--presets", "1-7", "--steps", "5", "--davis", str(davis), "--backbone-weights", "w.pth",
-                        "--sequences", "seq-a", "--runs", str(runs), "--threads", "2", "--tau", "0.6",
-                        "--max-reuse", "3", "--json", str(tmp_path / "t.json")]) == 0
-    cli = build_parser().parse_args(["train", "slowfast", "--preset", "1-7", "--davis", str(davis), "--steps", "5",
-                                     "--threads", "2", "--out", str(runs / "1-7"), "--backbone-weights", "w.pth"])
-    assert trained == [get_family("slowfast").training().config(cli)]
-    assert evaluated == [(["seq-a"], [1.0, 0.6], {"family": "slowfast", "weights": str(runs / "1-7" / "slowfast_1-7_final.pt"),
-                                                  "max_reuse": 3, "threads": 2, "progress": False})]
-    saved = json.loads((runs / "1-7" / "eval" / "model_eval.json").read_text())
+    assert script.main(["--presets", "1-7", "--seeds", "0,1", "--steps", "5", "--target-model", "--davis", str(davis),
+                        "--backbone-weights", "w.pth", "--sequences", "seq-a", "--runs", str(runs), "--threads", "2",
+                        "--tau", "0.6", "--max-reuse", "3", "--json", str(tmp_path / "t.json")]) == 0
+    cli = [build_parser().parse_args(["train", "slowfast", "--preset", "1-7", "--davis", str(davis), "--steps", "5",
+                                      "--threads", "2", "--out", str(runs / "1-7" / f"seed{k}"), "--backbone-weights",
+                                      "w.pth", "--seed", str(k), "--target-model"]) for k in (0, 1)]
+    assert trained == [get_family("slowfast").training().config(c) for c in cli]
+    assert evaluated == [(["seq-a"], [1.0, 0.6], {"family": "slowfast",
+                                                  "weights": str(runs / "1-7" / f"seed{k}" / "slowfast_1-7_final.pt"),
+                                                  "max_reuse": 3, "threads": 2, "progress": False}) for k in (0, 1)]
+    saved = json.loads((runs / "1-7" / "seed1" / "eval" / "model_eval.json").read_text())
     assert saved["family"] == "slowfast" and [r["tau"] for r in saved["rows"]] == [1.0, 0.6]
-    table = json.loads((tmp_path / "t.json").read_text())["rows"]
-    assert [(r["preset"], r["tau"], r["max_reuse"]) for r in table] == [("1-7", 1.0, None), ("1-7", 0.6, 3)]
-    assert "| 1-7 | 1/7 | 5 |" in capsys.readouterr().out
-    # a rerun finds the weights and the evaluation on disk
-    assert script.main(["--presets", "1-7", "--davis", str(davis), "--runs", str(runs)]) == 0
-    assert len(trained) == 1 and len(evaluated) == 1
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert [(r["preset"], r["tau"], r["max_reuse"], r["seeds"]) for r in table["rows"]] == [
+        ("1-7", 1.0, None, [0, 1]), ("1-7", 0.6, 3, [0, 1])]
+    top = table["rows"][0]
+    assert top["J&F"] == pytest.approx(55.0) and top["spread"] == pytest.approx(10.0)
+    assert top["J&F_per_seed"] == pytest.approx([50.0, 60.0]) and top["per_sequence_JF"]["seq-a"] == pytest.approx(55.0)
+    assert len(table["runs"]) == 4 and table["target_model"] is True
+    assert "| 1-7 | 1/7 | 5 | 1.00 | 1 | - | 55.0 | 10.0 | 50.0 / 60.0 |" in capsys.readouterr().out
+    # a rerun finds the weights and the evaluations on disk
+    assert script.main(["--presets", "1-7", "--seeds", "1,0", "--davis", str(davis), "--runs", str(runs)]) == 0
+    assert len(trained) == 2 and len(evaluated) == 2
+    # bad seeds: a clear message, no traceback
+    with pytest.raises(SystemExit, match="--seeds 'a,b'"):
+        script.main(["--presets", "1-7", "--seeds", "a,b", "--runs", str(runs)])
 
 
 def test_export_bundle_spawns_where_gstreamer_is_loaded(monkeypatch, tmp_path):

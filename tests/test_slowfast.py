@@ -603,3 +603,86 @@ def test_training_target_model_reads_what_the_program_reads(tmp_path, monkeypatc
     m0[16:48, 24:72] = 1
     s.start(f0, m0)
     assert set(made) == trained  # same projection and input channels at run time
+
+
+def test_reuse_only_training_moves_the_gate_and_reuse_decoder_alone(tmp_path):
+    """--reuse-only: after training, every tensor outside the gate and the reuse decoder (BatchNorm
+    statistics included) equals the --init checkpoint's, so tau 1 is unchanged; the reuse path moved.
+    Without --init it is refused with the fix named."""
+    from edgevos.models.weights import load_checkpoint
+    from edgevos.train.slowfast import REUSE_PATH, TrainConfig, Trainer
+
+    base = TrainConfig(out=str(tmp_path / "a"), synthetic=2, synthetic_frames=6, input_size=SIZE, preset="3-7",
+                       steps=1, batch=1, clip_len=3, target_model=True)
+    old = Trainer(base).run()
+    cfg = TrainConfig(**{**base.__dict__, "out": str(tmp_path / "b"), "init": str(old), "reuse_only": True,
+                         "gate_target": "agreement", "max_gap": 2, "steps": 2, "lr": 0.01})
+    new = Trainer(cfg).run()
+    a, b = load_checkpoint("slowfast", old)["state_dict"], load_checkpoint("slowfast", new)["state_dict"]
+    assert a.keys() == b.keys()
+    fixed = [k for k in a if not k.startswith(REUSE_PATH)]
+    moved = [k for k in a if k.startswith(REUSE_PATH) and not torch.equal(a[k], b[k])]
+    assert fixed and all(torch.equal(a[k], b[k]) for k in fixed), [k for k in fixed if not torch.equal(a[k], b[k])]
+    assert any(k.startswith("gate.") for k in moved) and any(k.startswith("reuse_decoder.") for k in moved)
+    with pytest.raises(InputError, match="--init"):
+        Trainer(TrainConfig(**{**base.__dict__, "out": str(tmp_path / "c"), "reuse_only": True}))
+
+
+def test_agreement_gate_target_compares_the_reused_mask_with_the_computed_one(tmp_path, monkeypatch):
+    """--gate-target agreement: P_target is the IoU of the reuse decoder's mask with the computed path's
+    mask on the same frame (here forced to agree fully, then to be disjoint), not the object's motion."""
+    from edgevos.train import slowfast as train_slowfast
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    seen = []
+    monkeypatch.setattr(train_slowfast, "gate_probability_loss",
+                        lambda p, target, m2: seen.append(float(target)) or (p * 0).sum())
+    for agree in (True, False):
+        cfg = TrainConfig(out=str(tmp_path / str(agree)), synthetic=1, synthetic_frames=10, input_size=SIZE,
+                          preset="3-7", steps=1, batch=1, clip_len=3, gate_target="agreement", m1=0.0)
+        tr = Trainer(cfg)
+        tr.prepare()
+        monkeypatch.setattr(Trainer, "_sample", lambda self: (0, 5, 3, 1, 1.0, False))
+        decode = tr.model.decode
+        monkeypatch.setattr(tr.model, "decode", lambda *a: (torch.ones_like(decode(*a)[0]) * 5, decode(*a)[1]))
+        monkeypatch.setattr(tr.model, "decode_reuse",
+                            lambda f4, *a, s=1 if agree else -1: torch.ones(1, 1, *f4.shape[-2:]) * 5 * s)
+        seen.clear()
+        tr.sample_loss(0.0)
+        assert seen == [1.0 if agree else 0.0] * 2
+    from edgevos.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "slowfast", "--gate-target", "motion"])
+    training = get_family("slowfast").training()
+    args = build_parser().parse_args(["train", "slowfast", "--gate-target", "agreement", "--max-gap", "2", "--reuse-only"])
+    cfg = training.config(args)
+    assert (cfg.gate_target, cfg.max_gap, cfg.reuse_only) == ("agreement", 2, True)
+    assert training.config(build_parser().parse_args(["train", "slowfast"])).max_gap == 5  # slowfast's own default
+    with pytest.raises(InputError, match="--gate-target accuracy: slowfast trains mask-iou or agreement"):
+        training.config(build_parser().parse_args(["train", "slowfast", "--gate-target", "accuracy"]))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "slowfast", "--max-gap", "0"])
+
+
+def test_training_draws_another_sample_when_the_reference_object_vanishes(tmp_path, monkeypatch):
+    """A random-scale crop can shrink the reference object below what the target model can fit (its
+    InputError): training draws another sample instead of stopping the run."""
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path), synthetic=1, synthetic_frames=8, input_size=SIZE, preset="3-7",
+                      steps=1, batch=1, clip_len=2, target_model=True)
+    tr = Trainer(cfg)
+    tr.prepare()
+    calls = []
+    real = Trainer._target_model
+
+    def target_model(self, f16, y):
+        calls.append(1)
+        if len(calls) == 1:
+            raise InputError("first-frame label covers under 10 image pixels")
+        return real(self, f16, y)
+
+    monkeypatch.setattr(Trainer, "_target_model", target_model)
+    loss, _ = tr.sample_loss(0.0)
+    assert len(calls) == 2 and torch.isfinite(loss) and loss.requires_grad

@@ -44,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(distractors, occlusions; counted as real)")
     p.add_argument("--composite-objects", type=int, default=2,
                    help="most training sequences pasted into one composite clip (default 2)")
+    p.add_argument("--max-gap", type=int, default=None,
+                   help="largest gap n (frames) between a computed frame and the frame its state is reused on in "
+                        "training (default: gfrtm 25, slowfast 5)")
+    p.add_argument("--gate-target", default=None, choices=["mask-iou", "agreement", "accuracy"],
+                   help="what the reuse gate learns to predict: the object's mask IoU between the two frames "
+                        "(paper; the default), the agreement of the reused frame's mask with the computed frame's, "
+                        "or (gfrtm) 1 - scale x the IoU the reused mask loses against the truth (accuracy)")
     for fam in trained:
         training = fam.training()
         training.add_arguments(p.add_argument_group(fam.name, training.description or None))

@@ -516,7 +516,6 @@ def add_arguments(g) -> None:
     g.add_argument("--lr1", type=float, default=1e-3, help="phase 1 learning rate")
     g.add_argument("--lr2", type=float, default=5e-4, help="phase 2 learning rate (paper: 5e-4)")
     g.add_argument("--phases", default="1,2", help="phases to run")
-    g.add_argument("--max-gap", type=int, default=25, help="gfrtm phase 2: largest gap n between the previous and current frame")
     g.add_argument("--real-share", type=float, default=0.8, help="gfrtm: share of samples from real (DAVIS) sequences")
     g.add_argument("--runtime-share", type=float, default=0.75,
                    help="gfrtm: share of samples on run-time target-model tracks once they exist (0: "
@@ -535,10 +534,6 @@ def add_arguments(g) -> None:
     g.add_argument("--computed-embed", default="h8", choices=["h8", "f8"],
                    help="gfrtm (--reuse-scale 2): a computed frame's gate embedding from the gate (h8: it also "
                         "runs encoder_reuse + gate) or from its own f8 (f8: a frame that must compute skips them)")
-    g.add_argument("--gate-target", default="mask-iou", choices=["mask-iou", "agreement", "accuracy"],
-                   help="gfrtm phase 2: what the gate learns to predict: the object's mask IoU between the two "
-                        "frames (paper), the agreement of the reused frame's mask with a computed frame's, or "
-                        "1 - scale x the IoU the reused mask loses against the truth (accuracy)")
     g.add_argument("--gate-drop-scale", type=float, default=4.0,
                    help="gfrtm --gate-target accuracy: P_target = 1 - scale x (J computed - J reused)")
 
@@ -555,12 +550,12 @@ def config_from_args(args) -> TrainConfig:
                       lr1=args.lr1, lr2=args.lr2, m1=args.m1, m2=args.m2, ep_T=args.ep_T,
                       epoch_samples=args.epoch_samples, threads=args.threads, seed=args.seed,
                       max_frames_per_sequence=args.max_frames, refiner_stride=args.refiner_stride, init=args.init,
-                      max_gap=args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
+                      max_gap=TrainConfig.max_gap if args.max_gap is None else args.max_gap, real_share=args.real_share, reuse_scale=args.reuse_scale,
                       reuse_head=args.reuse_head, init_reuse_path=args.init_reuse_path, proj_dim=args.proj_dim,
                       target_inputs=tuple(args.target_inputs.split("+")), runtime_share=args.runtime_share,
                       score_noise=args.score_noise, composites=args.composites,
                       composite_objects=args.composite_objects,
-                      reuse_path_from=args.reuse_path_from, gate_target=args.gate_target,
+                      reuse_path_from=args.reuse_path_from, gate_target=args.gate_target or TrainConfig.gate_target,
                       gate_loss=args.gate_loss, gate_drop_scale=args.gate_drop_scale,
                       reuse_refine=args.reuse_refine, computed_embed=args.computed_embed,
                       warp_radius=args.warp_radius)

@@ -16,7 +16,11 @@ training cost does not grow with the preset's window:
 * the gated slow pathway: at each segment frame t > start, the state of a
   computed frame t - n (n random) feeds ``decoder_reuse`` (BCE) and the gate
   (G-FRTM's loss ``max(m2, |P_gate - P_target|)^2``, ``P_target = max(m,
-  IoU(y_{t-n}, y_t))``, margin schedule ``m = m1 * epoch / ep_T``).
+  IoU(y_{t-n}, y_t))``, margin schedule ``m = m1 * epoch / ep_T``); with
+  ``gate_target="agreement"`` P_target is the IoU of the reused frame's mask with
+  the mask the computed path gives on the same frame (what tau 1 against tau
+  measures).  ``reuse_only`` trains just the gate and the reuse decoder of an
+  ``init`` checkpoint: the computed path, and so every tau-1 result, is unchanged.
 
 Freezing follows the model's ``freeze`` option.  With ``freeze="slowfast"`` the
 encoder never changes, so its streaming outputs are computed once per
@@ -70,6 +74,8 @@ class TrainConfig(BaseTrainConfig):
     corrupt_prev: float = 0.5  # probability that a segment starts from a corrupted previous mask
     tm_updates: str = "prediction"  # the target model's training updates: the model's own masks or "ground-truth"
     init: Optional[str] = None  # start from this slowfast checkpoint (layers that changed shape are widened)
+    reuse_only: bool = False  # train only the gate and the reuse decoder of ``init`` (tau 1 stays unchanged)
+    gate_target: str = "mask-iou"  # P_target: IoU(y_{t-n}, y_t) (G-FRTM paper) or "agreement" (reused vs computed)
 
     @property
     def scale(self) -> float:
@@ -168,6 +174,8 @@ def corrupt_mask(y: np.ndarray, rng) -> np.ndarray:
 
 #: modules a checkpoint of another mode (semi-supervised / unsupervised) need not fit: they start fresh
 HEADS = ("decoder.", "reference.", "reuse_decoder.", "gate.")
+#: what ``reuse_only`` trains: the gated slow pathway's decision and its decoder
+REUSE_PATH = ("reuse_decoder.", "gate.")
 
 
 def init_from(model, path) -> List[str]:
@@ -222,6 +230,13 @@ class Trainer:
                                              proj_dim=cfg.proj_dim, target_inputs=tuple(cfg.target_inputs))
         if cfg.init and model is None:
             init_from(self.model, cfg.init)
+        if cfg.reuse_only:
+            if not cfg.init and model is None:
+                raise InputError("--reuse-only trains the gate and the reuse decoder of a trained network: "
+                                 "give it with --init <slowfast checkpoint>")
+            for name, p in self.model.named_parameters():  # frozen BatchNorm then keeps its statistics (train())
+                if not name.startswith(REUSE_PATH):
+                    p.requires_grad_(False)
         self.rf = self.model.receptive_field
         self.log = open(self.out / "train_log.jsonl", "a") if self.rank == 0 else None
 
@@ -350,7 +365,10 @@ class Trainer:
                 ref = get(0) if get else TorchStream(m).step(self._image(f_ref), first=True)
             template = m.reference.template(ref["f16"], self._map(y_ref, ref["f16"].shape[-2:]))
             if m.config.target_model:
-                tm = self._target_model(self._target_x(ref), y_ref)
+                try:
+                    tm = self._target_model(self._target_x(ref), y_ref)
+                except InputError:  # the scaled reference object vanished at stride 16: draw another sample
+                    return self.sample_loss(epoch)
                 if teacher:  # the memory a run would hold at t0, with ground-truth masks
                     for f16_w, y_w in warm:
                         tm.update(f16_w, _area(y_w, f16_w.shape[-2:]))
@@ -370,12 +388,14 @@ class Trainer:
             feats = get(t) if get else stream.step(self._image(f), first=(t == t0 and t0 == 0))
             f16 = self._target_x(feats) if tm is not None else None
             score = torch.from_numpy(tm.classify(f16)[None, None].astype(np.float32)) if tm is not None else None
-            logits, r8 = m.decode(feats["f4"], feats["f8"], feats["f16"], feats["f32"], feats["fast32"], template, prev,
-                                  score)
+            with torch.set_grad_enabled(not cfg.reuse_only):  # reuse_only: the computed path is frozen
+                logits, r8 = m.decode(feats["f4"], feats["f8"], feats["f16"], feats["f32"], feats["fast32"], template,
+                                      prev, score)
             target = self._map(y)
             bce = F.binary_cross_entropy_with_logits(F.interpolate(logits, size=(h, w), mode="bilinear",
                                                                    align_corners=False), target)
-            loss = loss + bce
+            if not cfg.reuse_only:
+                loss = loss + bce
             logs[0] += float(bce.detach())
             if states:
                 n = int(self.rng.integers(1, min(cfg.max_gap, len(states)) + 1))
@@ -384,7 +404,10 @@ class Trainer:
                 bce_r = F.binary_cross_entropy_with_logits(F.interpolate(lr_, size=(h, w), mode="bilinear",
                                                                          align_corners=False), target)
                 p_gate = m.gate(feats["fast8"], p_f8.detach(), prev)
-                p_target = max(mgn, agreement_iou(y > 0.5, p_y > 0.5))
+                if cfg.gate_target == "agreement":  # the reused mask against the computed one, same frame
+                    p_target = max(mgn, agreement_iou(lr_.detach()[0, 0].numpy() > 0, logits.detach()[0, 0].numpy() > 0))
+                else:
+                    p_target = max(mgn, agreement_iou(y > 0.5, p_y > 0.5))
                 gp = gate_probability_loss(p_gate, torch.tensor([[p_target]]), cfg.m2)
                 loss = loss + bce_r + gp
                 logs[1] += float(bce_r.detach())
@@ -459,7 +482,8 @@ class Trainer:
             logs = np.zeros(3)
             for _ in range(cfg.batch):
                 loss, lg = self.sample_loss(epoch)
-                (loss / cfg.batch).backward()
+                if loss.requires_grad:  # reuse_only: a one-frame segment has nothing to train
+                    (loss / cfg.batch).backward()
                 logs += lg / cfg.batch
             _average_gradients(params, self.world)
             opt.step()
@@ -500,6 +524,8 @@ def add_arguments(g) -> None:
                    help="semi-supervised: the decoder also reads an online target model's score (FRTM's)")
     g.add_argument("--corrupt-prev", type=float, default=0.5,
                    help="probability that a training segment starts from a corrupted previous mask")
+    g.add_argument("--reuse-only", action="store_true",
+                   help="train only the gate and the reuse decoder of the --init checkpoint (tau 1 unchanged)")
     g.add_argument("--tm-updates", default="prediction", choices=["prediction", "ground-truth"],
                    help="--target-model: update the target model in training with the model's own masks (as at "
                         "run time) or with the ground truth (teacher-forced; also on the warm-up frames)")
@@ -521,7 +547,10 @@ def config_from_args(args) -> TrainConfig:
                       corrupt_prev=args.corrupt_prev, init=args.init, composites=args.composites,
                       composite_objects=args.composite_objects,
                       tm_updates=args.tm_updates, proj_dim=args.proj_dim,
-                      target_inputs=tuple(args.target_inputs.split("+")))
+                      target_inputs=tuple(args.target_inputs.split("+")), max_gap=TrainConfig.max_gap if args.max_gap is None else args.max_gap,
+                      gate_target=args.gate_target or TrainConfig.gate_target, reuse_only=args.reuse_only)
+    if cfg.gate_target not in ("mask-iou", "agreement"):
+        raise InputError(f"--gate-target {cfg.gate_target}: slowfast trains mask-iou or agreement")
     return cfg
 
 
