@@ -686,3 +686,28 @@ def test_training_draws_another_sample_when_the_reference_object_vanishes(tmp_pa
     monkeypatch.setattr(Trainer, "_target_model", target_model)
     loss, _ = tr.sample_loss(0.0)
     assert len(calls) == 2 and torch.isfinite(loss) and loss.requires_grad
+
+
+def test_reuse_blend_mixes_the_previous_mask_and_exports(tmp_path):
+    """reuse_blend: decoder_reuse returns w * logit(prev4) + (1 - w) * its own logits, w from a conv that
+    starts at 0.12 everywhere; w -> 1 gives back the previous mask; the stage exports with FP32 parity."""
+    m = _build("3-7", reuse_blend=True)
+    plain = _build("3-7")
+    plain.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("reuse_decoder.blend.")})
+    d = m.reuse_decoder
+    g = torch.Generator().manual_seed(3)
+    h4, w4 = SIZE[0] // 4, SIZE[1] // 4
+    fast4 = torch.randn(1, d.level4[0].in_channels - 1, h4, w4, generator=g)
+    fast8 = torch.randn(1, d.translate[0][0].in_channels - d.project4[0].in_channels - 1, h4 // 2, w4 // 2,
+                        generator=g)
+    r8 = torch.rand(1, d.project4[0].in_channels, h4 // 2, w4 // 2, generator=g)
+    prev4 = torch.rand(1, 1, h4, w4, generator=g).clamp(0.05, 0.95)
+    with torch.no_grad():
+        own = plain.reuse_decoder(fast4, fast8, r8, prev4)
+        out = d(fast4, fast8, r8, prev4)
+        w = torch.sigmoid(torch.tensor(-2.0))
+        torch.testing.assert_close(out, w * torch.logit(prev4) + (1 - w) * own, atol=1e-5, rtol=1e-5)
+        d.blend.bias.fill_(30.0)
+        torch.testing.assert_close(d(fast4, fast8, r8, prev4), torch.logit(prev4), atol=1e-4, rtol=1e-4)
+    assert not plain.reuse_decoder.blend
+    _export("3-7", tmp_path, reuse_blend=True)

@@ -155,6 +155,8 @@ class SlowFastConfig:
     proj_dim: int = 32  # the target model's projection channels
     # slow-pathway outputs the target model reads at stride 16: f16, optionally with f8 (pooled) / f32
     target_inputs: Tuple[str, ...] = ("f16",)
+    # the reuse decoder also blends the previous frame's mask in (slowfast_heads.ReuseDecoder's ``blend``)
+    reuse_blend: bool = False
     # reuse gate (G-FRTM's loss and defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -233,7 +235,7 @@ class SlowFastVOS(nn.Module):
         self.reference = Reference(fc["f16"], cfg.embed_dim) if self.semi else None
         self.decoder = MaskDecoder(fc["f4"], fc["f8"], fc["f16"], fc["f32"] + fc["fast32"], d, cfg.shallow_dim,
                                    (3 + cfg.target_model) if self.semi else 1)
-        self.reuse_decoder = ReuseDecoder(cf[1], cf[2], d, cfg.shallow_dim)
+        self.reuse_decoder = ReuseDecoder(cf[1], cf[2], d, cfg.shallow_dim, blend=cfg.reuse_blend)
         self.gate = SlowGate(cf[2])
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0

@@ -69,22 +69,37 @@ class MaskDecoder(nn.Module):
 
 
 class ReuseDecoder(nn.Module):
-    """Reused frames: the last computed r8, translated by the current fast features, then the stride-4 head."""
+    """Reused frames: the last computed r8, translated by the current fast features, then the stride-4 head.
 
-    def __init__(self, cf4, cf8, d, d4):
+    ``blend``: the head also predicts, per stride-4 pixel, a weight w that mixes its own logits with
+    the previous frame's (the logit of ``prev4``): ``w * logit(prev4) + (1 - w) * own``, so a reused
+    frame can keep the previous mask where the thin fast features are unsure.  The weight's conv
+    starts at zero weights and bias -2 (w = 0.12): a head trained without it starts near its function.
+    """
+
+    def __init__(self, cf4, cf8, d, d4, blend: bool = False):
         super().__init__()
         self.translate = nn.Sequential(conv(d + cf8 + 1, d), conv(d, d, 3, dilation=2), conv(d, d, relu=False))
         self.level4 = conv(cf4 + 1, d4)
         self.project4 = conv(d, d4, 1, relu=False)
         self.fuse4 = conv(d4, d4)
         self.predict = nn.Conv2d(d4, 1, 3, 1, 1)
+        self.blend = None
+        if blend:
+            self.blend = nn.Conv2d(d4, 1, 3, 1, 1)
+            nn.init.zeros_(self.blend.weight)
+            nn.init.constant_(self.blend.bias, -2.0)
 
     def forward(self, fast4, fast8, r8_prev, prev4):
         prev8 = F.avg_pool2d(prev4, 2)
         x8 = F.relu(r8_prev + self.translate(torch.cat([r8_prev, fast8, prev8], 1)))
         up = F.interpolate(self.project4(x8), size=fast4.shape[-2:], mode="bilinear", align_corners=False)
         x = self.fuse4(F.relu(self.level4(torch.cat([fast4, prev4], 1)) + up))
-        return self.predict(x)
+        if self.blend is None:
+            return self.predict(x)
+        w = torch.sigmoid(self.blend(x))
+        p = prev4.clamp(1e-4, 1 - 1e-4)
+        return w * torch.log(p / (1 - p)) + (1 - w) * self.predict(x)
 
 
 class SlowGate(nn.Module):

@@ -74,6 +74,7 @@ class TrainConfig(BaseTrainConfig):
     corrupt_prev: float = 0.5  # probability that a segment starts from a corrupted previous mask
     tm_updates: str = "prediction"  # the target model's training updates: the model's own masks or "ground-truth"
     init: Optional[str] = None  # start from this slowfast checkpoint (layers that changed shape are widened)
+    reuse_blend: bool = False  # SlowFastConfig.reuse_blend: the reuse decoder blends the previous mask in
     reuse_only: bool = False  # train only the gate and the reuse decoder of ``init`` (tau 1 stays unchanged)
     gate_target: str = "mask-iou"  # P_target: IoU(y_{t-n}, y_t) (G-FRTM paper) or "agreement" (reused vs computed)
 
@@ -227,7 +228,8 @@ class Trainer:
         self.model = model or build_slowfast(input_size=cfg.input_size, preset=cfg.preset, backbone=cfg.backbone,
                                              backbone_weights=cfg.backbone_weights, mode=cfg.mode, freeze=cfg.freeze,
                                              fast_gray=cfg.fast_gray, target_model=cfg.target_model,
-                                             proj_dim=cfg.proj_dim, target_inputs=tuple(cfg.target_inputs))
+                                             proj_dim=cfg.proj_dim, target_inputs=tuple(cfg.target_inputs),
+                                             reuse_blend=cfg.reuse_blend)
         if cfg.init and model is None:
             init_from(self.model, cfg.init)
         if cfg.reuse_only:
@@ -524,6 +526,9 @@ def add_arguments(g) -> None:
                    help="semi-supervised: the decoder also reads an online target model's score (FRTM's)")
     g.add_argument("--corrupt-prev", type=float, default=0.5,
                    help="probability that a training segment starts from a corrupted previous mask")
+    g.add_argument("--reuse-blend", action="store_true",
+                   help="the reuse decoder also predicts a per-pixel weight that blends the previous frame's mask "
+                        "in (new layers start near the plain decoder)")
     g.add_argument("--reuse-only", action="store_true",
                    help="train only the gate and the reuse decoder of the --init checkpoint (tau 1 unchanged)")
     g.add_argument("--tm-updates", default="prediction", choices=["prediction", "ground-truth"],
@@ -548,7 +553,8 @@ def config_from_args(args) -> TrainConfig:
                       composite_objects=args.composite_objects,
                       tm_updates=args.tm_updates, proj_dim=args.proj_dim,
                       target_inputs=tuple(args.target_inputs.split("+")), max_gap=TrainConfig.max_gap if args.max_gap is None else args.max_gap,
-                      gate_target=args.gate_target or TrainConfig.gate_target, reuse_only=args.reuse_only)
+                      gate_target=args.gate_target or TrainConfig.gate_target, reuse_only=args.reuse_only,
+                      reuse_blend=args.reuse_blend)
     if cfg.gate_target not in ("mask-iou", "agreement"):
         raise InputError(f"--gate-target {cfg.gate_target}: slowfast trains mask-iou or agreement")
     return cfg
