@@ -711,3 +711,44 @@ def test_reuse_blend_mixes_the_previous_mask_and_exports(tmp_path):
         torch.testing.assert_close(d(fast4, fast8, r8, prev4), torch.logit(prev4), atol=1e-4, rtol=1e-4)
     assert not plain.reuse_decoder.blend
     _export("3-7", tmp_path, reuse_blend=True)
+
+
+def test_reuse_training_chains_the_reused_frames_as_the_run_does(tmp_path, monkeypatch):
+    """A gap of n frames trains decoder_reuse as a run reuses them: the frames t-n+1..t-1 are reused
+    from the computed frame t-n first, each reading the previous frame's mask (the reuse path's own
+    from the second on), and frame t and its gate read the last of them."""
+    from edgevos.train.slowfast import TrainConfig, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path), synthetic=1, synthetic_frames=10, input_size=SIZE, preset="3-7",
+                      steps=1, batch=1, clip_len=3, max_gap=3, corrupt_prev=0.0)
+    tr = Trainer(cfg)
+    tr.prepare()
+    monkeypatch.setattr(Trainer, "_sample", lambda self: (0, 5, 3, 1, 1.0, False))
+
+    class Rng:  # the largest gap every time; the rest of the sampling as before
+        def __init__(self, rng):
+            self.rng = rng
+
+        def integers(self, lo, hi=None):
+            return hi - 1 if hi is not None else self.rng.integers(lo)
+
+        def __getattr__(self, name):
+            return getattr(self.rng, name)
+
+    tr.rng = Rng(tr.rng)
+    m = tr.model
+    calls, gates = [], []
+    decode, reuse, gate = m.decode, m.decode_reuse, m.gate.forward
+    computed = []
+    monkeypatch.setattr(m, "decode", lambda *a: computed.append(decode(*a)) or computed[-1])
+    monkeypatch.setattr(m, "decode_reuse", lambda f4, f8, r8, p: calls.append((r8, p, reuse(f4, f8, r8, p))) or calls[-1][2])
+    monkeypatch.setattr(m.gate, "forward", lambda f8, f8p, p: gates.append(p) or gate(f8, f8p, p))
+    with torch.no_grad():
+        tr.sample_loss(0.0)
+    # frame 1: gap 1 from frame 0 (one call); frame 2: gap 2 from frame 0 (a chain of two)
+    assert len(calls) == 3 and len(gates) == 2
+    p0 = torch.sigmoid(computed[0][0])
+    assert torch.equal(calls[0][1], p0) and torch.equal(calls[1][1], p0)
+    torch.testing.assert_close(calls[2][1], torch.sigmoid(calls[1][2]))
+    assert torch.equal(calls[2][0], computed[0][1]) and torch.equal(calls[1][0], computed[0][1])
+    assert gates[1] is calls[2][1]

@@ -16,7 +16,10 @@ training cost does not grow with the preset's window:
 * the gated slow pathway: at each segment frame t > start, the state of a
   computed frame t - n (n random) feeds ``decoder_reuse`` (BCE) and the gate
   (G-FRTM's loss ``max(m2, |P_gate - P_target|)^2``, ``P_target = max(m,
-  IoU(y_{t-n}, y_t))``, margin schedule ``m = m1 * epoch / ep_T``); with
+  IoU(y_{t-n}, y_t))``, margin schedule ``m = m1 * epoch / ep_T``).  As at run
+  time, the frames in between are reused too (a chain of ``decoder_reuse``,
+  each reading the mask of the frame before it), so from the second reused
+  frame on the previous mask a reused frame reads is the reuse path's own; with
   ``gate_target="agreement"`` P_target is the IoU of the reused frame's mask with
   the mask the computed path gives on the same frame (what tau 1 against tau
   measures).  ``reuse_only`` trains just the gate and the reuse decoder of an
@@ -401,11 +404,15 @@ class Trainer:
             logs[0] += float(bce.detach())
             if states:
                 n = int(self.rng.integers(1, min(cfg.max_gap, len(states)) + 1))
-                p_f8, p_r8, p_y = states[-n]
-                lr_ = m.decode_reuse(feats["fast4"], feats["fast8"], p_r8.detach(), prev)
+                p_f4, p_f8, p_r8, p_y, p_prob = states[-n]
+                # as at run time: the frames between t - n and t were reused too, each reading the one before
+                prev_r = p_prob
+                for k in range(n - 1, 0, -1):
+                    prev_r = torch.sigmoid(m.decode_reuse(states[-k][0], states[-k][1], p_r8.detach(), prev_r))
+                lr_ = m.decode_reuse(feats["fast4"], feats["fast8"], p_r8.detach(), prev_r)
                 bce_r = F.binary_cross_entropy_with_logits(F.interpolate(lr_, size=(h, w), mode="bilinear",
                                                                          align_corners=False), target)
-                p_gate = m.gate(feats["fast8"], p_f8.detach(), prev)
+                p_gate = m.gate(feats["fast8"], p_f8.detach(), prev_r)
                 if cfg.gate_target == "agreement":  # the reused mask against the computed one, same frame
                     p_target = max(mgn, agreement_iou(lr_.detach()[0, 0].numpy() > 0, logits.detach()[0, 0].numpy() > 0))
                 else:
@@ -414,8 +421,8 @@ class Trainer:
                 loss = loss + bce_r + gp
                 logs[1] += float(bce_r.detach())
                 logs[2] += float(gp.detach())
-            states.append((feats["fast8"], r8, y))
             prev = torch.sigmoid(logits).detach()
+            states.append((feats["fast4"], feats["fast8"], r8, y, prev))
             if tm is not None:  # the run time's online update: the model's own prediction, or the truth
                 tm.update(f16, _area(y if teacher else prev[0, 0].numpy(), f16.shape[-2:]))
         return loss / L, logs / L
