@@ -86,6 +86,63 @@ def test_conv2d_sum_form_equals_conv3d():
     assert "conv3d" not in str(graph) and "aten::_convolution" in str(graph)
 
 
+@pytest.mark.parametrize("form", ["partial", "stacked"])
+@pytest.mark.parametrize("mode", ["step", "init"])
+def test_streamed_temporal_conv_forms_equal_the_conv3d(form, mode):
+    from edgevos.models.slowfast_layers import StepContext, TemporalConv
+
+    torch.manual_seed(0)
+    for cin, cout, kt, k, stride in [(3, 4, 5, 3, 2), (4, 24, 3, 1, 1), (6, 5, 3, 3, 2)]:
+        conv = TemporalConv(cin, cout, kt, k, stride, bias=True, key="x")
+        x, hist = torch.randn(1, cin, 16, 20), torch.randn(kt - 1, cin, 16, 20)
+        with torch.no_grad():
+            conv.ctx = StepContext(mode, {"x": hist})
+            ref = conv(x)
+            setattr(conv, form, True)
+            if form == "partial":  # its ring holds each past frame's partial products, not the frame
+                items = []
+                for i in range(kt - 1):
+                    conv.ctx = StepContext("init")
+                    conv(hist[i:i + 1])
+                    items.append(conv.ctx.new["x"])
+                hist = torch.cat(items, 0)
+            conv.ctx = StepContext(mode, {"x": hist})
+            out = conv(x)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-5)
+        if form == "partial":
+            assert conv.ctx.new["x"].shape == (1, (kt - 1) * cout, x.shape[2] // stride, x.shape[3] // stride)
+    depthwise = TemporalConv(4, 4, 3, 3, 2, groups=4, key="x")
+    depthwise.partial = True
+    depthwise.ctx = StepContext("init")
+    with pytest.raises(ValueError, match="groups"):
+        depthwise(torch.randn(1, 4, 8, 8))
+
+
+def test_a_reused_frame_runs_no_slow_stem_and_the_fast_stem_meets_each_frame_once():
+    m = _build("3-7")
+    specs = {s.name: s for s in m.stage_specs()}
+    assert specs["frame_stem"].output_names == ["fast_in"]
+    assert specs["slow_body"].input_names[0] == "image"
+    mods = m.stage_modules()
+    with torch.no_grad():
+        graphs = {n: str(torch.jit.trace(mods[n], tuple(torch.from_numpy(v) for v in specs[n].dummy_feeds().values()),
+                                         check_trace=False).inlined_graph) for n in ("frame_stem", "fast_body")}
+    assert "aten::_convolution" not in graphs["frame_stem"]  # the slow stem moved into slow_body
+    assert "conv3d" not in graphs["fast_body"]  # every fast temporal layer: one Conv2d
+    stem = next(c for c in m.temporal_convs if c.partial)  # the fast conv1: k_t 5, stride 2
+    assert stem.k_t == 5 and stem.stride == 2
+    lay = m.ring_layout()[stem.key]
+    assert lay[0] == stem.k_t - 1 and lay[2] == ((stem.k_t - 1) * stem.weight.shape[0], SIZE[0] // 2, SIZE[1] // 2)
+    assert "new_" + stem.key in specs["fast_body"].output_names
+    # a reused frame: no slow stage, and the program still equals clip mode (test_streaming_equals_clip_mode)
+    seq = _seq(n=4)
+    s = Session.from_model(m, family="slowfast", tau=0.0, max_reuse=2)
+    s.start(seq.frame(0), seq.mask(0))
+    r = s.step(seq.frame(1))
+    assert r.reused and not any(k.startswith("slow") for k in r.stage_ms)
+
+
 def test_slow_pathway_inflated_from_2d_equals_2d_network_per_frame():
     """Current-frame-tap inflation + zero weights for lateral channels: slow == the 2D backbone, frame by frame."""
     from edgevos.models.backbones import build_backbone

@@ -48,17 +48,19 @@ Because every temporal layer is causal, a frame is encoded once: each temporal
 layer keeps its *input* activations of past frames in a ring buffer (the host
 holds them, :mod:`edgevos.programs.slowfast`) and a stage computes only the
 newest time step from ``history window ++ current input``.  The per-frame cost
-is that of one frame, whatever the preset's window.
+is that of one frame, whatever the preset's window.  The fast pathway's strided
+conv1 (k_t up to 5 on the full-resolution input) keeps its per-frame partial
+products instead (``TemporalConv.partial``): each frame meets its kernel once.
 
 ===================  ==========================================================  ==================
 stage                inputs -> outputs                                           runs
 ===================  ==========================================================  ==================
-``frame_stem``       image -> slow_stem, fast_in                                 every frame
+``frame_stem``       image -> fast_in                                            every frame
 ``fast_body``        fast_in, hist_fast_* -> fast_stem, fast4..fast32, new_*     every frame
 ``fast_body_init``   fast_in -> (same)                                           first frame
-``slow_body``        slow_stem, fast_stem..fast16, hist_lat_*, hist_slow_*       computed frames
-                     -> f4, f8, f16, f32, new_slow_*
-``slow_body_init``   slow_stem, fast_stem..fast16 -> (same)                      first frame
+``slow_body``        image, fast_stem..fast16, hist_lat_*, hist_slow_*           computed frames
+                     -> f4, f8, f16, f32, new_slow_* (the slow stem runs here)
+``slow_body_init``   image, fast_stem..fast16 -> (same)                          first frame
 ``reference``        f16, mask16 -> template                                     first frame, per object
                                                                                  (semi-supervised)
 ``gate``             fast8, fast8_prev, prev_prob -> p_gate                      per object, tau < 1
@@ -69,7 +71,8 @@ stage                inputs -> outputs                                          
 
 ``hist_<layer>`` is that layer's input at the previous ``k - 1`` time steps
 (oldest first; at stride ``alpha`` for slow layers) and ``new_<layer>`` its input
-at the current frame, which the host pushes into the layer's ring.  The
+(its partial products, for a ``partial`` layer) at the current frame, which the host
+pushes into the layer's ring.  The
 ``*_init`` stages treat the first frame as a constant past (every history is the
 current input repeated): identical to clip mode with the first frame repeated.
 
@@ -228,6 +231,10 @@ class SlowFastVOS(nn.Module):
         for m in self.modules():
             if isinstance(m, TemporalConv):
                 m.as_conv2d = cfg.conv3d_as_conv2d
+        for m in self.fast.modules():  # strided temporal convs stream partial products, the others
+            if isinstance(m, TemporalConv) and m.k_t > 1 and m.groups == 1:  # stack time as channels
+                m.partial = m.stride > 1
+                m.stacked = m.stride == 1
         # -- heads
         fc = self.feature_channels
         d = cfg.decoder_dim
@@ -304,10 +311,13 @@ class SlowFastVOS(nn.Module):
             m.ctx = ctx
 
     # ------------------------------------------------------------------ encoder pieces
+    def slow_stem(self, image):
+        """(T, 3, H, W) 0..255 -> the slow pathway's stem features."""
+        return self.slow.stem((image - self.mean) / self.std)
+
     def frame_stem(self, image):
         """(1, 3, H, W) 0..255 -> slow stem features, fast pathway input."""
-        x = (image - self.mean) / self.std
-        return self.slow.stem(x), self._fast_input(image)
+        return self.slow_stem(image), self._fast_input(image)
 
     def fast_forward(self, fast_in):
         f = [self.fast.stem(fast_in)]
@@ -406,6 +416,8 @@ class SlowFastVOS(nn.Module):
         lay.update({k: shape(v) for k, v in zip(("f4", "f8", "f16", "f32"), outs)})
         k_of = {m.key: m.k_t for m in self.temporal_convs}
         fast_keys = [k for k in fnew]  # in call order
+        # rings the host fills with the stage input itself (no ``new_*`` output): fast_in
+        lay["fast_input_keys"] = [k for k in fast_keys if fnew[k] is fast_in]
         slow_keys = [k for k in snew if not k.startswith("lat_")]
         lat_keys = [k for k in snew if k.startswith("lat_")]
         lay["hist"] = {k: shape((fnew | snew)[k]) + (k_of[k],) for k in fast_keys + slow_keys + lat_keys}
@@ -459,9 +471,9 @@ class SlowFastVOS(nn.Module):
             return TensorSpec(f"new_{k}", (1, c, H // s, W // s))
 
         fast_out = tuple(t(n) for n in ("fast_stem", "fast4", "fast8", "fast16", "fast32"))
-        fast_new = tuple(new(k) for k in lay["fast_keys"][1:]) if lay["fast_keys"] else ()
+        fast_new = tuple(new(k) for k in lay["fast_keys"] if k not in lay["fast_input_keys"])
         fast_hist = tuple(hist(k) for k in lay["fast_keys"])
-        slow_in = (t("slow_stem"),) + fast_out[:4]
+        slow_in = (t("image", c=3, s=1),) + fast_out[:4]
         slow_out = tuple(t(n) for n in ("f4", "f8", "f16", "f32"))
         slow_new = tuple(new(k) for k in lay["slow_keys"])
         slow_hist = tuple(hist(k) for k in lay["lat_keys"] + lay["slow_keys"])
@@ -469,14 +481,14 @@ class SlowFastVOS(nn.Module):
         template = TensorSpec("template", (1, 2 * cfg.embed_dim))
         cond = ((template,) if self.semi else ()) + ((t("score", c=1, s=16),) if cfg.target_model else ())
         specs = [
-            StageSpec("frame_stem", (t("image", c=3, s=1),), (t("slow_stem"), t("fast_in")),
-                      "image (RGB 0..255) -> slow stem features, fast pathway input"),
+            StageSpec("frame_stem", (t("image", c=3, s=1),), (t("fast_in"),),
+                      "image (RGB 0..255) -> fast pathway input"),
             StageSpec("fast_body", (t("fast_in"),) + fast_hist, fast_out + fast_new,
                       "fast pathway, newest time step from ring histories -> fast features, new ring items"),
             StageSpec("fast_body_init", (t("fast_in"),), fast_out + fast_new,
                       "fast pathway on the first frame (constant past)"),
             StageSpec("slow_body", slow_in + slow_hist, slow_out + slow_new,
-                      "laterals + slow pathway, newest time step -> f4, f8, f16, f32, new ring items"),
+                      "slow stem + laterals + slow pathway, newest time step -> f4, f8, f16, f32, new ring items"),
             StageSpec("slow_body_init", slow_in, slow_out + slow_new, "slow pathway on the first frame (constant past)"),
         ]
         if self.semi:
@@ -508,17 +520,17 @@ class _Stage(nn.Module):
 
     def forward(self, *inputs):
         m, lay, name = self.model, self.layout, self.name
-        if name == "frame_stem":
-            return m.frame_stem(inputs[0])
+        if name == "frame_stem":  # every frame: the fast pathway's input only
+            return (m._fast_input(inputs[0]),)
         if name in ("fast_body", "fast_body_init"):
             keys = lay["fast_keys"]
             hist = dict(zip(keys, inputs[1:])) if name == "fast_body" else None
             feats, new = m.fast_body(inputs[0], hist)
-            return tuple(feats) + tuple(new[k] for k in keys[1:])
+            return tuple(feats) + tuple(new[k] for k in keys if k not in lay["fast_input_keys"])
         if name in ("slow_body", "slow_body_init"):
             keys = lay["lat_keys"] + lay["slow_keys"]
             hist = dict(zip(keys, inputs[5:])) if name == "slow_body" else None
-            outs, new = m.slow_body(inputs[0], list(inputs[1:5]), hist)
+            outs, new = m.slow_body(m.slow_stem(inputs[0]), list(inputs[1:5]), hist)
             return tuple(outs) + tuple(new[k] for k in lay["slow_keys"])
         if name == "reference":
             return (m.reference.template(*inputs),)

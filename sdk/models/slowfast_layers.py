@@ -32,6 +32,15 @@ class TemporalConv(nn.Module):
     * init mode: as step mode with the current input as the whole past.
 
     ``as_conv2d`` computes the Conv3d as a sum of per-time-step Conv2d.
+    ``partial`` (step and init modes, ``groups == 1``): the ring holds this layer's per-frame
+    *partial products* instead of its inputs.  A frame's input meets the k_t kernel slices
+    once, in one Conv2d with ``k_t * C_out`` outputs; the current output is the current
+    frame's last slice plus, from each of the previous ``k_t - 1`` frames, the slice that
+    lines up with it.  The same sum as the Conv3d, but a strided layer on a large input (the
+    fast pathway's conv1) no longer re-reads ``k_t`` full-resolution frames every step.
+    ``stacked`` (step and init modes, ``groups == 1``): the window's k_t time steps stacked as
+    channels meet the kernel reshaped to (C_out, k_t * C_in, k, k) in one Conv2d: the same sum,
+    without the Conv3d's layout transposes, and a Conv2d that BatchNorm folds into.
     k_t = 1 is an ordinary Conv2d.  Parameter names (``weight``, ``bias``) follow
     ``nn.Conv2d`` so inflated torchvision weights map by name.
     """
@@ -49,6 +58,8 @@ class TemporalConv(nn.Module):
         self.key = key
         self.ctx: Optional[StepContext] = None
         self.as_conv2d = False
+        self.partial = False
+        self.stacked = False
 
     def _conv2d(self, x, j):
         return F.conv2d(x, self.weight[:, :, j], self.bias if j == self.k_t - 1 else None, self.stride,
@@ -60,9 +71,15 @@ class TemporalConv(nn.Module):
         ctx = self.ctx
         if ctx is None or ctx.mode == "clip":
             return self._clip(x)
+        if self.partial:
+            return self._partial(x, ctx)
         past = ctx.hist[self.key] if ctx.mode == "step" else x.expand(self.k_t - 1, *x.shape[1:])
         ctx.new[self.key] = x
         window = torch.cat([past, x], 0)  # (k_t, C, H, W), oldest first
+        if self.stacked and self.groups == 1:
+            kt, c = window.shape[:2]
+            w = self.weight.permute(0, 2, 1, 3, 4).reshape(self.weight.shape[0], kt * c, self.k, self.k)
+            return F.conv2d(window.reshape(1, kt * c, *window.shape[2:]), w, self.bias, self.stride, self.padding)
         if self.as_conv2d:
             out = self._conv2d(window[0:1], 0)
             for j in range(1, self.k_t):
@@ -71,6 +88,20 @@ class TemporalConv(nn.Module):
         y = F.conv3d(window.transpose(0, 1)[None], self.weight, self.bias, (1, self.stride, self.stride),
                      (0, self.padding, self.padding), 1, self.groups)  # (1, C', 1, H', W')
         return y[0].transpose(0, 1)
+
+    def _partial(self, x, ctx):
+        if self.groups != 1:
+            raise ValueError("partial-product streaming needs groups == 1")
+        kt, cout = self.k_t, self.weight.shape[0]
+        w = self.weight.permute(2, 0, 1, 3, 4).reshape(kt * cout, self.weight.shape[1], self.k, self.k)
+        p = F.conv2d(x, w, None, self.stride, self.padding)  # slice j (channels j*C_out ..) = kernel slice j * x
+        kept = p[:, :(kt - 1) * cout]  # the slices later steps read
+        ctx.new[self.key] = kept
+        past = ctx.hist[self.key] if ctx.mode == "step" else kept.expand(kt - 1, *kept.shape[1:])
+        out = p[:, (kt - 1) * cout:]
+        for i in range(kt - 1):  # past[i] is the frame kt - 1 - i steps back: its slice i meets this step
+            out = out + past[i:i + 1, i * cout:(i + 1) * cout]
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     def _clip(self, x):  # x: (T, C, H, W)
         xp = torch.cat([x[:1].expand(self.k_t - 1, *x.shape[1:]), x], 0)

@@ -273,8 +273,9 @@ class SlowFastProgram(ObjectSetMixin):
             fast = self._run("fast_body", feeds, timer)
         return stem, fast
 
-    def _slow(self, stem, fast, timer: Timer, first: bool):
-        feeds = {"slow_stem": stem["slow_stem"]}
+    def _slow(self, x, stem, fast, timer: Timer, first: bool):
+        # the slow stem runs inside slow_body (computed frames only); bundles before it: in frame_stem
+        feeds = {"slow_stem": stem["slow_stem"]} if "slow_stem" in stem else {"image": x}
         for n in ("fast_stem", "fast4", "fast8", "fast16"):
             feeds[n] = fast[n]
         if first:
@@ -370,7 +371,7 @@ class SlowFastProgram(ObjectSetMixin):
                 r.clear()
             self._reserve(windows=False)
         stem, fast = self._encode(x, timer, first=True)
-        slow = self._slow(stem, fast, timer, first=True)
+        slow = self._slow(x, stem, fast, timer, first=True)
         self.state.fast8_prev = fast["fast8"].copy()
         self.state.last = (slow, fast)
         with timer.section("rings"):
@@ -418,7 +419,7 @@ class SlowFastProgram(ObjectSetMixin):
         else:
             self.reuse_run = 0
             self.slow_runs += 1
-            slow = self._slow(stem, fast, timer, first=False)
+            slow = self._slow(x, stem, fast, timer, first=False)
             for o in self.objects:
                 out = self._decode(slow, fast, o, timer)
                 logits.append(out["logits"])
