@@ -119,6 +119,7 @@ def export_bundle(out, family: str = "gfrtm", *, weights: Optional[str] = None, 
         calib_samples: max recorded feeds per stage kept for calibration.
         method: activation calibration method(s); see :func:`resolve_methods`.
         keep_float: stage names or node-name patterns left in float; see :func:`keep_float_for`.
+            The family's own float stages (``Family.keep_float``) are added.
         input_size: model input (H, W) or ``"HxW"``; None = the size the weights were trained at.
         heldout_sequences: sequences for the parity report (default: the last 1-2 of the source).
         heldout_frames: max frames per held-out sequence.
@@ -251,6 +252,8 @@ def _export(out: Path, family, weights, backbone, preset, backbone_weights, prec
     from edgevos.models.registry import get_family
 
     fam = get_family(family)  # validates the name before anything heavy happens
+    keep_float = split_list(keep_float) if isinstance(keep_float, str) else list(keep_float)
+    keep_float += [k for k in fam.keep_float if k not in keep_float]  # the family's float stages
     if preset and family != "slowfast":
         raise InputError(f"--preset {preset}: family '{family}' has no pathway presets (slowfast has: 1-1, 3-3, "
                          "7-7, 1-7, 3-7); drop --preset")

@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(edgevos.export.quantize.DEFAULT_METHOD)")
     p.add_argument("--keep-float", default="",
                    help="comma-separated stage names or node-name patterns (fnmatch) left in float; prefix one with "
-                        "'int8-cpu:' or 'int8-trt:' to apply it to that flavour only")
+                        "'int8-cpu:' or 'int8-trt:' to apply it to that flavour only; added to the family's own "
+                        "float stages (slowfast: gate)")
     p.add_argument("--input-size", default=None,
                    help="model input HxW, multiples of 32 (default: the size the weights were trained at)")
     p.add_argument("--heldout-sequences", default="", help="comma-separated held-out sequences for the parity report (default: the last 1-2 of the source)")

@@ -135,3 +135,25 @@ def test_bench_row_streams_slowfast_through_the_call_counter(bundle):
     row = run_row(lambda: Session.from_bundle(bundle, precision="fp32", threads=1), [seq], warmup=1)
     assert row["frames"] == 8 and row["fps"] > 0
     assert row["stage_calls_per_frame"]["fast_body"] == 1 and "rings" in row["stage_ms"]
+
+
+def test_slowfast_int8_export_keeps_its_gate_in_float(tmp_path):
+    """The reuse gate's output is a decision against tau; the family keeps that stage float in INT8."""
+    import json
+
+    from edgevos.cli import main
+    from edgevos.models.registry import get_family
+
+    assert get_family("slowfast").keep_float == ("gate",)
+    out = tmp_path / "bundle"
+    rc = main(["export", "--family", "slowfast", "--input-size", "64x96", "--precision", "int8-cpu", "--calib",
+               "test://", "--calib-frames", "8", "--calib-tau", "0", "--min-calib-samples", "1", "--no-parity",
+               "--no-speed-check", "--threads", "1", "--out", str(out), "--quiet"])
+    assert rc == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    stages = manifest["quantization"]["stages"]
+    assert manifest["quantization"]["keep_float"]["int8-cpu"] == ["gate"]
+    assert stages["gate"]["int8-cpu"] == {"quantized": False, "reason": "keep_float"}
+    assert stages["decoder_reuse"]["int8-cpu"]["quantized"]  # the other reuse-path stage is INT8
+    assert "gate.int8-cpu.onnx" not in manifest["files"] and not (out / "gate.int8-cpu.onnx").exists()
+    assert "decoder_reuse.int8-cpu.onnx" in manifest["files"]
