@@ -47,10 +47,10 @@ from edgevos.programs.base import (
     check_frame,
     check_mask,
     host_blas,
+    merge_to_frame,
     other_objects,
     resize_map,
     sigmoid,
-    soft_aggregate,
     stack_at,
     state_attribute,
     to_input,
@@ -340,8 +340,8 @@ class SlowFastProgram(ObjectSetMixin):
             probs4 = [sigmoid(lg[0, 0]) for lg in logits]
             for o, p in zip(self.objects, probs4):
                 o.prev_prob = p[None, None].astype(np.float32)
-            probs = np.stack([resize_map(p, self.frame_hw) for p in probs4], 0)
-            mask = soft_aggregate(probs, self.object_ids)
+            probs = np.stack(probs4, 0)  # model resolution: StepResult.probs resizes on first access
+            mask = merge_to_frame(probs, self.object_ids, self.frame_hw)
         return StepResult(self.frame_index, mask, probs, self.object_ids, reused, p_gate, dict(timer.ms),
                           (time.perf_counter() - t0) * 1e3)
 
