@@ -51,6 +51,8 @@ newest time step from ``history window ++ current input``.  The per-frame cost
 is that of one frame, whatever the preset's window.  The fast pathway's strided
 conv1 (k_t up to 5 on the full-resolution input) keeps its per-frame partial
 products instead (``TemporalConv.partial``): each frame meets its kernel once.
+Every other temporal layer runs its window as one Conv2d over the time steps
+stacked as channels (``TemporalConv.stacked``): no Conv3d in a streamed stage.
 
 ===================  ==========================================================  ==================
 stage                inputs -> outputs                                           runs
@@ -231,10 +233,11 @@ class SlowFastVOS(nn.Module):
         for m in self.modules():
             if isinstance(m, TemporalConv):
                 m.as_conv2d = cfg.conv3d_as_conv2d
-        for m in self.fast.modules():  # strided temporal convs stream partial products, the others
-            if isinstance(m, TemporalConv) and m.k_t > 1 and m.groups == 1:  # stack time as channels
-                m.partial = m.stride > 1
-                m.stacked = m.stride == 1
+        fast = set(map(id, self.fast.modules()))
+        for m in self.temporal_convs:  # the fast pathway's strided temporal convs stream partial products,
+            if m.groups == 1:          # the others stack time as channels
+                m.partial = id(m) in fast and m.stride > 1
+                m.stacked = not m.partial
         # -- heads
         fc = self.feature_channels
         d = cfg.decoder_dim

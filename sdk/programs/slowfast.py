@@ -397,16 +397,17 @@ class SlowFastProgram(ObjectSetMixin):
             self._reserve()
         stem, fast = self._encode(x, timer, first=False)
 
-        # ---- reuse gate on the fast pathway (skipped entirely at tau = 1)
+        # ---- reuse gate on the fast pathway: skipped at tau = 1 and where the frame must be computed anyway
+        # (forced, or max_reuse reused frames in a row), so such a frame costs what it costs at tau = 1
         since = self.reuse_run + 1  # frames since the last computed frame (= the last target-model update)
         p_gate = None
-        use_gate = self.tau < 1.0 and self.backend.has("gate")
+        use_gate = (self.tau < 1.0 and self.backend.has("gate") and not force_compute
+                    and (self.max_reuse is None or self.reuse_run < self.max_reuse))
         if use_gate:
             ps = [self._run("gate", {"fast8": fast["fast8"], "fast8_prev": self.state.fast8_prev,
                                      "prev_prob": o.prev_prob}, timer)["p_gate"] for o in self.objects]
             p_gate = float(min(p.reshape(-1)[0] for p in ps))
-        reuse = (use_gate and not force_compute and p_gate >= self.tau
-                 and (self.max_reuse is None or self.reuse_run < self.max_reuse))
+        reuse = use_gate and p_gate >= self.tau
 
         logits = []
         slow = None
