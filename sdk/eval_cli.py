@@ -47,6 +47,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", default=None, help="bundle precision (fp32, int8-cpu, int8-trt, ...)")
     g.add_argument("--tau", default="1", help="reuse-gate threshold(s), comma-separated: 1,0.9,0.8,0.7,0.5")
     g.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a computed frame after N reuses (default: the weights' trained gap, when recorded)")
+    g.add_argument("--reuse-max-area", type=number(float, 0.0, 1.0, low_open=True), default=None,
+                   help="gfrtm: always compute an object covering more than this share of the frame (default: the "
+                        "weights' own, GfrtmConfig.reuse_max_area; 1: no rule)")
     g.add_argument("--input-size", default=None, help="model input HxW for --weights (default: the checkpoint's)")
     g.add_argument("--threads", type=threads_arg(), default=None, help="CPU threads for the backend")
     g.add_argument("--save-masks", metavar="DIR", default=None,
@@ -144,10 +147,16 @@ def main_model(args) -> int:
         check_writable(args.plot, "--plot")
     ds = DavisDataset(args.davis, sequences=args.sequences, resolution=args.resolution)
     seqs = [ds[n] for n in ds.sequences]
+    options = {}
+    if args.reuse_max_area is not None:
+        if args.family != "gfrtm":
+            raise InputError(f"--reuse-max-area {args.reuse_max_area}: only gfrtm has the size rule (got --family "
+                             f"{args.family}); drop the option")
+        options["reuse_max_area"] = args.reuse_max_area
     rows = evaluate(seqs, tau=taus, family=args.family, weights=args.weights, bundle=args.bundle,
                     backend=args.backend, precision=args.precision, max_reuse=args.max_reuse,
                     input_size=args.input_size, threads=args.threads, save_masks=args.save_masks,
-                    progress=not (args.no_progress or getattr(args, "quiet", False)))
+                    progress=not (args.no_progress or getattr(args, "quiet", False)), program_options=options)
     out.mkdir(parents=True, exist_ok=True)
     what = args.bundle or args.weights
     print(f"{args.family} ({what}) on {len(seqs)} sequence(s): {', '.join(ds.sequences)}")

@@ -95,7 +95,8 @@ def evaluate_taus(make_session: Callable[[float], object], sequences: Sequence, 
 
 def session_factory(family: Optional[str] = None, weights: str = "default", bundle=None,
                     backend: Optional[str] = None, precision: Optional[str] = None, threads: Optional[int] = None,
-                    max_reuse: Optional[int] = None, input_size=None) -> Callable[[float], object]:
+                    max_reuse: Optional[int] = None, input_size=None,
+                    program_options: Optional[dict] = None) -> Callable[[float], object]:
     """``tau -> Session`` for a bundle (any backend) or a family's PyTorch weights.
 
     Args:
@@ -105,16 +106,18 @@ def session_factory(family: Optional[str] = None, weights: str = "default", bund
         backend: for ``bundle``; default onnxruntime.  Weights run on torch.
         precision, threads, max_reuse: for the session.
         input_size: model input (H, W) or ``"HxW"`` for weights (default: the checkpoint's).
+        program_options: further step-program options (e.g. G-FRTM-fast's ``reuse_max_area``).
 
     Returns:
         A function making a fresh session for a threshold.
     """
     from edgevos.runtime.session import Session
 
+    opts = dict(program_options or {})
     if bundle:
         backend = backend or "onnxruntime"
         return lambda tau: Session.from_bundle(bundle, backend=backend, precision=precision, tau=tau,
-                                               threads=threads, max_reuse=max_reuse)
+                                               threads=threads, max_reuse=max_reuse, **opts)
     if backend not in (None, "torch"):
         raise InputError(f"--backend {backend} needs an exported --bundle; --weights runs on torch")
     if precision not in (None, "fp32"):
@@ -133,13 +136,13 @@ def session_factory(family: Optional[str] = None, weights: str = "default", bund
         if "input_size" in saved:
             kwargs["input_size"] = tuple(saved["input_size"])
     model = get_family(family).build(weights=weights, **kwargs)
-    return lambda tau: Session.from_model(model, tau=tau, threads=threads, max_reuse=max_reuse)
+    return lambda tau: Session.from_model(model, tau=tau, threads=threads, max_reuse=max_reuse, **opts)
 
 
 def evaluate(sequences, tau: Union[float, Sequence[float]] = 1.0, *, family: Optional[str] = None,
              weights: str = "default", bundle=None, backend: Optional[str] = None, precision: Optional[str] = None,
              max_reuse: Optional[int] = None, input_size=None, threads: Optional[int] = None,
-             save_masks=None, progress: bool = True) -> List[dict]:
+             save_masks=None, progress: bool = True, program_options: Optional[dict] = None) -> List[dict]:
     """Run a model over sequences with ground truth and score it, once per tau.
 
         rows = evaluate("DAVIS", tau=[1, 0.7], bundle="bundles/gfrtm")
@@ -148,7 +151,7 @@ def evaluate(sequences, tau: Union[float, Sequence[float]] = 1.0, *, family: Opt
         sequences: a DAVIS-layout folder (every sequence in it), or sequence objects
             (``name``, ``len()``, ``frame(i)``, ``mask(i)``: :mod:`edgevos.data`).
         tau: one reuse-gate threshold or several.
-        family, weights, bundle, backend, precision, max_reuse, input_size, threads:
+        family, weights, bundle, backend, precision, max_reuse, input_size, threads, program_options:
             the model to run; see :func:`session_factory`.
         save_masks: write predicted masks in DAVIS layout here (``tau<t>/`` per tau when several).
         progress: show a progress bar.
@@ -163,7 +166,8 @@ def evaluate(sequences, tau: Union[float, Sequence[float]] = 1.0, *, family: Opt
         ds = DavisDataset(sequences)
         sequences = [ds[n] for n in ds.sequences]
     taus = parse_taus(",".join(str(t) for t in tau) if isinstance(tau, (list, tuple)) else tau)
-    make = session_factory(family, weights, bundle, backend, precision, threads, max_reuse, input_size)
+    make = session_factory(family, weights, bundle, backend, precision, threads, max_reuse, input_size,
+                           program_options)
     return evaluate_taus(make, sequences, taus, save_masks=save_masks, progress=progress)
 
 

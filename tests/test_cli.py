@@ -105,3 +105,11 @@ def test_train_arguments_build_both_families_configs():
     a = p.parse_args(["train", "slowfast", "--preset", "1-7", "--davis", "D", "--steps", "9"])
     s = slowfast_config(a)
     assert (s.preset, s.steps, s.input_size, s.batch) == ("1-7", 9, (128, 224), 2)
+
+
+def test_eval_reuse_max_area_is_refused_for_a_family_without_the_size_rule(davis_and_results, capsys):
+    root, _ = davis_and_results
+    rc = main(["eval", "--family", "slowfast", "--weights", "default", "--davis", str(root / "davis"),
+               "--reuse-max-area", "0.1", "--no-progress", "--out", str(root / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--reuse-max-area 0.1" in err and "only gfrtm" in err

@@ -374,6 +374,46 @@ def test_gate_decides_per_object(model):
     assert [o.reuse_run for o in s.program.objects] == [1, 0]
 
 
+def test_size_rule_computes_large_objects_whatever_their_gate_says():
+    """GfrtmConfig.reuse_max_area (the program's default, live-adjustable): an object whose last computed mask
+    covers more than that share of the input is computed even where its gate would reuse it."""
+    torch.manual_seed(0)
+    m = get_family("gfrtm").build(input_size=SIZE, reuse_max_area=0.5)
+    seq = _frames()
+    s = Session.from_model(m, tau=0.5, num_augmentations=0)
+    prog = s.program
+    assert prog.reuse_max_area == 0.5  # the weights' own
+    s.start(seq.frame(0), seq.mask(0))
+    _GateScript(prog.backend, [0.9] * 20).install()
+
+    def step_with_areas(i, areas):  # each object's last computed mask covering ``areas`` of the input
+        for o, a in zip(prog.objects, areas):
+            flat = np.full(o.prev_logits.size, -1.0, np.float32)
+            flat[:int(round(a * flat.size))] = 1.0
+            o.prev_logits = flat.reshape(o.prev_logits.shape)
+        return s.step(seq.frame(i))
+
+    prog.reuse_max_area = 0.3
+    assert step_with_areas(1, [0.1, 0.6]).reused_objects == [True, False]
+    assert step_with_areas(2, [0.6, 0.1]).reused_objects == [False, True]
+    prog.reuse_max_area = 1.0  # no rule: the gate decides alone
+    assert step_with_areas(3, [0.6, 0.6]).reused_objects == [True, True]
+    assert Session.from_model(m, tau=0.5, reuse_max_area=0.2).program.reuse_max_area == 0.2  # the caller's wins
+    for bad in (0.0, 1.5):
+        with pytest.raises(InputError, match="reuse_max_area"):
+            prog.reuse_max_area = bad
+        with pytest.raises(InputError, match="reuse_max_area"):
+            get_family("gfrtm").build(input_size=SIZE, reuse_max_area=bad)
+
+
+def test_shipped_weights_carry_the_size_rule_and_eval_can_override_it():
+    from edgevos.evaluate_model import session_factory
+
+    assert session_factory("gfrtm", "default")(0.85).program.reuse_max_area == 0.12
+    make = session_factory("gfrtm", "default", program_options={"reuse_max_area": 0.2})
+    assert make(0.85).program.reuse_max_area == 0.2
+
+
 def test_live_tau_change_never_gates_against_a_stale_embedding(model):
     seq = _frames(n=6)
     s = Session.from_model(model, tau=1.0, num_augmentations=0)

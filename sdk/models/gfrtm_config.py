@@ -69,6 +69,10 @@ class GfrtmConfig:
     # the longest gap (frames since the last computed frame) the gate was trained to judge: phase 2's
     # --max-gap; the step program's default max_reuse (0: not recorded, no default cap)
     gate_max_gap: int = 0
+    # the step program's default for its size rule: an object whose last computed mask covers more than this
+    # share of the model input is always computed (1.0: no rule).  Near objects move and change outline the
+    # most in pixels: the IoU a reused frame loses grows with the object's area (see the model card)
+    reuse_max_area: float = 1.0
     # reuse-gate training (paper defaults)
     tau: float = 1.0
     m1: float = 1.0
@@ -115,6 +119,8 @@ class GfrtmConfig:
             raise InputError(f"computed_embed '{self.computed_embed}': use 'h8', or 'f8' with reuse_scale 2 "
                              f"(got reuse_scale {self.reuse_scale})")
 
+        if not 0.0 < self.reuse_max_area <= 1.0:
+            raise InputError(f"reuse_max_area {self.reuse_max_area}: use a share of the frame in (0, 1] (1: no rule)")
         if self.gate_max_gap < 0:
             raise InputError(f"gate_max_gap {self.gate_max_gap}: use 0 (not recorded) or the phase-2 max gap")
 

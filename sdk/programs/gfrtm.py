@@ -90,7 +90,8 @@ class GfrtmProgram(ObjectSetMixin):
     occlusion = state_attribute("occlusion")
 
     def __init__(self, backend, config: dict, tau: float = 1.0, max_reuse: Optional[int] = None,
-                 num_augmentations: Optional[int] = None, seed: int = 0, occlusion: bool = True):
+                 num_augmentations: Optional[int] = None, seed: int = 0, occlusion: bool = True,
+                 reuse_max_area: Optional[float] = None):
         from edgevos.target_model import TargetModelConfig
 
         if not isinstance(occlusion, bool):
@@ -107,6 +108,8 @@ class GfrtmProgram(ObjectSetMixin):
         self.tau = tau
         # no cap given: the longest run of reuses the gate was trained to judge (phase 2's max gap)
         self.max_reuse = max_reuse if max_reuse is not None else (int(self.config.get("gate_max_gap", 0)) or None)
+        # no size rule given: the weights' own (GfrtmConfig.reuse_max_area; 1.0 = none)
+        self.reuse_max_area = float(self.config.get("reuse_max_area", 1.0)) if reuse_max_area is None else reuse_max_area
         self.seed = seed
         # matrix-free refits: cheapest per computed frame at K = 32 (update ~1 ms, refit every 8th)
         tm = TargetModelConfig(proj_dim=int(self.config.get("proj_dim", 96)), refit_solver="matrix_free")
@@ -297,6 +300,24 @@ class GfrtmProgram(ObjectSetMixin):
         """Consecutive reuses of the longest-reusing object."""
         return max((o.reuse_run for o in self.objects), default=0)
 
+    @property
+    def reuse_max_area(self) -> float:
+        """The size rule: an object whose last computed mask covers more than this share of the model
+        input is always computed, whatever its gate says (1.0: no rule).  Live-adjustable, as ``tau``."""
+        return self._reuse_max_area
+
+    @reuse_max_area.setter
+    def reuse_max_area(self, value: float):
+        value = float(value)
+        if not 0.0 < value <= 1.0:
+            raise InputError(f"reuse_max_area={value}: use a share of the frame in (0, 1] (1: no rule; smaller "
+                             "values keep more of the large objects on the computed path)")
+        self._reuse_max_area = value
+
+    def _small_enough(self, o: ObjectState) -> bool:
+        return self._reuse_max_area >= 1.0 or o.prev_logits is None or \
+            float(np.count_nonzero(o.prev_logits > 0)) <= self._reuse_max_area * o.prev_logits.size
+
     def step(self, frame: np.ndarray, force_compute: bool = False) -> StepResult:
         t0, frame, timer, (x, xh) = self._begin_step(frame)
         feats: Dict[str, np.ndarray] = {}
@@ -309,7 +330,7 @@ class GfrtmProgram(ObjectSetMixin):
         reuse = [False] * len(self.objects)
         if use_gate:
             may = [not force_compute and o.embed_current and (self.max_reuse is None or o.reuse_run < self.max_reuse)
-                   for o in self.objects]
+                   and self._small_enough(o) for o in self.objects]
             # with embeddings from computed frames, an object that must compute anyway skips the gate
             asked = may if self.embeds_computed else [True] * len(self.objects)
             if any(asked):
