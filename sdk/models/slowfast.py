@@ -95,8 +95,10 @@ Temporal Conv3d as Conv2d sums
 ------------------------------
 ``conv3d_as_conv2d=True`` computes every temporal convolution as the sum over
 its k time steps of a Conv2d with that step's kernel slice (pytorchvideo's
-mobile form), so exported stages contain only 2D convolutions: INT8-friendly on
-TensorRT and DLA.  It is numerically the Conv3d (tested).
+mobile form), in clip mode too.  It is numerically the Conv3d (tested).  The
+streamed stages need no option for this: their temporal layers are partial
+products or stacked Conv2d (see Streaming), so exported stages contain only 2D
+convolutions, INT8-friendly on ONNX Runtime, TensorRT and DLA.
 
 Modes and freezing
 ------------------
