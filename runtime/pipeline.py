@@ -321,6 +321,7 @@ def check_outputs(source, sinks: Sequence, log=None) -> None:
 
 def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, backend: str = "onnxruntime",
         precision: Optional[str] = None, tau: Optional[float] = None, max_reuse: Optional[int] = None,
+        reuse_max_area: Optional[float] = None,
         target_fps: Optional[float] = None, threads: Optional[int] = None, first_mask=None, init_box: Optional[Sequence] = None,
         refine_box: bool = True, unsupervised: bool = False,
         pin_inference: Union[str, Iterable[int], None] = None, max_frames: Optional[int] = None,
@@ -338,6 +339,8 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
         bundle: bundle directory (from :func:`~edgevos.export.export_bundle`); or give ``session``.
         session: a ready :class:`~edgevos.runtime.session.Session` instead of ``bundle``.
         backend, precision, tau, max_reuse, threads: for ``Session.from_bundle``.
+        reuse_max_area: G-FRTM-fast's size rule (an object covering more than this share of the frame is
+            always computed); None: the weights' own.
         target_fps: FPS budget mode: steer tau live to hold this frame rate with the least
             reuse (tau starts at 1); the summary's ``budget``
             tells the achieved FPS, reuse rate and tau over time.
@@ -410,6 +413,11 @@ def run(source: str, sinks: Iterable[str] = (), *, bundle=None, session=None, ba
     if not getattr(session, "supervised", True) and (first_mask is not None or init_box):
         raise InputError("this model is unsupervised (it finds the primary moving object): drop --init-mask / "
                          "--init-box")
+    if reuse_max_area is not None:
+        if not hasattr(session.program, "reuse_max_area"):
+            raise InputError(f"--reuse-max-area {reuse_max_area}: only gfrtm models have the size rule; drop the "
+                             "option")
+        session.program.reuse_max_area = reuse_max_area
     if target_fps is not None:
         session.target_fps = target_fps
 

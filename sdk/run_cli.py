@@ -36,6 +36,9 @@ def add_arguments(p) -> None:
     p.add_argument("--precision", default=None, help="bundle precision to load, e.g. int8-cpu, fp32, fp16, int8")
     p.add_argument("--tau", type=number(float, 0.0, 1.0), default=None, help="reuse-gate threshold (1 = never reuse)")
     p.add_argument("--max-reuse", type=number(int, 0), default=None, help="force a full step after this many reuses (default: the longest gap the weights' gate was trained on, when recorded)")
+    p.add_argument("--reuse-max-area", type=number(float, 0.0, 1.0, low_open=True), default=None,
+                   help="gfrtm: always compute an object covering more than this share of the frame (default: the "
+                        "weights' own, GfrtmConfig.reuse_max_area; 1: no rule)")
     p.add_argument("--target-fps", type=number(float, 0.0, low_open=True), default=None,
                    help="FPS budget mode: steer tau live to hold this frame rate with the least reuse")
     p.add_argument("--threads", type=threads_arg(), default=None, help="CPU threads for the backend")
@@ -81,7 +84,7 @@ def main(args) -> int:
 
     show, tty = _status_printer()
     summary = run(args.source, args.sinks, bundle=args.bundle, backend=args.backend, precision=args.precision,
-                  tau=args.tau, max_reuse=args.max_reuse, target_fps=args.target_fps, threads=args.threads, first_mask=args.init_mask,
+                  tau=args.tau, max_reuse=args.max_reuse, reuse_max_area=args.reuse_max_area, target_fps=args.target_fps, threads=args.threads, first_mask=args.init_mask,
                   init_box=args.init_box, refine_box=not args.no_refine_box, unsupervised=args.unsupervised, pin_inference=args.pin_inference, max_frames=args.max_frames,
                   warmup=args.warmup, timeout=args.timeout, reconnect=args.reconnect, power=not args.no_power,
                   status=None if args.quiet else show, log=args.log)

@@ -201,3 +201,19 @@ def test_run_segments_a_source_uri_into_sinks(tmp_path):
         run("test://", [])
     with pytest.raises(InputError, match="--init-box"):
         run("file://clip.mp4", [], session=session)
+
+
+def test_run_sets_the_size_rule_and_refuses_it_for_a_model_without_one():
+    import torch
+
+    from edgevos import Session, run
+    from edgevos.models.registry import get_family
+
+    session = _tiny_session(tau=0.85)
+    assert session.program.reuse_max_area == 1.0  # a model built without the rule
+    s = run("test://?frames=3&size=128x224&objects=1", [], session=session, reuse_max_area=0.3, warmup=1, power=False)
+    assert s.exit_code == 0 and session.program.reuse_max_area == 0.3
+    torch.manual_seed(0)
+    slowfast = Session.from_model(get_family("slowfast").build(input_size=(64, 96)), tau=1.0, threads=1)
+    with pytest.raises(InputError, match="only gfrtm"):
+        run("test://?frames=3&size=64x96&objects=1", [], session=slowfast, reuse_max_area=0.3, power=False)
