@@ -57,24 +57,33 @@ def test_default_weights_segment_a_heldout_davis_sequence(davis_root):
     assert j >= 0.5, f"J = {j:.3f} on held-out 'bear'"
 
 
-def test_shipped_slowfast_weights_segment_a_heldout_davis_sequence(davis_root):
+@pytest.mark.parametrize("name", ["default", "small"])
+def test_shipped_slowfast_weights_segment_a_heldout_davis_sequence(davis_root, name):
     from edgevos.data import DavisDataset
     from edgevos.metrics import evaluate_sequence
     from edgevos.models.registry import get_family
     from edgevos.models.weights import load_checkpoint
     from edgevos.runtime.session import Session
 
-    ckpt = load_checkpoint("slowfast", "default")
+    ckpt = load_checkpoint("slowfast", name)
     assert ckpt["config"]["preset"] == "3-7"
     assert not set(ckpt["meta"]["train_config"]["heldout"]) & set(ckpt["meta"]["sequences"])
     torch.set_num_threads(1)
-    model = get_family("slowfast").build(weights="default", input_size=tuple(ckpt["config"]["input_size"]))
+    model = get_family("slowfast").build(weights=name, input_size=tuple(ckpt["config"]["input_size"]))
     s = Session.from_model(model, tau=1.0, family="slowfast")
     seq = DavisDataset(davis_root)["bear"]  # held out from training
     n = 16
     preds = [s.start(seq.frame(0), seq.mask(0)).mask] + [s.step(seq.frame(i)).mask for i in range(1, n)]
     j = evaluate_sequence([seq.mask(i) for i in range(n)], preds)["stats"][1]["J-Mean"]
-    assert j >= 0.5, f"J = {j:.3f} on held-out 'bear'"
+    assert j >= 0.5, f"J = {j:.3f} on held-out 'bear' ({name})"
+
+
+def test_shipped_slowfast_sizes():
+    """``default`` is the accurate one, ``small`` the cheap one (the same lineage at 128x224)."""
+    from edgevos.models.weights import load_checkpoint
+
+    sizes = {n: tuple(load_checkpoint("slowfast", n)["config"]["input_size"]) for n in ("default", "small")}
+    assert sizes["small"] == (128, 224) and sizes["default"][0] * sizes["default"][1] > 128 * 224
 
 
 def test_builders_default_to_the_size_the_weights_were_trained_at():
